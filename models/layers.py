@@ -1,0 +1,89 @@
+"""Pure functions of the decoder: norm, rotary embedding, attention. No parameters live here."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30
+
+
+def rms_norm(x, weight, eps):
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (x32 * weight).astype(x.dtype)
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling=None):
+  inv = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  if scaling is None:
+    return inv
+  factor, low, high, old_len = scaling  # Llama 3 "llama3" rope_type, as in transformers.
+  low_wavelen, high_wavelen = old_len / low, old_len / high
+  wavelen = 2 * math.pi / inv
+  scaled = jnp.where(wavelen > low_wavelen, inv / factor, inv)
+  smooth = (old_len / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def rope_tables(positions, inv_freq):
+  """cos/sin for positions [...]; returns [..., 1, head_dim] (broadcast over heads)."""
+  ang = positions.astype(jnp.float32)[..., None] * inv_freq
+  ang = jnp.concatenate([ang, ang], axis=-1)[..., None, :]
+  return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope(x, cos, sin):
+  """Hugging Face (rotate-half) layout: x [..., heads, head_dim]."""
+  half = x.shape[-1] // 2
+  x32 = x.astype(jnp.float32)
+  rot = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+  return (x32 * cos + rot * sin).astype(x.dtype)
+
+
+def _grouped(q, n_kv):
+  *lead, h, d = q.shape
+  return q.reshape(*lead, n_kv, h // n_kv, d)
+
+
+def attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS):
+  """Grouped-query softmax attention with an explicit boolean mask; softmax in float32."""
+  n_kv = k_BxSxKxD.shape[-2]
+  scale = q_BxTxHxD.shape[-1] ** -0.5
+  q = _grouped(q_BxTxHxD, n_kv)
+  s = jnp.einsum("btkrd,bskd->bkrts", q, k_BxSxKxD, preferred_element_type=jnp.float32) * scale
+  s = jnp.where(mask_BxTxS[:, None, None], s, NEG_INF)
+  p = jax.nn.softmax(s, axis=-1).astype(v_BxSxKxD.dtype)
+  o = jnp.einsum("bkrts,bskd->btkrd", p, v_BxSxKxD)
+  return o.reshape(q_BxTxHxD.shape)
+
+
+def cudnn_causal_attention(q, k, v):
+  return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def shared_prefix_attention(q_BxNxCxHxD, pk_BxSxKxD, pv_BxSxKxD, pmask_BxNxS,
+                            tk_BxNxTxKxD, tv_BxNxTxKxD, tmask_BxNxCxT):
+  """Attention of N thought streams per document over a shared prefix cache plus their own keys.
+
+  The prefix K/V are stored once per document ([B, S]) and never copied per thought: the N
+  streams read them through the einsum's broadcast, masked per stream (keys before its position).
+  """
+  n_kv = pk_BxSxKxD.shape[-2]
+  scale = q_BxNxCxHxD.shape[-1] ** -0.5
+  q = _grouped(q_BxNxCxHxD, n_kv)  # [B, N, C, K, R, D]
+  sp = jnp.einsum("bnckrd,bskd->bnkrcs", q, pk_BxSxKxD, preferred_element_type=jnp.float32)
+  st = jnp.einsum("bnckrd,bntkd->bnkrct", q, tk_BxNxTxKxD, preferred_element_type=jnp.float32)
+  sp = jnp.where(pmask_BxNxS[:, :, None, None, None, :], sp * scale, NEG_INF)
+  st = jnp.where(tmask_BxNxCxT[:, :, None, None], st * scale, NEG_INF)
+  m = jnp.maximum(sp.max(-1, keepdims=True), st.max(-1, keepdims=True))
+  ep, et = jnp.exp(sp - m), jnp.exp(st - m)
+  z = ep.sum(-1, keepdims=True) + et.sum(-1, keepdims=True)
+  dt = pv_BxSxKxD.dtype
+  o = (jnp.einsum("bnkrcs,bskd->bnckrd", (ep / z).astype(dt), pv_BxSxKxD)
+       + jnp.einsum("bnkrct,bntkd->bnckrd", (et / z).astype(dt), tv_BxNxTxKxD))
+  return o.reshape(q_BxNxCxHxD.shape)

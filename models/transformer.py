@@ -1,0 +1,235 @@
+"""Flax NNX decoder (Llama / Qwen2 / Qwen3 / SmolLM2) with scanned layers and KV-cache decoding.
+
+Per-layer weights are stacked on a leading `layers` axis, so the same block is compiled once and
+applied with `jax.lax.scan` (or a Python loop when `scan_layers=False`). Every parameter carries a
+`logical_axes` metadata tuple that rlp/sharding.py maps onto the device mesh.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from models import layers as L
+from models.config import ModelConfig
+
+# name -> (logical axes without the leading "layers" axis, init kind)
+_LAYER_PARAMS = {
+    "attn_norm": (("embed",), "ones"),
+    "wq": (("embed", "heads", "head_dim"), "fan_in"),
+    "wk": (("embed", "kv_heads", "head_dim"), "fan_in"),
+    "wv": (("embed", "kv_heads", "head_dim"), "fan_in"),
+    "wo": (("heads", "head_dim", "embed"), "fan_in2"),
+    "mlp_norm": (("embed",), "ones"),
+    "w_gate": (("embed", "mlp"), "fan_in"),
+    "w_up": (("embed", "mlp"), "fan_in"),
+    "w_down": (("mlp", "embed"), "fan_in"),
+}
+_BIAS_PARAMS = {"bq": ("heads", "head_dim"), "bk": ("kv_heads", "head_dim"),
+                "bv": ("kv_heads", "head_dim")}
+_QK_NORM_PARAMS = {"q_norm": ("head_dim",), "k_norm": ("head_dim",)}
+
+
+def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+  """Shapes (with the leading layer axis) and logical axes of every stacked layer parameter."""
+  dims = {"embed": cfg.d_model, "heads": cfg.n_heads, "kv_heads": cfg.n_kv_heads,
+          "head_dim": cfg.head_dim, "mlp": cfg.d_ff}
+  names = {k: v[0] for k, v in _LAYER_PARAMS.items()}
+  if cfg.attn_bias:
+    names.update(_BIAS_PARAMS)
+  if cfg.qk_norm:
+    names.update(_QK_NORM_PARAMS)
+  return {k: ((cfg.n_layers,) + tuple(dims[a] for a in axes), ("layers",) + axes)
+          for k, axes in names.items()}
+
+
+class Layers(nnx.Module):
+  """Stacked per-layer parameters; a plain container (the block math is in Transformer)."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    for name, (shape, axes) in layer_param_shapes(cfg).items():
+      kind = _LAYER_PARAMS.get(name, (None, "zeros"))[1]
+      if name in _QK_NORM_PARAMS:
+        kind = "ones"
+      if kind == "ones":
+        value = jnp.ones(shape, jnp.float32)
+      elif kind == "zeros":
+        value = jnp.zeros(shape, jnp.float32)
+      else:
+        fan_in = shape[1] if kind == "fan_in" else shape[1] * shape[2]
+        value = jax.random.normal(rngs.params(), shape, jnp.float32) * fan_in ** -0.5
+      setattr(self, name, nnx.Param(value, logical_axes=axes))
+
+
+@struct.dataclass
+class KVCache:
+  """Standard decode cache. k, v: [L, B, S_max, K, D]; segment_ids: [B, S_max]; end: next index."""
+  k: jax.Array
+  v: jax.Array
+  segment_ids: jax.Array
+  end: jax.Array
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[2]
+
+
+class Transformer(nnx.Module):
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    c = config
+    self.embed = nnx.Param(jax.random.normal(rngs.params(), (c.vocab_size, c.d_model), jnp.float32)
+                           * 0.02, logical_axes=("vocab", "embed"))
+    self.layers = Layers(c, rngs)
+    self.final_norm = nnx.Param(jnp.ones((c.d_model,), jnp.float32), logical_axes=("embed",))
+    if not c.tie_embeddings:
+      self.lm_head = nnx.Param(jax.random.normal(rngs.params(), (c.d_model, c.vocab_size),
+                                                 jnp.float32) * c.d_model ** -0.5,
+                               logical_axes=("embed", "vocab"))
+
+  # ---------------------------------------------------------------- public calls
+  def __call__(self, tokens, positions=None, segment_ids=None):
+    """Full causal forward. tokens int32 [B, S] -> float32 logits [B, S, V]."""
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[-1], dtype=jnp.int32), tokens.shape)
+    use_cudnn = self.config.attention == "cudnn" and segment_ids is None
+    if segment_ids is not None:
+      mask = segment_ids[:, :, None] == segment_ids[:, None, :]
+    else:
+      mask = jnp.ones((1, 1, 1), bool)
+    causal = jnp.tril(jnp.ones((tokens.shape[1], tokens.shape[1]), bool))[None]
+    mask = mask & causal
+
+    def attend(q, k, v, _):
+      if use_cudnn:
+        return L.cudnn_causal_attention(q, k, v), None
+      return L.attention(q, k, v, mask), None
+
+    x = self._trunk(tokens, positions, attend, None)[0]
+    return self.logits(x)
+
+  def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
+    c = self.config
+    dtype = dtype or jnp.dtype(c.dtype)
+    shape = (c.n_layers, batch, max_len, c.n_kv_heads, c.head_dim)
+    return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                   segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+                   end=jnp.zeros((), jnp.int32))
+
+  def decode(self, tokens, cache: KVCache, positions=None, segment_ids=None):
+    """Appends tokens [B, C] at cache.end; returns (logits [B, C, V], cache).
+
+    Positions default to the cache index; segment ids (packed prompts) restrict attention to
+    keys of the same segment, as in the full forward.
+    """
+    b, n = tokens.shape
+    idx = cache.end + jnp.arange(n, dtype=jnp.int32)
+    if positions is None:
+      positions = jnp.broadcast_to(idx, (b, n))
+    if segment_ids is None:
+      segment_ids = jnp.ones((b, n), jnp.int32)
+    seg_cache = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids.astype(jnp.int32),
+                                             (0, cache.end))
+    key_idx = jnp.arange(cache.max_len, dtype=jnp.int32)
+    mask = (key_idx[None, None, :] <= idx[None, :, None]) & (
+        segment_ids[:, :, None] == seg_cache[:, None, :])
+
+    def attend(q, k, v, kv):
+      ck, cv = kv
+      ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache.end, 0, 0))
+      cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache.end, 0, 0))
+      return L.attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask), (ck, cv)
+
+    x, (ck, cv) = self._trunk(tokens, positions, attend, (cache.k, cache.v))
+    cache = KVCache(k=ck, v=cv, segment_ids=seg_cache, end=cache.end + n)
+    return self.logits(x), cache
+
+  def decode_shared(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
+                    thought_kv, write_index):
+    """N streams per document decode C tokens against a shared prefix cache plus their own cache.
+
+    prefix_kv: (k, v) each [L, B, S, K, D], computed once per document and never copied per stream.
+    thought_kv: (k, v) each [L, B, N, T, K, D]; the C new keys are written at `write_index`, and a
+    query at thought index i sees thought keys <= i. Returns (logits [B, N, C, V], thought_kv).
+    Differentiable in all inputs, so the training forward over thoughts uses it too.
+    """
+    c = tokens_BxNxC.shape[-1]
+    t_max = thought_kv[0].shape[3]
+    q_idx = write_index + jnp.arange(c, dtype=jnp.int32)
+    tmask = jnp.arange(t_max)[None, :] <= q_idx[:, None]  # [C, T]
+    tmask = jnp.broadcast_to(tmask, tokens_BxNxC.shape[:2] + tmask.shape)
+
+    def attend(q, k, v, kv):
+      pk, pv, tk, tv = kv
+      tk = jax.lax.dynamic_update_slice(tk, k.astype(tk.dtype), (0, 0, write_index, 0, 0))
+      tv = jax.lax.dynamic_update_slice(tv, v.astype(tv.dtype), (0, 0, write_index, 0, 0))
+      dt = q.dtype
+      o = L.shared_prefix_attention(q, pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS,
+                                    tk.astype(dt), tv.astype(dt), tmask)
+      return o, (pk, pv, tk, tv)
+
+    x, (_, _, tk, tv) = self._trunk(tokens_BxNxC, positions_BxNxC, attend,
+                                    (*prefix_kv, *thought_kv))
+    return self.logits(x), (tk, tv)
+
+  def prefix_kv(self, tokens_BxS, positions=None):
+    """The K/V of every layer for a whole document in one forward: ([L,B,S,K,D], [L,B,S,K,D])."""
+    b, s = tokens_BxS.shape
+    cache = self.init_cache(b, s)
+    _, cache = self.decode(tokens_BxS, cache, positions=positions)
+    return cache.k, cache.v
+
+  def logits(self, x):
+    x = L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
+    if self.config.tie_embeddings:
+      w = self.embed[...].astype(x.dtype).T
+    else:
+      w = self.lm_head[...].astype(x.dtype)
+    return jnp.einsum("...d,dv->...v", x, w, preferred_element_type=jnp.float32)
+
+  # ---------------------------------------------------------------- the block
+  def _trunk(self, tokens, positions, attend: Callable, caches: Any):
+    c = self.config
+    dt = jnp.dtype(c.dtype)
+    x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
+    inv_freq = L.rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
+    cos, sin = L.rope_tables(positions, inv_freq)
+    params = {name: getattr(self.layers, name)[...] for name in layer_param_shapes(c)}
+
+    def block(x, layer):
+      p, kv = layer
+      p = jax.tree.map(lambda a: a.astype(dt), p)
+      h = L.rms_norm(x, p["attn_norm"], c.norm_eps)
+      q = jnp.einsum("...d,dhk->...hk", h, p["wq"])
+      k = jnp.einsum("...d,dhk->...hk", h, p["wk"])
+      v = jnp.einsum("...d,dhk->...hk", h, p["wv"])
+      if c.attn_bias:
+        q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
+      if c.qk_norm:
+        q = L.rms_norm(q, p["q_norm"], c.norm_eps)
+        k = L.rms_norm(k, p["k_norm"], c.norm_eps)
+      q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
+      o, kv = attend(q, k, v, kv)
+      x = x + jnp.einsum("...hk,hkd->...d", o, p["wo"])
+      h = L.rms_norm(x, p["mlp_norm"], c.norm_eps)
+      g = jnp.einsum("...d,df->...f", h, p["w_gate"])
+      u = jnp.einsum("...d,df->...f", h, p["w_up"])
+      x = x + jnp.einsum("...f,fd->...d", jax.nn.silu(g) * u, p["w_down"])
+      return x, kv
+
+    if c.remat != "none":
+      policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if c.remat == "dots"
+                else jax.checkpoint_policies.nothing_saveable)
+      block = jax.checkpoint(block, policy=policy, prevent_cse=not c.scan_layers)
+    if c.scan_layers:
+      return jax.lax.scan(block, x, (params, caches))
+    outs = []
+    for i in range(c.n_layers):
+      layer = jax.tree.map(lambda a: a[i], (params, caches))
+      x, kv = block(x, layer)
+      outs.append(kv)
+    return x, (None if caches is None else jax.tree.map(lambda *a: jnp.stack(a), *outs))
