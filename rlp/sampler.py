@@ -1,0 +1,225 @@
+"""Thought rollouts: one prefill per document, all thoughts decode against its shared prefix cache.
+
+For each document b, position t (k per document) and thought g (G per position), a stream decodes
+    [x_<t] + template + <think> + thought + </think>  and scores  x_t
+Stream n = k * G + g of document b reads the document's prefix K/V (computed once, [B, S]) masked
+to keys < t, plus its own thought cache. The decode loop is one `jax.lax.while_loop` that stops when
+every stream has closed its thought and scored x_t.
+
+Per-token log-probs are those of the sampling policy softmax(logits / temperature) (top-k/top-p
+only restrict what is sampled), which is what the trainer recomputes for the importance ratio.
+S_pred = log p(x_t | x_<t, thought) uses the raw logits (temperature 1): it is a likelihood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax import struct
+
+PHASE_GEN, PHASE_CLOSE, PHASE_DONE = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  group_size: int = 4
+  max_thought_len: int = 16  # sampled tokens, not counting the appended </think> of a truncation
+  min_thought_len: int = 1
+  temperature: float = 0.7
+  top_k: int = 0  # 0 = off
+  top_p: float = 1.0
+  prompt_ids: tuple[int, ...] = (1,)  # template + <think>, forced before every thought
+  close_ids: tuple[int, ...] = (2,)  # </think> (one id, or the marker's text tokens)
+  naive: bool = False  # copy the prefix per stream (the baseline the shared cache replaces)
+
+  def __post_init__(self):
+    if self.group_size < 1:
+      raise ValueError(f"group_size must be >= 1 (got {self.group_size})")
+    if self.min_thought_len < 1 or self.min_thought_len > self.max_thought_len:
+      raise ValueError(f"need 1 <= min_thought_len <= max_thought_len (got {self.min_thought_len}, "
+                       f"{self.max_thought_len})")
+    if not self.close_ids or not self.prompt_ids:
+      raise ValueError("prompt_ids and close_ids must not be empty")
+    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+      raise ValueError(f"bad sampling params: temperature {self.temperature} (>= 0), top_p "
+                       f"{self.top_p} (0, 1], top_k {self.top_k} (>= 0)")
+
+  @property
+  def buffer_len(self) -> int:
+    return self.max_thought_len + len(self.close_ids)
+
+
+@struct.dataclass
+class Rollout:
+  tokens: jax.Array  # [B, K, G, T] thought tokens incl. </think> (sampled or appended)
+  logp: jax.Array  # [B, K, G, T] sampling-policy log-probs of sampled tokens (0 elsewhere)
+  mask: jax.Array  # [B, K, G, T] 1 on tokens the policy sampled (these get gradient)
+  valid: jax.Array  # [B, K, G, T] 1 on every token of the thought incl. appended </think>
+  lengths: jax.Array  # [B, K, G] number of sampled tokens
+  truncated: jax.Array  # [B, K, G] bool: hit max_thought_len, </think> appended
+  s_pred: jax.Array  # [B, K, G] log p_theta(x_t | x_<t, thought)
+  targets: jax.Array  # [B, K] x_t
+
+
+def policy_logits(logits, temperature):
+  return logits if temperature == 0 else logits / temperature
+
+
+def sample_logits(key, logits, temperature, top_k=0, top_p=1.0, ban=None):
+  """Samples from [..., V] logits; temperature 0 is greedy. Returns (token, policy log-prob).
+
+  `ban` ([..., V] bool) removes tokens from sampling only: the returned log-prob is that of the
+  unrestricted policy, as the trainer recomputes it (so the importance ratio starts at 1).
+  """
+  logp = jax.nn.log_softmax(policy_logits(logits, temperature).astype(jnp.float32), axis=-1)
+  masked = logp if ban is None else jnp.where(ban, -jnp.inf, logp)
+  if temperature == 0:
+    tok = jnp.argmax(masked, axis=-1)
+    return tok.astype(jnp.int32), jnp.take_along_axis(logp, tok[..., None], -1)[..., 0]
+  if top_k:
+    kth = jax.lax.top_k(masked, top_k)[0][..., -1:]
+    masked = jnp.where(masked < kth, -jnp.inf, masked)
+  if top_p < 1.0:
+    srt = jnp.sort(masked, axis=-1)[..., ::-1]
+    cum = jnp.cumsum(jnp.exp(srt), axis=-1)
+    # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+    cutoff_idx = jnp.sum(cum - jnp.exp(srt) < top_p, axis=-1, keepdims=True) - 1
+    cutoff = jnp.take_along_axis(srt, cutoff_idx, -1)
+    masked = jnp.where(masked < cutoff, -jnp.inf, masked)
+  tok = jax.random.categorical(key, masked, axis=-1).astype(jnp.int32)
+  return tok, jnp.take_along_axis(logp, tok[..., None], -1)[..., 0]
+
+
+def stream_layout(cuts_BxK, group_size):
+  """Per-stream cut t ([B, N]) with stream n = k * G + g."""
+  return jnp.repeat(cuts_BxK, group_size, axis=1)
+
+
+def prompt_positions(cut_BxN, n_tokens):
+  return cut_BxN[..., None] + jnp.arange(n_tokens, dtype=jnp.int32)
+
+
+def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
+  """The rollout (no gradient). Pure function of the model's params; jit it (see `rollout`)."""
+  b, s = docs_BxS.shape
+  k = cuts_BxK.shape[1]
+  g = cfg.group_size
+  n = k * g
+  p_len, m, tb = len(cfg.prompt_ids), len(cfg.close_ids), cfg.buffer_len
+  c = model.config
+  cut = stream_layout(cuts_BxK, g)  # [B, N]
+  targets = jnp.take_along_axis(docs_BxS, cuts_BxK, axis=1)
+  close = jnp.asarray(cfg.close_ids, jnp.int32)
+
+  if cfg.naive:  # the prefix copied per stream: B*N rows of one stream each
+    pk, pv = model.prefix_kv(jnp.repeat(docs_BxS, n, axis=0))
+    pmask = (jnp.arange(s)[None, :] < cut.reshape(-1, 1))[:, None, :]  # [B*N, 1, S]
+  else:
+    pk, pv = model.prefix_kv(docs_BxS)
+    pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]  # [B, N, S]
+  rows, per_row = pmask.shape[:2]
+  kv_shape = (c.n_layers, rows, per_row, p_len + tb, c.n_kv_heads, c.head_dim)
+  tkv = (jnp.zeros(kv_shape, pk.dtype), jnp.zeros(kv_shape, pk.dtype))
+
+  def feed(tok_BxNxC, pos_BxNxC, tkv, write_index):
+    shape = (rows, per_row, tok_BxNxC.shape[-1])
+    logits, tkv = model.decode_shared(tok_BxNxC.reshape(shape), pos_BxNxC.reshape(shape),
+                                      (pk, pv), pmask, tkv, write_index)
+    return logits[:, :, -1].reshape(b, n, -1), tkv
+
+  prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
+  logits, tkv = feed(prompt, prompt_positions(cut, p_len), tkv, 0)
+
+  zeros_i = jnp.zeros((b, n), jnp.int32)
+  init = dict(i=jnp.zeros((), jnp.int32), logits=logits, tkv=tkv,
+              buf=jnp.zeros((b, n, tb), jnp.int32), logp=jnp.zeros((b, n, tb), jnp.float32),
+              mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
+              phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i,
+              truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32))
+
+  def cond(st):
+    return jnp.any(st["phase"] != PHASE_DONE) & (st["i"] <= tb)
+
+  def body(st):
+    i, phase, close_pos = st["i"], st["phase"], st["close_pos"]
+    raw = jax.nn.log_softmax(st["logits"], axis=-1)
+    # 1. streams whose </think> is fully fed score x_t and finish
+    scoring = (phase == PHASE_CLOSE) & (close_pos == m)
+    s_tgt = jnp.take_along_axis(raw, stream_layout(targets, g)[..., None], -1)[..., 0]
+    s_pred = jnp.where(scoring, s_tgt, st["s_pred"])
+    # 2. streams still closing get the next </think> token forced (not a policy action)
+    forcing = (phase == PHASE_CLOSE) & (close_pos < m)
+    forced_tok = close[jnp.minimum(close_pos, m - 1)]
+    # 3. generating streams sample; </think> (its first token) is banned before min length
+    lg = st["logits"]
+    ban = (st["gen_len"] < cfg.min_thought_len)[..., None] & (
+        jnp.arange(lg.shape[-1]) == close[0])
+    tok, tok_logp = sample_logits(jax.random.fold_in(key, i), lg, cfg.temperature, cfg.top_k,
+                                  cfg.top_p, ban)
+    gen = phase == PHASE_GEN
+    nxt = jnp.where(gen, tok, jnp.where(forcing, forced_tok, 0))
+    write = gen | forcing
+    buf = st["buf"].at[:, :, i].set(jnp.where(write, nxt, 0), mode="drop")
+    logp = st["logp"].at[:, :, i].set(jnp.where(gen, tok_logp, 0.0), mode="drop")
+    mask = st["mask"].at[:, :, i].set(gen.astype(jnp.int32), mode="drop")
+    valid = st["valid"].at[:, :, i].set(write.astype(jnp.int32), mode="drop")
+    gen_len = st["gen_len"] + gen
+    # has the policy written the whole </think>? (its last m tokens equal close_ids)
+    idx = jnp.clip(i - m + 1 + jnp.arange(m), 0, tb - 1)
+    tail = jnp.take(buf, idx, axis=2)
+    closed = gen & (gen_len >= m) & jnp.all(tail == close, axis=-1)
+    hit_limit = gen & ~closed & (gen_len >= cfg.max_thought_len)
+    new_phase = jnp.where(scoring, PHASE_DONE, jnp.where(closed | hit_limit, PHASE_CLOSE, phase))
+    new_close = jnp.where(closed, m, jnp.where(hit_limit, 0, close_pos + forcing))
+    truncated = st["truncated"] | hit_limit
+    pos = (cut + p_len + i)[..., None]
+    logits, tkv = feed(nxt[..., None], pos, st["tkv"], p_len + i)
+    return dict(i=i + 1, logits=logits, tkv=tkv, buf=buf, logp=logp, mask=mask, valid=valid,
+                phase=new_phase, close_pos=new_close, gen_len=gen_len, truncated=truncated,
+                s_pred=s_pred)
+
+  st = jax.lax.while_loop(cond, body, init)
+  shape4 = (b, k, g, tb)
+  return Rollout(tokens=st["buf"].reshape(shape4), logp=st["logp"].reshape(shape4),
+                 mask=st["mask"].reshape(shape4), valid=st["valid"].reshape(shape4),
+                 lengths=st["gen_len"].reshape(b, k, g),
+                 truncated=st["truncated"].reshape(b, k, g), s_pred=st["s_pred"].reshape(b, k, g),
+                 targets=targets)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
+def _rollout_jit(graphdef, params, docs, cuts, key, cfg):
+  return rollout_fn(nnx.merge(graphdef, params), docs, cuts, key, cfg)
+
+
+def rollout(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
+  """Jitted rollout for an NNX model (convenience for notebooks, tests and benchmarks)."""
+  graphdef, params = nnx.split(model)
+  return _rollout_jit(graphdef, params, jnp.asarray(docs_BxS, jnp.int32),
+                      jnp.asarray(cuts_BxK, jnp.int32), key, cfg)
+
+
+def thought_logits(model, docs_BxS, cuts_BxK, thought_tokens_BxKxGxT, cfg: SamplerConfig,
+                   prefix=None):
+  """Teacher-forced logits over [prompt, thought] of every stream, differentiable.
+
+  Returns logits [B, K, G, T, V] where entry u predicts thought token u; the shared prefix is
+  computed once per document (or passed in as `prefix` = (k, v)).
+  """
+  b, s = docs_BxS.shape
+  _, k, g, t = thought_tokens_BxKxGxT.shape
+  n, p_len = k * g, len(cfg.prompt_ids)
+  cut = stream_layout(cuts_BxK, g)
+  pk, pv = prefix if prefix is not None else model.prefix_kv(docs_BxS)
+  pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]
+  prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
+  toks = jnp.concatenate([prompt, thought_tokens_BxKxGxT.reshape(b, n, t)], axis=-1)
+  c = model.config
+  shape = (c.n_layers, b, n, p_len + t, c.n_kv_heads, c.head_dim)
+  tkv = (jnp.zeros(shape, pk.dtype), jnp.zeros(shape, pk.dtype))
+  logits, _ = model.decode_shared(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask, tkv, 0)
+  return logits[:, :, p_len - 1:p_len - 1 + t].reshape(b, k, g, t, -1)

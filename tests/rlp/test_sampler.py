@@ -1,0 +1,146 @@
+"""The shared-prefix rollout against explicit teacher-forced sequences and the naive sampler."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import models
+from rlp import sampler as S
+
+CFG = models.ModelConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                         head_dim=8, d_ff=48)
+OPEN, CLOSE = (40, 41), (42, 43)  # multi-token markers exercise the general path
+
+
+@pytest.fixture(scope="module")
+def model():
+  return models.Transformer(CFG, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def docs():
+  rng = np.random.default_rng(0)
+  d = jnp.asarray(rng.integers(0, 40, (2, 12)), jnp.int32)
+  cuts = jnp.asarray([[3, 8], [5, 11]], jnp.int32)
+  return d, cuts
+
+
+def scfg(**kw):
+  base = dict(group_size=3, max_thought_len=6, min_thought_len=1, temperature=1.0,
+              prompt_ids=(39,) + OPEN, close_ids=CLOSE)
+  base.update(kw)
+  return S.SamplerConfig(**base)
+
+
+def _check_against_full_forward(model, docs, cuts, ro, cfg):
+  temp = cfg.temperature or 1.0
+  b, k, g, _ = ro.tokens.shape
+  for i in range(b):
+    for j in range(k):
+      t = int(cuts[i, j])
+      for h in range(g):
+        n_valid = int(ro.valid[i, j, h].sum())
+        thought = np.asarray(ro.tokens[i, j, h, :n_valid])
+        seq = np.concatenate([np.asarray(docs[i, :t]), cfg.prompt_ids, thought,
+                              [int(docs[i, t])]])
+        logits = np.asarray(model(jnp.asarray(seq[None], jnp.int32))[0])
+        start = t + len(cfg.prompt_ids)
+        lp = jax.nn.log_softmax(logits[start - 1:start - 1 + n_valid] / temp, -1)
+        want = np.take_along_axis(np.asarray(lp), thought[:, None], -1)[:, 0]
+        m = np.asarray(ro.mask[i, j, h, :n_valid]).astype(bool)
+        np.testing.assert_allclose(np.asarray(ro.logp[i, j, h, :n_valid])[m], want[m], atol=1e-4)
+        # the thought ends with </think> and the sampled part has the reported length
+        assert tuple(thought[-len(CLOSE):]) == CLOSE
+        assert m.sum() == int(ro.lengths[i, j, h])
+        s_pred = jax.nn.log_softmax(logits[-2])[int(docs[i, t])]
+        np.testing.assert_allclose(float(ro.s_pred[i, j, h]), float(s_pred), atol=1e-4)
+
+
+def test_logp_and_s_pred_equal_teacher_forced_forward(model, docs):
+  d, cuts = docs
+  cfg = scfg()
+  ro = S.rollout(model, d, cuts, jax.random.key(0), cfg)
+  assert ro.tokens.shape == (2, 2, 3, cfg.buffer_len)
+  _check_against_full_forward(model, d, cuts, ro, cfg)
+  np.testing.assert_array_equal(np.asarray(ro.targets), np.take_along_axis(np.asarray(d), np.asarray(cuts), 1))
+
+
+def test_truncation_appends_close_and_is_flagged(model, docs):
+  d, cuts = docs
+  # a close sequence the model cannot produce quickly: every thought hits the limit
+  cfg = scfg(max_thought_len=3, temperature=0.0)
+  ro = S.rollout(model, d, cuts, jax.random.key(1), cfg)
+  lengths, trunc = np.asarray(ro.lengths), np.asarray(ro.truncated)
+  assert np.all(lengths <= 3)
+  assert np.all(trunc == (lengths == 3) & (np.asarray(ro.valid).sum(-1) == 3 + len(CLOSE)))
+  _check_against_full_forward(model, d, cuts, ro, cfg)
+
+
+def test_min_length_and_natural_stop(model, docs):
+  """A model that loves </think>: thoughts stop as soon as min length allows."""
+  d, cuts = docs
+  params = models.weights.pure_params(model)
+  emb = np.array(params["embed"])
+  emb[CLOSE[0]] *= 30.0  # tied embeddings: make CLOSE[0] dominant, then CLOSE[1] after it
+  params["embed"] = emb
+  keen = models.weights.model_from_params(CFG, params)
+  cfg = scfg(min_thought_len=2, max_thought_len=6, temperature=0.0)
+  ro = S.rollout(keen, d, cuts, jax.random.key(2), cfg)
+  lengths = np.asarray(ro.lengths)
+  assert np.all(lengths >= 2)
+  _check_against_full_forward(keen, d, cuts, ro, cfg)
+
+
+def test_naive_prefix_copy_gives_identical_outputs(model, docs):
+  d, cuts = docs
+  a = S.rollout(model, d, cuts, jax.random.key(3), scfg())
+  b = S.rollout(model, d, cuts, jax.random.key(3), scfg(naive=True))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+
+
+def test_greedy_equals_model_greedy_continuation(model, docs):
+  d, cuts = docs
+  cfg = scfg(temperature=0.0, max_thought_len=5, close_ids=(47,), group_size=2)
+  ro = S.rollout(model, d, cuts, jax.random.key(4), cfg)
+  toks = np.asarray(ro.tokens)
+  for i in range(2):
+    for j in range(2):
+      t = int(cuts[i, j])
+      prompt = jnp.concatenate([d[i, :t], jnp.asarray(cfg.prompt_ids)])[None]
+      cont = np.asarray(models.greedy_generate(model, prompt, 5))[0]
+      n = int(ro.lengths[i, j, 0])
+      assert toks[i, j, 0, :n].tolist() == cont[:n].tolist()
+      assert toks[i, j, 1, :n].tolist() == cont[:n].tolist()  # greedy: all G thoughts agree
+
+
+def test_deterministic_given_key(model, docs):
+  d, cuts = docs
+  a = S.rollout(model, d, cuts, jax.random.key(5), scfg())
+  b = S.rollout(model, d, cuts, jax.random.key(5), scfg())
+  c = S.rollout(model, d, cuts, jax.random.key(6), scfg())
+  np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+  assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
+
+
+def test_thought_logits_match_rollout_logp(model, docs):
+  d, cuts = docs
+  cfg = scfg()
+  ro = S.rollout(model, d, cuts, jax.random.key(7), cfg)
+  logits = S.thought_logits(model, d, cuts, ro.tokens, cfg)
+  lp = jax.nn.log_softmax(logits / cfg.temperature, -1)
+  got = jnp.take_along_axis(lp, ro.tokens[..., None], -1)[..., 0] * ro.mask
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ro.logp), atol=1e-4)
+
+
+def test_top_k_top_p_restrict_support():
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  keys = jax.random.split(jax.random.key(0), 400)
+  tk = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_k=2)[0])(keys)
+  assert set(np.asarray(tk).ravel().tolist()) == {0, 1}
+  tp = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_p=0.9)[0])(keys)
+  assert set(np.asarray(tp).ravel().tolist()) == {0, 1, 2}
+  with pytest.raises(ValueError, match="min_thought_len"):
+    S.SamplerConfig(min_thought_len=0)
