@@ -46,6 +46,30 @@ class Tokenizer:
     i = self.token_to_id(text)
     return (i,) if i is not None else tuple(self.encode(text))
 
+  def token_bytes(self) -> list[bytes]:
+    """The bytes each id stands for (byte-level BPE, SentencePiece pieces); RPT's reward uses it."""
+    if self.kind == "sentencepiece":
+      sp = self._backend
+      out = []
+      for i in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(i)
+        if sp.is_byte(i):
+          out.append(bytes([int(piece[3:5], 16)]))
+        elif sp.is_control(i) or sp.is_unknown(i):
+          out.append(b"")
+        else:
+          out.append(piece.replace("\u2581", " ").encode("utf-8"))
+      return out
+    inv = {c: i for i, c in enumerate(_byte_alphabet())}
+    out = []
+    for i in range(self.vocab_size):
+      t = self._backend.id_to_token(i) or ""
+      if self.kind == "gguf" or all(ch in inv for ch in t):
+        out.append(bytes(inv[ch] for ch in t) if all(ch in inv for ch in t) else t.encode())
+      else:
+        out.append(t.replace("\u2581", " ").encode("utf-8"))
+    return out
+
   def encode(self, text: str) -> list[int]:
     if self.kind == "sentencepiece":
       return list(self._backend.encode(text))
@@ -56,6 +80,21 @@ class Tokenizer:
     if self.kind == "sentencepiece":
       return self._backend.decode(ids)
     return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _byte_alphabet() -> list[str]:
+  """GPT-2's byte -> printable character map, as a list indexed by byte value."""
+  bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(
+      range(ord("\xae"), ord("\xff") + 1))
+  cs = bs[:]
+  n = 0
+  for b in range(256):
+    if b not in bs:
+      bs.append(b)
+      cs.append(256 + n)
+      n += 1
+  table = dict(zip(bs, cs))
+  return [chr(table[b]) for b in range(256)]
 
 
 def _sha(*parts: bytes) -> str:

@@ -35,6 +35,7 @@ class SamplerConfig:
   prompt_ids: tuple[int, ...] = (1,)  # template + <think>, forced before every thought
   close_ids: tuple[int, ...] = (2,)  # </think> (one id, or the marker's text tokens)
   naive: bool = False  # copy the prefix per stream (the baseline the shared cache replaces)
+  predict: bool = False  # RPT: sample one prediction token after </think> (a policy action)
 
   def __post_init__(self):
     if self.group_size < 1:
@@ -50,7 +51,7 @@ class SamplerConfig:
 
   @property
   def buffer_len(self) -> int:
-    return self.max_thought_len + len(self.close_ids)
+    return self.max_thought_len + len(self.close_ids) + int(self.predict)
 
 
 @struct.dataclass
@@ -63,6 +64,7 @@ class Rollout:
   truncated: jax.Array  # [B, K, G] bool: hit max_thought_len, </think> appended
   s_pred: jax.Array  # [B, K, G] log p_theta(x_t | x_<t, thought)
   targets: jax.Array  # [B, K] x_t
+  prediction: jax.Array  # [B, K, G] RPT's predicted token (predict=True), else -1
 
 
 def policy_logits(logits, temperature):
@@ -139,7 +141,8 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
               buf=jnp.zeros((b, n, tb), jnp.int32), logp=jnp.zeros((b, n, tb), jnp.float32),
               mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
               phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i,
-              truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32))
+              truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
+              pred=jnp.full((b, n), -1, jnp.int32))
 
   def cond(st):
     return jnp.any(st["phase"] != PHASE_DONE) & (st["i"] <= tb)
@@ -161,18 +164,25 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     tok, tok_logp = sample_logits(jax.random.fold_in(key, i), lg, cfg.temperature, cfg.top_k,
                                   cfg.top_p, ban)
     gen = phase == PHASE_GEN
+    if cfg.predict:  # RPT: the scoring step also samples the prediction of x_t
+      pred, pred_logp = sample_logits(jax.random.fold_in(key, i + 1_000_003), st["logits"],
+                                      cfg.temperature, cfg.top_k, cfg.top_p)
+      tok = jnp.where(scoring, pred, tok)
+      st = dict(st, pred=jnp.where(scoring, pred, st["pred"]))
+      tok_logp = jnp.where(scoring, pred_logp, tok_logp)
+      gen = gen | scoring
     nxt = jnp.where(gen, tok, jnp.where(forcing, forced_tok, 0))
     write = gen | forcing
     buf = st["buf"].at[:, :, i].set(jnp.where(write, nxt, 0), mode="drop")
     logp = st["logp"].at[:, :, i].set(jnp.where(gen, tok_logp, 0.0), mode="drop")
     mask = st["mask"].at[:, :, i].set(gen.astype(jnp.int32), mode="drop")
     valid = st["valid"].at[:, :, i].set(write.astype(jnp.int32), mode="drop")
-    gen_len = st["gen_len"] + gen
+    gen_len = st["gen_len"] + (phase == PHASE_GEN)
     # has the policy written the whole </think>? (its last m tokens equal close_ids)
     idx = jnp.clip(i - m + 1 + jnp.arange(m), 0, tb - 1)
     tail = jnp.take(buf, idx, axis=2)
-    closed = gen & (gen_len >= m) & jnp.all(tail == close, axis=-1)
-    hit_limit = gen & ~closed & (gen_len >= cfg.max_thought_len)
+    closed = (phase == PHASE_GEN) & (gen_len >= m) & jnp.all(tail == close, axis=-1)
+    hit_limit = (phase == PHASE_GEN) & ~closed & (gen_len >= cfg.max_thought_len)
     new_phase = jnp.where(scoring, PHASE_DONE, jnp.where(closed | hit_limit, PHASE_CLOSE, phase))
     new_close = jnp.where(closed, m, jnp.where(hit_limit, 0, close_pos + forcing))
     truncated = st["truncated"] | hit_limit
@@ -180,7 +190,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     logits, tkv = feed(nxt[..., None], pos, st["tkv"], p_len + i)
     return dict(i=i + 1, logits=logits, tkv=tkv, buf=buf, logp=logp, mask=mask, valid=valid,
                 phase=new_phase, close_pos=new_close, gen_len=gen_len, truncated=truncated,
-                s_pred=s_pred)
+                s_pred=s_pred, pred=st["pred"])
 
   st = jax.lax.while_loop(cond, body, init)
   shape4 = (b, k, g, tb)
@@ -188,7 +198,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
                  mask=st["mask"].reshape(shape4), valid=st["valid"].reshape(shape4),
                  lengths=st["gen_len"].reshape(b, k, g),
                  truncated=st["truncated"].reshape(b, k, g), s_pred=st["s_pred"].reshape(b, k, g),
-                 targets=targets)
+                 targets=targets, prediction=st["pred"].reshape(b, k, g))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))

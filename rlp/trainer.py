@@ -1,0 +1,280 @@
+"""Pure train steps for RLP, CPT and RPT over one functional TrainState.
+
+    state, metrics = step(state, batch)
+
+Each step is jitted once by `make_step` (static: graphdef, optimizer, step config) with the state
+donated. RLP and RPT share the rollout (rlp/sampler.py) and the policy-gradient update (`_pg_update`);
+CPT (and the thought-format warm-up, which is CPT on thought-formatted text) is plain next-token loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from rlp import objective as O
+from rlp import sampler as S
+
+OBJECTIVES = ("rlp", "cpt", "rpt")
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  ema: Any  # phi: EMA of params (RLP's no-think baseline)
+  ref: Any  # frozen reference for the KL term; None when kl_beta == 0
+  opt_state: Any
+  rng: jax.Array
+  skips: jax.Array  # consecutive non-finite updates skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  objective: str = "rlp"
+  sampler: S.SamplerConfig = S.SamplerConfig()
+  eps_low: float = 0.2
+  eps_high: float = 0.2
+  normalize: str = "sequence"
+  adv_scale: str = "none"
+  kl_beta: float = 0.0
+  ema_tau: float = 0.999
+  num_updates: int = 1  # optimizer updates per rollout batch (> 1 makes the clip matter)
+  minibatches: int = 1  # each update splits the rollout batch into this many minibatches
+  ntp_weight: float = 0.0  # lambda of an added next-token loss (0 = the paper)
+  compute_ema: bool = True  # False skips the EMA forward when nothing needs S_ema
+  selection: str = "uniform"  # or "entropy": top-k EMA-entropy positions per document
+  positions_per_doc: int = 1
+  min_prefix: int = 1
+  rpt_lookahead: int = 4  # continuation tokens an RPT prediction may span
+
+  @property
+  def needs_ema_forward(self) -> bool:
+    return self.objective == "rlp" and (self.compute_ema or self.selection == "entropy")
+
+
+def make_optimizer(lr: float, warmup_steps: int = 0, total_steps: int = 0,
+                   schedule: str = "constant", weight_decay: float = 0.0, b1: float = 0.9,
+                   b2: float = 0.999, grad_clip: float = 1.0):
+  if schedule == "constant":
+    sched = optax.constant_schedule(lr) if not warmup_steps else optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
+        [warmup_steps])
+  elif schedule == "cosine":
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup_steps, 1),
+                                               max(total_steps, warmup_steps + 1))
+  else:
+    raise ValueError(f"schedule must be 'constant' or 'cosine' (got {schedule!r})")
+  chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  chain.append(optax.inject_hyperparams(optax.adamw)(learning_rate=sched, b1=b1, b2=b2,
+                                                     weight_decay=weight_decay))
+  return optax.chain(*chain)
+
+
+def init_state(model, tx, seed: int = 0, kl_beta: float = 0.0) -> TrainState:
+  params = nnx.state(model, nnx.Param)
+  # EMA lazy init phi <- theta on the first batch: identical to copying theta here.
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    ema=jax.tree.map(jnp.copy, params),
+                    ref=jax.tree.map(jnp.copy, params) if kl_beta > 0 else None,
+                    opt_state=tx.init(params), rng=jax.random.key(seed),
+                    skips=jnp.zeros((), jnp.int32))
+
+
+def _lr(opt_state):
+  for s in jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(x, "hyperparams")):
+    if hasattr(s, "hyperparams"):
+      return s.hyperparams["learning_rate"]
+  return jnp.zeros(())
+
+
+def _apply_update(state, grads, loss, tx, cfg: StepConfig):
+  """Optimizer step + EMA update, skipped (params untouched) if loss or grads are not finite."""
+  finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+      [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+  tau = cfg.ema_tau
+  ema = jax.tree.map(lambda e, p: jnp.where(finite, tau * e + (1 - tau) * p, e), state.ema, params)
+  metrics = {"grad_norm": optax.global_norm(grads), "skipped": 1.0 - finite.astype(jnp.float32)}
+  state = state.replace(params=params, opt_state=opt_state, ema=ema,
+                        skips=jnp.where(finite, 0, state.skips + 1))
+  return state, metrics
+
+
+# ---------------------------------------------------------------- CPT / warm-up
+def cpt_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig):
+  """batch: inputs, targets, loss_mask, segment_ids, positions (packed documents), [B, S]."""
+
+  def loss_fn(params):
+    model = nnx.merge(graphdef, params)
+    logits = model(batch["inputs"], positions=batch.get("positions"),
+                   segment_ids=batch.get("segment_ids"))
+    return O.next_token_loss(logits, batch["targets"], batch["loss_mask"])
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  state, m = _apply_update(state, grads, loss, tx, cfg)
+  n_tok = batch["loss_mask"].sum()
+  metrics = {"loss": loss, "cpt/nll": loss, "lr": _lr(state.opt_state), "tokens": n_tok, **m}
+  return state.replace(step=state.step + 1), metrics, None
+
+
+# ---------------------------------------------------------------- RLP / RPT
+def _ema_scores(ema_params, graphdef, tokens, lengths, cfg: StepConfig):
+  """EMA model on the plain documents: log p_phi(x_t | x_<t) and entropy at every t ([B, S])."""
+  logits = nnx.merge(graphdef, ema_params)(tokens)[:, :-1]
+  lp = O.token_logp(logits, tokens[:, 1:])
+  logp_all = jax.nn.log_softmax(logits, -1)
+  ent = -(jnp.exp(logp_all) * logp_all).sum(-1)
+  pad = jnp.zeros((tokens.shape[0], 1))
+  return jnp.concatenate([pad, lp], 1), jnp.concatenate([pad, ent], 1)  # index t scores x_t
+
+
+def _entropy_positions(ent_BxS, lengths, k, min_prefix):
+  t = jnp.arange(ent_BxS.shape[1])[None]
+  ok = (t >= min_prefix) & (t < lengths[:, None])
+  return jax.lax.top_k(jnp.where(ok, ent_BxS, -jnp.inf), k)[1].astype(jnp.int32)
+
+
+def _rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
+  """1 if the predicted token's bytes are the bytes of x_t .. x_{t+j} for some j < lookahead."""
+  b, s = tokens.shape
+  idx = jnp.clip(cuts[..., None] + jnp.arange(lookahead), 0, s - 1)  # [B, K, J]
+  cont = jnp.take_along_axis(tokens[:, None, :], idx, -1)
+  lens = vocab_len[cont]  # [B, K, J]
+  cum = jnp.cumsum(lens, -1)
+  nbytes = vocab_bytes.shape[-1]
+  p = jnp.arange(nbytes)
+  which = (cum[..., None, :] <= p[:, None]).sum(-1)  # [B, K, P] token index of byte p
+  start = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], -1)
+  which_c = jnp.clip(which, 0, lookahead - 1)
+  off = p - jnp.take_along_axis(start, which_c, -1)
+  tok_at = jnp.take_along_axis(cont, which_c, -1)
+  cont_bytes = jnp.where(which < lookahead, vocab_bytes[tok_at, jnp.clip(off, 0, nbytes - 1)], -1)
+  boundary = jnp.any((p[:, None] + 1) == cum[..., None, :], -1)  # [B, K, P]
+  pb = vocab_bytes[jnp.maximum(pred_BxKxG, 0)]  # [B, K, G, P]
+  plen = jnp.where(pred_BxKxG >= 0, vocab_len[jnp.maximum(pred_BxKxG, 0)], 0)
+  return O.rpt_reward(pb, plen, cont_bytes[:, :, None], boundary[:, :, None])
+
+
+def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params):
+  scfg = cfg.sampler
+  model = nnx.merge(graphdef, params)
+  logits = S.thought_logits(model, mb["tokens"], mb["cuts"], mb["thought"], scfg)
+  pl = S.policy_logits(logits, scfg.temperature)
+  logp = O.token_logp(pl, mb["thought"])
+  loss, m = O.clipped_surrogate_loss(logp, mb["old_logp"], mb["adv"], mb["mask"], cfg.eps_low,
+                                     cfg.eps_high, cfg.normalize, return_metrics=True)
+  m["entropy"] = jax.lax.stop_gradient(O.entropy(pl, mb["mask"]))
+  m["pg_loss"] = loss
+  if cfg.kl_beta > 0:
+    ref = nnx.merge(graphdef, ref_params)
+    ref_logits = S.thought_logits(ref, mb["tokens"], mb["cuts"], mb["thought"], scfg)
+    ref_logp = O.token_logp(S.policy_logits(ref_logits, scfg.temperature), mb["thought"])
+    kl = O.kl_k3(logp, jax.lax.stop_gradient(ref_logp), mb["mask"])
+    loss = loss + cfg.kl_beta * kl
+    m["kl"] = kl
+  if cfg.ntp_weight > 0:
+    doc_logits = model(mb["tokens"])[:, :-1]
+    valid = jnp.arange(mb["tokens"].shape[1] - 1)[None] < (mb["lengths"][:, None] - 1)
+    ntp = O.next_token_loss(doc_logits, mb["tokens"][:, 1:], valid)
+    loss = loss + cfg.ntp_weight * ntp
+    m["ntp_loss"] = ntp
+  return loss, m
+
+
+def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_bytes=None,
+            vocab_len=None):
+  """One RLP (or RPT) step: rollout with theta_old, rewards, `num_updates` clipped-PG updates.
+
+  batch: tokens [B, S] int32 (documents, padded), lengths [B], positions [B, K] (uniform
+  selection; ignored when selection == "entropy").
+  """
+  scfg = cfg.sampler
+  tokens, lengths = batch["tokens"], batch["lengths"]
+  rng, k_roll = jax.random.split(state.rng)
+  ema_lp = ent = None
+  if cfg.needs_ema_forward:
+    ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, lengths, cfg)
+  if cfg.selection == "entropy":
+    cuts = _entropy_positions(ent, lengths, cfg.positions_per_doc, cfg.min_prefix)
+  else:
+    cuts = batch["positions"]
+  old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
+  ro = S.rollout_fn(old, tokens, cuts, k_roll, scfg)
+
+  metrics = {}
+  if cfg.objective == "rlp":
+    s_ema = (jnp.take_along_axis(ema_lp, cuts, 1)[..., None] if ema_lp is not None
+             else jnp.zeros(cuts.shape + (1,)))
+    rewards = O.information_gain(ro.s_pred, s_ema)
+    metrics.update({"rlp/s_pred_mean": ro.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
+                    if cfg.compute_ema else jnp.nan,
+                    "rlp/gain_positive_frac": (rewards > 0).mean() if cfg.compute_ema else jnp.nan})
+  else:
+    rewards = _rpt_rewards(ro.prediction, tokens, cuts, vocab_bytes, vocab_len,
+                           cfg.rpt_lookahead)
+  adv = O.group_advantages(rewards, cfg.adv_scale)
+  sampled = ro.mask.astype(jnp.float32)
+  metrics.update({
+      "rlp/reward_mean": rewards.mean() if cfg.compute_ema or cfg.objective == "rpt" else jnp.nan,
+      "rlp/reward_std": rewards.std(), "rlp/adv_std": adv.std(),
+      "rlp/thought_len_mean": ro.lengths.mean(), "rlp/thought_len_max": ro.lengths.max(),
+      "rlp/truncated_frac": ro.truncated.mean(),
+  })
+  data = {"tokens": tokens, "lengths": lengths, "cuts": cuts, "thought": ro.tokens,
+          "old_logp": ro.logp, "adv": adv, "mask": sampled}
+  n_mb = cfg.minibatches
+  b = tokens.shape[0]
+  mb_size = b // n_mb
+  upd = []
+  for _ in range(cfg.num_updates):
+    for i in range(n_mb):
+      mb = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
+      (loss, m), grads = jax.value_and_grad(_pg_loss, has_aux=True)(
+          state.params, graphdef, mb, cfg, state.ref)
+      state, um = _apply_update(state, grads, loss, tx, cfg)
+      upd.append({"loss": loss, **m, **um})
+  upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)
+  metrics.update({k: v.mean() for k, v in upd.items() if k not in ("ratio_max", "skipped")})
+  metrics["rlp/ratio_max"] = upd["ratio_max"].max()
+  metrics["skipped"] = upd["skipped"].sum()
+  for k in ("clip_frac", "ratio_mean", "entropy", "kl"):
+    if k in metrics:
+      metrics[f"rlp/{k}"] = metrics.pop(k)
+  metrics["lr"] = _lr(state.opt_state)
+  metrics["tokens"] = lengths.sum()
+  metrics["thought_tokens"] = sampled.sum()
+  return state.replace(step=state.step + 1, rng=rng), metrics, ro
+
+
+def make_step(graphdef, tx, cfg: StepConfig, tokenizer_bytes: list[bytes] | None = None,
+              donate: bool = True, **jit_kw):
+  """The jitted step for cfg.objective: (state, batch) -> (state, metrics[, rollout])."""
+  if cfg.objective not in OBJECTIVES:
+    raise ValueError(f"objective must be one of {OBJECTIVES} (got {cfg.objective!r})")
+  if cfg.objective == "cpt":
+    fn = functools.partial(cpt_step, graphdef=graphdef, tx=tx, cfg=cfg)
+  else:
+    kw = {}
+    if cfg.objective == "rpt":
+      if tokenizer_bytes is None:
+        raise ValueError("the rpt objective needs the tokenizer's token bytes (tokenizer_bytes)")
+      width = max(1, max(len(t) for t in tokenizer_bytes))
+      table = np.full((len(tokenizer_bytes), width), -1, np.int32)
+      for i, t in enumerate(tokenizer_bytes):
+        table[i, :len(t)] = list(t)
+      kw = dict(vocab_bytes=jnp.asarray(table),
+                vocab_len=jnp.asarray([len(t) for t in tokenizer_bytes], jnp.int32))
+    fn = functools.partial(pg_step, graphdef=graphdef, tx=tx, cfg=cfg, **kw)
+  return jax.jit(fn, donate_argnums=(0,) if donate else (), **jit_kw)

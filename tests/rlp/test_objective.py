@@ -1,0 +1,92 @@
+"""The objective's pure functions against hand-computed values (RLP_SPEC.md eq. 3-8)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlp import objective as O
+
+
+def test_information_gain_is_a_constant():
+  g = jax.grad(lambda s: O.information_gain(s, jnp.asarray(1.0)))(jnp.asarray(3.0))
+  assert float(O.information_gain(jnp.asarray(-1.0), jnp.asarray(-3.0))) == 2.0
+  assert float(g) == 0.0
+
+
+def test_group_advantages_leave_one_out():
+  r = jnp.asarray([[1.0, 2.0, 3.0, 6.0]])
+  a = O.group_advantages(r)
+  # A_i = G/(G-1) (r_i - mean) = r_i - mean_{j != i} r_j
+  loo = np.asarray([1 - 11 / 3, 2 - 10 / 3, 3 - 9 / 3, 6 - 6 / 3])
+  np.testing.assert_allclose(np.asarray(a)[0], loo, rtol=1e-6)
+  std = O.group_advantages(r, "std")
+  np.testing.assert_allclose(np.asarray(std)[0], (r[0] - 3.0) / (np.std([1, 2, 3, 6]) + 1e-6),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match=">= 2"):
+    O.group_advantages(jnp.ones((3, 1)))
+
+
+def test_surrogate_hand_values_sequence_and_token():
+  logp = jnp.log(jnp.asarray([[0.5, 0.25, 0.1], [0.2, 0.4, 0.3]]))
+  old = jnp.log(jnp.asarray([[0.5, 0.5, 0.1], [0.1, 0.4, 0.3]]))
+  mask = jnp.asarray([[1, 1, 0], [1, 1, 1]])
+  adv = jnp.asarray([1.0, -2.0])
+  # ratios: [1, .5, (masked)], [2, 1, 1]; eps 0.2
+  # thought 0 (A=1): min(r A, clip(r) A) -> [1, 0.5]; thought 1 (A=-2): [min(-4,-2.4)=-4, -2, -2]
+  per_tok = np.asarray([[-1.0, -0.5, 0.0], [4.0, 2.0, 2.0]])
+  seq = ((-1.0 - 0.5) / 2 + (4 + 2 + 2) / 3) / 2
+  tok = (-1.0 - 0.5 + 8.0) / 5
+  got_seq, m = O.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "sequence", True)
+  got_tok = O.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "token")
+  assert abs(float(got_seq) - seq) < 1e-6 and abs(float(got_tok) - tok) < 1e-6
+  assert per_tok.shape == logp.shape
+  # clipped tokens: none with A>0 above 1.2; A<0 with ratio < 0.8: none -> 0 of 5
+  assert float(m["clip_frac"]) == 0.0
+  assert abs(float(m["ratio_max"]) - 2.0) < 1e-6
+
+
+def _grad_wrt_logp(ratio, adv, eps_low=0.2, eps_high=0.3):
+  logp = jnp.log(jnp.asarray([[ratio]]))
+  f = lambda lp: O.clipped_surrogate_loss(lp, jnp.zeros((1, 1)), jnp.asarray([adv]),
+                                          jnp.ones((1, 1)), eps_low, eps_high)
+  return float(jax.grad(f)(logp)[0, 0])
+
+
+def test_clip_edges_have_zero_gradient():
+  assert _grad_wrt_logp(1.5, 1.0) == 0.0  # A > 0, rho > 1 + eps_high
+  assert _grad_wrt_logp(0.5, -1.0) == 0.0  # A < 0, rho < 1 - eps_low
+  assert _grad_wrt_logp(1.25, 1.0) != 0.0  # inside clip-higher range (eps_high 0.3)
+  assert _grad_wrt_logp(1.5, -1.0) != 0.0  # A < 0 is not clipped above
+  assert _grad_wrt_logp(0.5, 1.0) != 0.0  # A > 0 is not clipped below
+
+
+def test_masked_tokens_and_empty_thoughts_do_not_count():
+  logp = jnp.asarray([[-1.0, 5.0], [3.0, 3.0]])
+  mask = jnp.asarray([[1, 0], [0, 0]])
+  f = lambda lp: O.clipped_surrogate_loss(lp, lp * 0 - 1.0, jnp.asarray([2.0, 7.0]), mask)
+  g = jax.grad(f)(logp)
+  assert float(f(logp)) == -2.0
+  np.testing.assert_array_equal(np.asarray(g)[0, 1:], 0.0)
+  np.testing.assert_array_equal(np.asarray(g)[1], 0.0)
+
+
+def test_kl_k3_and_ntp():
+  lp, ref = jnp.asarray([[-1.0, -2.0]]), jnp.asarray([[-1.5, -2.0]])
+  d = -0.5
+  assert abs(float(O.kl_k3(lp, ref, jnp.asarray([[1, 0]]))) - (np.exp(d) - d - 1)) < 1e-6
+  logits = jnp.log(jnp.asarray([[[0.25, 0.75], [0.5, 0.5]]]))
+  nll = O.next_token_loss(logits, jnp.asarray([[1, 0]]), jnp.asarray([[1, 1]]))
+  assert abs(float(nll) - (-(np.log(0.75) + np.log(0.5)) / 2)) < 1e-6
+
+
+def test_rpt_reward_prefix_at_token_boundary():
+  cont = jnp.asarray([[ord(c) for c in " the cat"]])
+  boundary = jnp.asarray([[j in (3, 7) for j in range(8)]])  # tokens " the", " cat"
+  def reward(s):
+    b = jnp.asarray([[ord(c) for c in s] + [-1] * (8 - len(s))])
+    return float(O.rpt_reward(b, jnp.asarray([len(s)]), cont, boundary)[0])
+  assert reward(" the") == 1.0
+  assert reward(" the cat") == 1.0
+  assert reward(" th") == 0.0  # prefix, but not at a token boundary
+  assert reward(" dog") == 0.0
