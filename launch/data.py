@@ -1,0 +1,111 @@
+"""rlp-data: build tokenized ArrayRecord shards, train a SentencePiece tokenizer, inspect shards.
+
+  rlp-data build --source=reasoning:train --tokenizer=PATH --output=DIR [--num_shards=4]
+  rlp-data build --source=jsonl:corpus.jsonl --tokenizer=PATH --output=DIR
+  rlp-data train-tokenizer --source=shakespeare --vocab_size=8000 --output=DIR/sp
+  rlp-data inspect --output=DIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_string("source", "reasoning:train", "data source spec (see rlp/data.py)")
+flags.DEFINE_string("tokenizer", None, "tokenizer.json, SentencePiece .model or .gguf; default: "
+                    "the SmolLM2 GGUF")
+flags.DEFINE_string("output", None, "output directory (build, inspect) or model prefix")
+flags.DEFINE_integer("num_shards", 1, "ArrayRecord shards to write")
+flags.DEFINE_integer("min_tokens", 2, "skip documents shorter than this")
+flags.DEFINE_integer("num_docs", None, "limit the number of documents")
+flags.DEFINE_enum("invalid_utf8", "replace", ["replace", "reject"], "invalid UTF-8 input")
+flags.DEFINE_integer("vocab_size", 8000, "train-tokenizer: vocabulary size")
+flags.DEFINE_bool("overwrite", False, "replace an existing dataset in --output")
+FLAGS = flags.FLAGS
+COMMANDS = ("build", "train-tokenizer", "inspect")
+
+
+def _tokenizer():
+  import models
+  from rlp import data as D
+  return D.load_tokenizer(FLAGS.tokenizer or models.smollm2_path())
+
+
+def _texts(spec):
+  from rlp import corpora, data as D
+  kind, _, arg = spec.partition(":")
+  if kind in ("reasoning", "reasoning_thought"):
+    return corpora.reasoning_documents(arg or "train", FLAGS.num_docs,
+                                       thought_format=kind == "reasoning_thought"), D.DataStats()
+  if kind == "shakespeare":
+    return corpora.shakespeare_documents(), D.DataStats()
+  if kind in ("text", "jsonl"):
+    stats = D.DataStats()
+    return D.text_documents(arg, FLAGS.invalid_utf8, stats), stats
+  raise D.DataError(f"rlp-data: source {spec!r} cannot be built from (reasoning, "
+                    "reasoning_thought, shakespeare, text:PATH, jsonl:PATH)")
+
+
+def build():
+  from tqdm import tqdm
+  from rlp import data as D
+  if not FLAGS.output:
+    raise D.DataError("rlp-data build needs --output=DIR")
+  tok = _tokenizer()
+  texts, stats = _texts(FLAGS.source)
+  if FLAGS.num_docs:
+    texts = texts[:FLAGS.num_docs]
+  docs = D.tokenize_documents(tqdm(texts, desc="tokenizing", unit="doc"), tok, FLAGS.min_tokens,
+                              stats)
+  manifest = D.write_shards(docs, FLAGS.output, tok, FLAGS.num_shards, stats, FLAGS.overwrite)
+  print(json.dumps({k: manifest[k] for k in ("documents", "tokens", "skipped_empty",
+                                             "skipped_short", "invalid_utf8", "tokenizer")}))
+
+
+def train_tokenizer():
+  import sentencepiece as spm
+  from rlp import data as D
+  if not FLAGS.output:
+    raise D.DataError("rlp-data train-tokenizer needs --output=PREFIX")
+  if os.path.exists(FLAGS.output + ".model") and not FLAGS.overwrite:
+    raise D.DataError(f"{FLAGS.output}.model exists; pass --overwrite or another --output")
+  texts, _ = _texts(FLAGS.source)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(t for t in texts if t.strip()), model_prefix=FLAGS.output,
+      vocab_size=FLAGS.vocab_size, model_type="bpe", byte_fallback=True,
+      user_defined_symbols=["<think>", "</think>"], character_coverage=0.9995,
+      minloglevel=2)
+  tok = D.load_tokenizer(FLAGS.output + ".model")
+  print(json.dumps({"model": FLAGS.output + ".model", "vocab_size": tok.vocab_size,
+                    "fingerprint": tok.fingerprint}))
+
+
+def inspect():
+  from rlp import data as D
+  ds, manifest = D.open_shards(FLAGS.output)
+  lengths = [len(ds[i]) for i in range(min(len(ds), 1000))]
+  print(json.dumps({**{k: manifest[k] for k in ("documents", "tokens", "tokenizer")},
+                    "mean_doc_tokens_sampled": sum(lengths) / max(len(lengths), 1)}))
+
+
+def main(argv):
+  from rlp import data as D
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    raise app.UsageError(f"usage: rlp-data {{{'|'.join(COMMANDS)}}} --flags (got {argv[1:]})")
+  try:
+    {"build": build, "train-tokenizer": train_tokenizer, "inspect": inspect}[argv[1]]()
+  except (D.DataError, D.TokenizerError) as e:
+    print(f"rlp-data: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

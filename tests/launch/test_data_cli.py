@@ -1,0 +1,49 @@
+"""rlp-data build / inspect / train-tokenizer as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "launch.data", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_build_inspect_and_refuse_overwrite(tmp_path):
+  out = tmp_path / "ds"
+  r = _cli("build", "--source=reasoning:train", "--num_docs=30", f"--output={out}",
+           "--num_shards=2")
+  assert r.returncode == 0, r.stderr
+  summary = json.loads(r.stdout.strip().splitlines()[-1])
+  assert summary["documents"] == 30 and summary["tokens"] > 1000
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert len(manifest["shards"]) == 2
+  r = _cli("inspect", f"--output={out}")
+  assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["documents"] == 30
+  r = _cli("build", "--source=reasoning:train", "--num_docs=5", f"--output={out}")
+  assert r.returncode == 2 and "already holds a dataset" in r.stderr
+  assert json.loads((out / "manifest.json").read_text())["documents"] == 30  # untouched
+
+
+def test_train_sentencepiece_tokenizer(tmp_path):
+  prefix = tmp_path / "sp" / "tok"
+  r = _cli("train-tokenizer", "--source=reasoning:train", "--num_docs=300", "--vocab_size=600",
+           f"--output={prefix}")
+  assert r.returncode == 0, r.stderr
+  from rlp import data as D
+  tok = D.load_tokenizer(str(prefix) + ".model")
+  assert tok.vocab_size == 600
+  assert len(tok.think_open_ids) == 1 and len(tok.think_close_ids) == 1
+  text = "Question: 12 apples <think>12 + 3</think> 15"
+  assert tok.decode(tok.encode(text)) == text
+
+
+def test_unknown_command_is_a_usage_error():
+  r = _cli("frobnicate")
+  assert r.returncode != 0 and "usage: rlp-data" in (r.stderr + r.stdout)
