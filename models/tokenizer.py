@@ -48,6 +48,8 @@ class Tokenizer:
 
   def token_bytes(self) -> list[bytes]:
     """The bytes each id stands for (byte-level BPE, SentencePiece pieces); RPT's reward uses it."""
+    if self.kind == "bytes":
+      return [bytes([i]) for i in range(256)] + [b""] * len(_Bytes.SPECIALS)
     if self.kind == "sentencepiece":
       sp = self._backend
       out = []
@@ -135,8 +137,55 @@ def tokenizer_from_gguf(reader, path: str) -> Tokenizer:
                    bos_id=field("tokenizer.ggml.bos_token_id"))
 
 
+class _Bytes:
+  """UTF-8 bytes as ids 0-255, then <think>, </think>, <eos>, <pad>: for tiny models and tests."""
+  SPECIALS = (THINK_OPEN, THINK_CLOSE, "<eos>", "<pad>")
+
+  def get_vocab_size(self, with_added_tokens=True):
+    return 256 + len(self.SPECIALS)
+
+  def token_to_id(self, token):
+    return 256 + self.SPECIALS.index(token) if token in self.SPECIALS else None
+
+  def id_to_token(self, i):
+    return self.SPECIALS[i - 256] if i >= 256 else bytes([i]).decode("latin-1")
+
+  def encode(self, text, add_special_tokens=False):
+    ids, i = [], 0
+    while i < len(text):
+      for sp in self.SPECIALS[:2]:
+        if text.startswith(sp, i):
+          ids.append(self.token_to_id(sp))
+          i += len(sp)
+          break
+      else:
+        ids.extend(text[i].encode("utf-8"))
+        i += 1
+    return type("Enc", (), {"ids": ids})()
+
+  def decode(self, ids, skip_special_tokens=False):
+    out, buf = [], bytearray()
+    for i in ids:
+      if i < 256:
+        buf.append(i)
+        continue
+      out.append(buf.decode("utf-8", errors="replace"))
+      buf = bytearray()
+      if not skip_special_tokens:
+        out.append(self.SPECIALS[i - 256])
+    out.append(buf.decode("utf-8", errors="replace"))
+    return "".join(out)
+
+
+def byte_tokenizer() -> Tokenizer:
+  return Tokenizer(_Bytes(), "bytes", "bytes-v1", eos_id=258)
+
+
 def load_tokenizer(path: str) -> Tokenizer:
-  """A tokenizer from tokenizer.json (or a directory holding it), a SentencePiece .model, or a .gguf."""
+  """A tokenizer from tokenizer.json (or a directory holding it), a SentencePiece .model, a .gguf,
+  or "bytes" (UTF-8 bytes plus <think>, </think>, <eos>, <pad>: 260 ids)."""
+  if path == "bytes":
+    return byte_tokenizer()
   if os.path.isdir(path):
     for name in ("tokenizer.json", "tokenizer.model"):
       if os.path.exists(os.path.join(path, name)):

@@ -32,7 +32,7 @@ class TrainState:
   ema: Any  # phi: EMA of params (RLP's no-think baseline)
   ref: Any  # frozen reference for the KL term; None when kl_beta == 0
   opt_state: Any
-  rng: jax.Array
+  rng: jax.Array  # raw uint32 key data (jax.random.key_data), so checkpoints are plain arrays
   skips: jax.Array  # consecutive non-finite updates skipped
 
 
@@ -79,12 +79,14 @@ def make_optimizer(lr: float, warmup_steps: int = 0, total_steps: int = 0,
 
 
 def init_state(model, tx, seed: int = 0, kl_beta: float = 0.0) -> TrainState:
-  params = nnx.state(model, nnx.Param)
+  """Params (and EMA, ref, Adam moments) are plain nested dicts of arrays: nnx.merge(graphdef,
+  params) rebuilds the model inside jit, and orbax / sharding see ordinary pytrees."""
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   # EMA lazy init phi <- theta on the first batch: identical to copying theta here.
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     ema=jax.tree.map(jnp.copy, params),
                     ref=jax.tree.map(jnp.copy, params) if kl_beta > 0 else None,
-                    opt_state=tx.init(params), rng=jax.random.key(seed),
+                    opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(seed)),
                     skips=jnp.zeros((), jnp.int32))
 
 
@@ -202,7 +204,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   """
   scfg = cfg.sampler
   tokens, lengths = batch["tokens"], batch["lengths"]
-  rng, k_roll = jax.random.split(state.rng)
+  rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   ema_lp = ent = None
   if cfg.needs_ema_forward:
     ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, lengths, cfg)
@@ -255,7 +257,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   metrics["lr"] = _lr(state.opt_state)
   metrics["tokens"] = lengths.sum()
   metrics["thought_tokens"] = sampled.sum()
-  return state.replace(step=state.step + 1, rng=rng), metrics, ro
+  return state.replace(step=state.step + 1, rng=jax.random.key_data(rng)), metrics, ro
 
 
 def make_step(graphdef, tx, cfg: StepConfig, tokenizer_bytes: list[bytes] | None = None,

