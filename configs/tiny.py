@@ -16,7 +16,7 @@ def get_config():
   c.data.tokenizer = "bytes"
   c.data.num_docs = 64
   c.data.seq_len = 96
-  c.data.batch_size = 4
+  c.data.batch_size = 8  # divisible by up to 8 data-parallel devices
   c.data.min_prefix = 16
   c.data.positions_per_doc = 2
   c.rlp.group_size = 4

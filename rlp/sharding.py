@@ -45,17 +45,14 @@ def mesh_shape(dims: Sequence[int], n_devices: int) -> tuple[int, ...]:
   if n_devices % known:
     raise MeshError(f"mesh {dims} does not divide the {n_devices} devices; choose sizes whose "
                     f"product divides {n_devices}")
-  dims = [n_devices // known if d == -1 else d for d in dims]
-  if math.prod(dims) != n_devices:
-    raise MeshError(f"mesh {dims} uses {math.prod(dims)} of {n_devices} devices; make the product "
-                    f"equal {n_devices} (or use -1 for one axis)")
-  return tuple(dims)
+  return tuple(n_devices // known if d == -1 else d for d in dims)
 
 
 def make_mesh(dims: Sequence[int] = (-1, 1, 1), devices=None) -> Mesh:
+  """A mesh over the first prod(dims) devices (all of them when one size is -1)."""
   devices = devices if devices is not None else jax.devices()
   shape = mesh_shape(dims, len(devices))
-  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+  return Mesh(np.asarray(devices[:math.prod(shape)]).reshape(shape), MESH_AXES)
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:

@@ -1,0 +1,30 @@
+"""A TPU pod example: RLP on a Llama-3-8B HF checkpoint over an fsdp x tensor mesh, bf16, remat.
+
+  launch/tpu_pod.sh my-v5p-64 us-east5-a configs/llama3_8b_rlp_tpu.py gs://bucket/runs/l3_8b \\
+      --config.model.path=/mnt/ckpt/Meta-Llama-3-8B
+
+On a v5p-64 (32 chips): fsdp 8 x tensor 4; 256 contexts x G 8 thoughts of 1024 tokens per step.
+"""
+
+from configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.model.init = "hf"
+  c.model.path = ""
+  c.model.dtype = "bfloat16"
+  c.model.remat = "full"
+  c.data.seq_len = 2048
+  c.data.batch_size = 256
+  c.data.min_prefix = 32
+  c.rlp.group_size = 8
+  c.rlp.max_thought_len = 1024
+  c.rlp.minibatches = 8
+  c.optim.lr = 1e-6
+  c.train.steps = 2000
+  c.train.checkpoint_every = 100
+  c.mesh.data = 1
+  c.mesh.fsdp = -1
+  c.mesh.tensor = 4
+  return c

@@ -1,0 +1,136 @@
+"""rlp-train end to end on configs/tiny.py: RLP, CPT, RPT, resume, plots, bad configs, launchers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import tiny
+from rlp import configuration, loop, metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_config(**overrides):
+  c = tiny.get_config()
+  c.train.progress = False
+  c.train.steps = 4
+  c.train.checkpoint_every = 2
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+@pytest.mark.parametrize("objective", ["rlp", "cpt", "rpt"])
+def test_train_writes_outputs_and_resumes(objective, tmp_path):
+  wd = str(tmp_path / objective)
+  out = loop.train(tiny_config(objective=objective), wd)
+  rows = metrics.read_metrics(wd)
+  steps = [r["step"] for r in rows if "loss" in r]
+  assert steps == [1, 2, 3, 4]
+  assert all(r["loss"] is not None for r in rows if "loss" in r)
+  assert "perf/mfu" in rows[0] and "perf/tokens_per_sec" in rows[0]
+  if objective != "cpt":
+    for key in ("rlp/reward_mean", "rlp/thought_len_mean", "rlp/truncated_frac", "rlp/entropy",
+                "rlp/clip_frac"):
+      assert key in rows[0], key
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints")))[-2:] == ["2", "4"]
+  assert os.listdir(os.path.join(wd, "tb"))
+  assert os.path.exists(os.path.join(wd, "curves.png"))
+  assert json.load(open(os.path.join(wd, "config.json")))["objective"] == objective
+  assert out["step"] == 4
+  # re-running with more steps resumes at step 5 and keeps the earlier metrics
+  loop.train(tiny_config(objective=objective, **{"train.steps": 6}), wd)
+  steps = [r["step"] for r in metrics.read_metrics(wd) if "loss" in r]
+  assert steps == [1, 2, 3, 4, 5, 6]
+  assert os.path.exists(os.path.join(wd, "config.until-step-4.json"))
+
+
+def test_rlp_plot_cli(tmp_path):
+  wd = tmp_path / "run"
+  wd.mkdir()
+  rows = [{"step": i, "loss": 1.0 / i, "rlp/reward_mean": 0.1 * i} for i in range(1, 6)]
+  (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  r = subprocess.run([sys.executable, "-m", "launch.plot", str(wd)], cwd=ROOT,
+                     capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip() == str(wd / "curves.png") and (wd / "curves.png").stat().st_size > 1000
+  out = tmp_path / "cmp.png"
+  r = subprocess.run([sys.executable, "-m", "launch.plot", str(wd), str(wd), f"--out={out}"],
+                     cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0 and out.exists()
+  r = subprocess.run([sys.executable, "-m", "launch.plot", str(tmp_path / "nope")], cwd=ROOT,
+                     capture_output=True, text=True)
+  assert r.returncode == 2 and "no metrics.jsonl" in r.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"rlp.group_size": 1}, r"config.rlp.group_size = 1 is invalid: must be >= 2"),
+    ({"rlp.max_thought_len": -3}, r"config.rlp.max_thought_len = -3 is invalid"),
+    ({"data.seq_len": -1}, r"config.data.seq_len = -1 is invalid"),
+    ({"objective": "sft"}, r"config.objective = 'sft' is invalid: must be one of"),
+    ({"mesh.data": 3}, r"config.mesh = \(3, 1, 1\) is invalid: .*does not divide the 8 devices"),
+    ({"model.init": "gguf", "model.path": "/nonexistent/model.gguf"},
+     r"config.model.path = '/nonexistent/model.gguf' is invalid: must be an existing file"),
+])
+def test_invalid_configs_fail_before_compiling(override, message, tmp_path):
+  with pytest.raises(configuration.ConfigError, match=message):
+    loop.train(tiny_config(**override), str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()  # nothing was created
+
+
+def test_cli_error_is_one_line_per_field(tmp_path):
+  r = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
+                      f"--workdir={tmp_path}/w", "--config.rlp.group_size=1",
+                      "--config.rlp.temperature=-1"], cwd=ROOT, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 2
+  errs = [l for l in r.stderr.splitlines() if "is invalid" in l]
+  assert len(errs) == 2 and "rlp.group_size" in errs[0] and "rlp.temperature" in errs[1]
+
+
+def test_launcher_dry_runs():
+  r = subprocess.run(["bash", "launch/slurm.sbatch", "--dry-run", "configs/qwen3_1p7b_rlp.py",
+                      "/runs/q", "--config.model.path=/ckpt"], cwd=ROOT, capture_output=True,
+                     text=True)
+  assert r.returncode == 0
+  assert r.stdout.startswith("srun --kill-on-bad-exit=1 --gpus-per-task=1 env ")
+  assert "rlp-train --config=configs/qwen3_1p7b_rlp.py --workdir=/runs/q --config.model.path=/ckpt" in r.stdout
+  assert "#SBATCH --signal=B:TERM@120" in open(os.path.join(ROOT, "launch/slurm.sbatch")).read()
+  r = subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "v5p-64", "us-east5-a",
+                      "configs/llama3_8b_rlp_tpu.py", "gs://b/run"], cwd=ROOT,
+                     capture_output=True, text=True)
+  assert r.returncode == 0
+  assert "gcloud compute tpus tpu-vm ssh v5p-64 --zone=us-east5-a --worker=all" in r.stdout
+  assert "rlp-train\\ --config=configs/llama3_8b_rlp_tpu.py\\ --workdir=gs://b/run" in r.stdout
+  sys.path.insert(0, ROOT)
+  from launch import sweep
+  cmds = sweep.main(["configs/ablations/group_size.py", "--dry-run", "--workdir=w",
+                     "--", "--config.train.steps=3"])
+  assert cmds[0] == ["rlp-train", "--config=configs/ablations/group_size.py",
+                     "--workdir=w/group_size=2", "--config.rlp.group_size=2",
+                     "--config.train.steps=3"]
+  assert len(cmds) == 4
+  slurm = sweep.main(["configs/ablations/ema_tau.py", "--dry-run", "--launcher=slurm"])
+  assert slurm[0][:3] == ["sbatch", "launch/slurm.sbatch", "configs/ablations/ema_tau.py"]
+
+
+@pytest.mark.slow
+def test_main_job_config_runs_two_steps(tmp_path):
+  """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2, 2 steps."""
+  from configs import smollm2_rlp
+  c = smollm2_rlp.get_config()
+  c.train.steps = 2
+  c.train.progress = False
+  c.train.eval_docs = 2
+  out = loop.train(c, str(tmp_path / "main"))
+  assert out["step"] == 2
+  import math
+  assert math.isfinite(out["rlp/s_pred_mean"]) and math.isfinite(out["rlp/reward_mean"])
+  assert os.path.exists(tmp_path / "main" / "curves.png")
