@@ -58,6 +58,17 @@ class _StopFlag:
       signal.signal(sig, old)
 
 
+def _fault_injection():
+  """RLP_FAULT_AT_STEP=STEP:KILL|TERM[:PROCESS] sends this process the signal after dispatching
+  STEP: the fault-tolerance tests kill -9 / preempt a real run at a chosen point this way."""
+  spec = os.environ.get("RLP_FAULT_AT_STEP")
+  if not spec:
+    return None
+  parts = spec.split(":")
+  sig = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[parts[1]]
+  return int(parts[0]), sig, int(parts[2]) if len(parts) > 2 else None
+
+
 def _write_config(config, workdir, step, log):
   path = os.path.join(workdir, "config.json")
   new = config.to_json_best_effort(indent=2, sort_keys=True)
@@ -235,6 +246,7 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
       raise TrainingError(f"{skips} consecutive updates had a non-finite loss or gradient "
                           f"(last at step {step}); lower optim.lr or check the data")
 
+  fault = _fault_injection()
   with _StopFlag() as stop:
     step = start
     while step < total:
@@ -247,6 +259,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
         emit(*pending, now - t_last)
         t_last = now
       pending = (step, m, ro, batch)
+      if fault and fault[0] == step and (fault[2] is None or fault[2] == jax.process_index()):
+        os.kill(os.getpid(), fault[1])
       due = step % t_cfg.checkpoint_every == 0 or step == total or stop.signal is not None
       if t_cfg.eval_every and step % t_cfg.eval_every == 0 and eval_docs:
         writer.write(step, E.heldout_nll(graphdef, state.params, eval_docs, d.seq_len))

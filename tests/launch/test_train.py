@@ -129,6 +129,7 @@ def test_main_job_config_runs_two_steps(tmp_path):
   c.train.steps = 2
   c.train.progress = False
   c.train.eval_docs = 2
+  c.mesh.data = 1  # the suite fakes 8 CPU devices; the main job runs on one
   out = loop.train(c, str(tmp_path / "main"))
   assert out["step"] == 2
   import math
