@@ -123,16 +123,21 @@ def _restore_init_checkpoint(config, state, shardings, log):
                        ref=None if state.ref is None else jax.tree.map(jax.numpy.copy, params))
 
 
+def _local(x):
+  """This process's first shard of a global array (rows of its own host batch come first)."""
+  return np.asarray(x) if x.is_fully_addressable else np.asarray(x.addressable_shards[0].data)
+
+
 def _sample_text(tok, batch, ro, b=0, k=0, n=2):
   lines = []
   t = int(np.asarray(batch["positions"])[b, k])
   ctx = tok.decode(np.asarray(batch["tokens"])[b, max(0, t - 24):t])
-  target = tok.decode([int(np.asarray(ro.targets)[b, k])])
-  toks, valid = np.asarray(ro.tokens), np.asarray(ro.valid)
+  target = tok.decode([int(_local(ro.targets)[b, k])])
+  toks, valid, s_pred = _local(ro.tokens), _local(ro.valid), _local(ro.s_pred)
   for g in range(min(n, toks.shape[2])):
     thought = tok.decode(toks[b, k, g][valid[b, k, g] > 0])
     lines.append(f"...{ctx!r} <think>{thought!r} -> {target!r} "
-                 f"(S_pred {float(np.asarray(ro.s_pred)[b, k, g]):.3f})")
+                 f"(S_pred {float(s_pred[b, k, g]):.3f})")
   return "\n".join(lines)
 
 
@@ -230,7 +235,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
     host["perf/mfu"] = flops / max(dt, 1e-9) / peak
     if step % t_cfg.log_every == 0 or step == total:
       writer.write(step, host)
-    if ro is not None and t_cfg.sample_every and (step % t_cfg.sample_every == 0 or step == 1):
+    if (ro is not None and t_cfg.sample_every and jax.process_index() == 0
+        and (step % t_cfg.sample_every == 0 or step == 1)):
       text = _sample_text(tok, batch, ro)
       writer.text(step, "samples/thoughts", text)
       (progress.write if progress else log)(f"[step {step}] sample thoughts:\n{text}")

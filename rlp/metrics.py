@@ -105,8 +105,9 @@ def device_peak_flops(dtype: str = "float32") -> tuple[float, str]:
     for name, peak in RATED_PEAK.items():
       if name.lower() in kind.lower():
         scale = 0.5 if dtype == "float32" and dev.platform == "gpu" else 1.0
-        return peak * scale * jax.local_device_count(), f"rated ({kind})"
-  return measured_peak_flops(dtype) * jax.local_device_count(), "measured matmul"
+        return peak * scale * jax.device_count(), f"rated ({kind})"
+  # CPU: one (possibly fake-split) device's matmul already uses every core of the host.
+  return measured_peak_flops(dtype) * jax.process_count(), "measured matmul"
 
 
 def rlp_step_flops(cfg, *, batch: int, seq_len: int, positions: int, group: int,
