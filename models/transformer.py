@@ -185,11 +185,11 @@ class Transformer(nnx.Module):
 
   def logits(self, x):
     x = L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
-    if self.config.tie_embeddings:
-      w = self.embed[...].astype(x.dtype).T
-    else:
-      w = self.lm_head[...].astype(x.dtype)
-    return jnp.einsum("...d,dv->...v", x, w, preferred_element_type=jnp.float32)
+    if self.config.tie_embeddings:  # contract with [V, D] directly: no transposed copy
+      return jnp.einsum("...d,vd->...v", x, self.embed[...].astype(x.dtype),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("...d,dv->...v", x, self.lm_head[...].astype(x.dtype),
+                      preferred_element_type=jnp.float32)
 
   # ---------------------------------------------------------------- the block
   def _trunk(self, tokens, positions, attend: Callable, caches: Any):

@@ -98,17 +98,31 @@ def _lr(opt_state):
 
 
 def _apply_update(state, grads, loss, tx, cfg: StepConfig):
-  """Optimizer step + EMA update, skipped (params untouched) if loss or grads are not finite."""
+  """Optimizer step (+ EMA update for RLP), skipped if the loss or a gradient is not finite.
+
+  A lax.cond, not a where-select over every tree: the skip costs nothing when it does not fire
+  (selecting params and Adam moments elementwise read and wrote them twice more every step).
+  """
   finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
       [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-  grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-  params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
   tau = cfg.ema_tau
-  ema = jax.tree.map(lambda e, p: jnp.where(finite, tau * e + (1 - tau) * p, e), state.ema, params)
-  metrics = {"grad_norm": optax.global_norm(grads), "skipped": 1.0 - finite.astype(jnp.float32)}
+  with_ema = cfg.objective == "rlp"  # CPT / RPT have no EMA teacher
+
+  def update(operand):
+    params, opt_state, ema, grads = operand
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    if with_ema:
+      ema = jax.tree.map(lambda e, p: tau * e + (1 - tau) * p, ema, params)
+    return params, opt_state, ema
+
+  def skip(operand):
+    return operand[:3]
+
+  params, opt_state, ema = jax.lax.cond(finite, update, skip,
+                                        (state.params, state.opt_state, state.ema, grads))
+  grad_norm = jnp.where(finite, optax.global_norm(grads), jnp.nan)
+  metrics = {"grad_norm": grad_norm, "skipped": 1.0 - finite.astype(jnp.float32)}
   state = state.replace(params=params, opt_state=opt_state, ema=ema,
                         skips=jnp.where(finite, 0, state.skips + 1))
   return state, metrics

@@ -113,18 +113,31 @@ def test_ema_is_closed_form_of_parameter_history():
   model = _model()
   tx = T.make_optimizer(1e-2)
   state = T.init_state(model, tx)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt", ema_tau=tau),
+  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(sampler=SCFG, ema_tau=tau),
                      donate=False)
   history = [state.params]
-  rng = np.random.default_rng(0)
-  for _ in range(n):
-    x = jnp.asarray(rng.integers(0, 32, (2, 9)), jnp.int32)
-    state, _, _ = step(state, dict(inputs=x[:, :-1], targets=x[:, 1:], loss_mask=jnp.ones((2, 8))))
+  for i in range(n):
+    state, m, _ = step(state, _batch(i))
+    assert float(m["skipped"]) == 0
     history.append(state.params)
+  # phi_0 = theta_0 (lazy init); phi_n = tau^n theta_0 + sum_k (1 - tau) tau^(n-k) theta_k
   want = jax.tree.map(lambda *ps: tau ** n * ps[0] + sum((1 - tau) * tau ** (n - k) * ps[k]
                                                          for k in range(1, n + 1)), *history)
   for a, b in zip(jax.tree.leaves(state.ema), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  assert max(float(jnp.abs(a - b).max()) for a, b in
+             zip(jax.tree.leaves(state.ema), jax.tree.leaves(history[-1]))) > 1e-4
+
+
+def test_cpt_keeps_no_ema():
+  model = _model()
+  tx = T.make_optimizer(1e-2)
+  state = T.init_state(model, tx)
+  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt"), donate=False)
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 32, (2, 9)), jnp.int32)
+  new, _, _ = step(state, dict(inputs=x[:, :-1], targets=x[:, 1:], loss_mask=jnp.ones((2, 8))))
+  for a, b in zip(jax.tree.leaves(new.ema), jax.tree.leaves(state.ema)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_rlp_increases_information_gain_on_fixed_contexts():

@@ -1,0 +1,69 @@
+"""rlp-bench {peak,model,sampler,rlp-step,data,scale,all} [--flags]: speed figures as JSON.
+
+Each command prints one JSON object as its last line (all: one line per benchmark).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_string("model", "smollm2", "tiny | smollm2 | an HF directory")
+flags.DEFINE_integer("batch", 2, "model: sequences per step")
+flags.DEFINE_integer("seq", 256, "model: tokens per sequence")
+flags.DEFINE_string("dtype", "float32", "compute dtype")
+flags.DEFINE_string("remat", "none", "remat policy for the model benchmark")
+flags.DEFINE_bool("peer", False, "also measure the PyTorch / transformers peer side by side")
+flags.DEFINE_integer("iters", 3, "timed repetitions (best is reported)")
+flags.DEFINE_integer("doc_len", 512, "sampler: document length")
+flags.DEFINE_integer("positions", 4, "sampler / rlp-step: positions per document")
+flags.DEFINE_integer("group", 4, "sampler / rlp-step: thoughts per position")
+flags.DEFINE_integer("thought", 64, "sampler / rlp-step: thought length")
+flags.DEFINE_integer("docs", 1, "sampler: documents per batch")
+flags.DEFINE_integer("contexts", 4, "rlp-step: documents (contexts) per step")
+flags.DEFINE_integer("context_len", 256, "rlp-step: context length")
+FLAGS = flags.FLAGS
+COMMANDS = ("peak", "model", "sampler", "rlp-step", "data", "scale", "all")
+
+
+def _run(cmd):
+  if cmd == "peak":
+    from bench import peak
+    return peak.run()
+  if cmd == "model":
+    from bench import model
+    return model.run(FLAGS.model, FLAGS.batch, FLAGS.seq, FLAGS.peer, FLAGS.iters, FLAGS.dtype,
+                     FLAGS.remat)
+  if cmd == "sampler":
+    from bench import sampler
+    return sampler.run(FLAGS.model, FLAGS.docs, FLAGS.doc_len, FLAGS.positions, FLAGS.group,
+                       FLAGS.thought, FLAGS.peer, FLAGS.iters)
+  if cmd == "rlp-step":
+    from bench import rlp_step
+    return rlp_step.run(FLAGS.model, FLAGS.contexts, FLAGS.context_len, FLAGS.group,
+                        FLAGS.thought, FLAGS.peer, FLAGS.iters)
+  if cmd == "data":
+    from bench import data
+    return data.run()
+  if cmd == "scale":
+    from bench import scale
+    return scale.run(FLAGS.model)
+  raise app.UsageError(cmd)
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    raise app.UsageError(f"usage: rlp-bench {{{'|'.join(COMMANDS)}}} [--flags]")
+  os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+  cmds = COMMANDS[:-1] if argv[1] == "all" else (argv[1],)
+  for cmd in cmds:
+    print(json.dumps(_run(cmd)), flush=True)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
