@@ -81,7 +81,8 @@ def make_optimizer(lr: float, warmup_steps: int = 0, total_steps: int = 0,
 def init_state(model, tx, seed: int = 0, kl_beta: float = 0.0) -> TrainState:
   """Params (and EMA, ref, Adam moments) are plain nested dicts of arrays: nnx.merge(graphdef,
   params) rebuilds the model inside jit, and orbax / sharding see ordinary pytrees."""
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  # a copy: the steps donate the state, which must not delete the model's own arrays
+  params = jax.tree.map(jnp.copy, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   # EMA lazy init phi <- theta on the first batch: identical to copying theta here.
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     ema=jax.tree.map(jnp.copy, params),

@@ -1,0 +1,161 @@
+"""One RLP step split into rollout, EMA scoring and update; its ratio to a CPT step over the same
+input tokens; optionally a TRL-style PyTorch RLP step (generate, teacher-forced scoring, EMA copy,
+clipped surrogate, backward, AdamW) measured side by side."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bench import common
+from bench.model import load, train_step_fn
+from rlp import sampler as S
+from rlp import trainer as T
+
+
+def _setup(model, contexts, context_len, group, thought, seed=0):
+  rng = np.random.default_rng(seed)
+  vocab = model.config.vocab_size
+  tokens = jnp.asarray(rng.integers(0, min(vocab, 20000), (contexts, context_len)), jnp.int32)
+  pos = jnp.asarray(rng.integers(context_len // 2, context_len - 1, (contexts, 1)), jnp.int32)
+  scfg = S.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
+                         prompt_ids=(1,), close_ids=(vocab - 1, 0, 0))
+  return {"tokens": tokens, "lengths": jnp.full((contexts,), context_len, jnp.int32),
+          "positions": pos}, T.StepConfig(sampler=scfg)
+
+
+def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999):
+  """The TRL/open-r1 recipe users would otherwise run, in transformers on the same machine."""
+  import copy
+  import tempfile
+  import torch
+  import transformers
+  import models
+  with tempfile.TemporaryDirectory() as d:
+    models.save_hf(model, d)
+    pol = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+  ema = copy.deepcopy(pol).eval()
+  for p in ema.parameters():
+    p.requires_grad_(False)
+  opt = torch.optim.AdamW(pol.parameters(), lr=lr, weight_decay=0.0)
+  toks = np.asarray(batch["tokens"])
+  pos = np.asarray(batch["positions"])[:, 0]
+  close = torch.tensor([model.config.vocab_size - 1])
+
+  def run():
+    prompts = [torch.as_tensor(np.concatenate([toks[b, :pos[b]], [1]])) for b in range(len(pos))]
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    am = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+      ids[i, width - len(p):], am[i, width - len(p):] = p, 1
+    pol.eval()
+    with torch.no_grad():  # rollout: G thoughts per context
+      gen = pol.generate(input_ids=ids.repeat_interleave(group, 0),
+                         attention_mask=am.repeat_interleave(group, 0), max_new_tokens=thought,
+                         min_new_tokens=thought, do_sample=True, top_k=0, temperature=1.0,
+                         pad_token_id=0)
+    thoughts = gen[:, width:]
+    pol.train()
+    targets = torch.as_tensor(toks[np.arange(len(pos)), pos]).repeat_interleave(group)
+    seq = torch.cat([gen, close.repeat(len(gen), 1), targets[:, None]], 1)
+    mask = torch.cat([am.repeat_interleave(group, 0), torch.ones_like(seq[:, width:])], 1)
+    keep = thought + 3  # logits of the thought, </think> and x_t positions only (TRL's logits_to_keep)
+    with torch.no_grad():  # old log-probs and S_pred (teacher forced), S_ema on the plain prefix
+      lp = torch.log_softmax(pol(seq, attention_mask=mask, logits_to_keep=keep).logits.float(), -1)
+      old = lp[:, :thought].gather(-1, thoughts[..., None])[..., 0]
+      s_pred = lp[:, -2].gather(-1, targets[:, None])[:, 0]
+      elp = torch.log_softmax(ema(ids[:, :-1], attention_mask=am[:, :-1],
+                                     logits_to_keep=1).logits[:, -1].float(), -1)
+      s_ema = elp.gather(-1, targets[::group, None])[:, 0].repeat_interleave(group)
+    r = (s_pred - s_ema).view(-1, group)
+    adv = (group / (group - 1) * (r - r.mean(1, keepdim=True))).view(-1, 1)
+    lp = torch.log_softmax(pol(seq, attention_mask=mask, logits_to_keep=keep).logits.float(), -1)
+    new = lp[:, :thought].gather(-1, thoughts[..., None])[..., 0]
+    ratio = torch.exp(new - old)
+    loss = -torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv).mean(1).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    with torch.no_grad():
+      for pe, pp in zip(ema.parameters(), pol.parameters()):
+        pe.lerp_(pp, 1 - tau)
+  return run
+
+
+def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, peer=False,
+        iters=2):
+  model = load(model_name)
+  graphdef = nnx.graphdef(model)
+  batch, cfg = _setup(model, contexts, context_len, group, thought)
+  tx = T.make_optimizer(1e-6)
+  state = T.init_state(model, tx)
+  step = T.make_step(graphdef, tx, cfg, donate=False)
+  holder = [state]
+
+  def full():
+    holder[0], m, _ = step(holder[0], batch)
+    jax.block_until_ready(m["loss"])
+
+  params = state.params
+  rollout = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
+                                              batch["positions"], k, cfg.sampler))
+  score = jax.jit(lambda p: T._ema_scores(p, graphdef, batch["tokens"], batch["lengths"], cfg))
+  ro = rollout(params, jax.random.key(0))
+  mb = {"tokens": batch["tokens"], "lengths": batch["lengths"], "cuts": batch["positions"],
+        "thought": ro.tokens, "old_logp": ro.logp, "adv": jnp.ones(ro.s_pred.shape),
+        "mask": ro.mask.astype(jnp.float32)}
+
+  @jax.jit
+  def update(st):
+    (loss, _), g = jax.value_and_grad(T._pg_loss, has_aux=True)(st.params, graphdef, mb, cfg, None)
+    return T._apply_update(st, g, loss, tx, cfg)[0]
+
+  parts = {"rollout": lambda: jax.block_until_ready(rollout(params, jax.random.key(1)).mask),
+           "score": lambda: jax.block_until_ready(score(params)),
+           "update": lambda: jax.block_until_ready(update(state).step),
+           "step": full,
+           "cpt": train_step_fn(model, contexts, context_len)}
+  for f in parts.values():
+    f()
+  best = common.alternate(parts, rounds=iters)
+  if peer:
+    # Both stacks at once do not fit in 24 GiB with SmolLM2 (ours ~17 GiB peak, torch ~7 GiB):
+    # free ours, time the peer, then time our full step again (ours first, peer, ours again).
+    del update, rollout, score, full
+    state = holder[0] = None
+    import gc
+    gc.collect()
+    jax.clear_caches()
+    torch_step = torch_rlp_step_fn(model, batch, group, thought)
+    torch_step()
+    best["peer"] = common.alternate({"peer": torch_step}, rounds=iters)["peer"]
+    del torch_step
+    gc.collect()
+    state = T.init_state(model, tx)
+    holder[0] = state
+    step = T.make_step(graphdef, tx, cfg, donate=True)
+
+    def again():
+      holder[0], m, _ = step(holder[0], batch)
+      jax.block_until_ready(m["loss"])
+    again()
+    best["step"] = min(best["step"], common.alternate({"s": again}, rounds=iters)["s"])
+  thought_tokens = contexts * group * thought
+  doc_tokens = contexts * context_len
+  out = {"bench": "rlp-step", "model": model_name, "contexts": contexts,
+         "context_len": context_len, "group": group, "thought": thought,
+         "step_seconds": best["step"], "rollout_seconds": best["rollout"],
+         "score_seconds": best["score"], "update_seconds": best["update"],
+         "rollout_tokens_per_sec": thought_tokens / best["rollout"],
+         "score_tokens_per_sec": doc_tokens / best["score"],
+         "update_tokens_per_sec": (thought_tokens + doc_tokens) / best["update"],
+         "cpt_step_seconds": best["cpt"], "rlp_over_cpt": best["step"] / best["cpt"],
+         **common.device_info()}
+  if peer:
+    out.update(peer_step_seconds=best["peer"], speedup_vs_peer=best["peer"] / best["step"])
+  return out

@@ -1,0 +1,88 @@
+"""Thought rollouts: shared-prefix vs naive prefix-copy sampler, and Hugging Face `generate`.
+
+Setting (issue): documents of 512 tokens, k = 4 positions, G = 4 thoughts, T = 64 tokens.
+Generated tokens per second count every sampled thought token.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench import common
+from bench.model import load
+from rlp import sampler as S
+
+
+def _inputs(vocab, docs, doc_len, positions, seed=0):
+  rng = np.random.default_rng(seed)
+  d = jnp.asarray(rng.integers(0, min(vocab, 20000), (docs, doc_len)), jnp.int32)
+  cuts = np.sort(rng.integers(doc_len // 4, doc_len - 1, (docs, positions)), axis=1)
+  return d, jnp.asarray(cuts, jnp.int32)
+
+
+def hf_generate_fn(model, docs_np, cuts_np, group, thought):
+  """transformers generate with KV cache: every (document, position, thought) as a left-padded row."""
+  import tempfile
+  import torch
+  import transformers
+  with tempfile.TemporaryDirectory() as d:
+    import models
+    models.save_hf(model, d)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+  ref.eval()
+  rows = [docs_np[b, :t] for b in range(docs_np.shape[0]) for t in cuts_np[b] for _ in range(group)]
+  width = max(len(r) for r in rows)
+  ids = torch.zeros((len(rows), width), dtype=torch.long)
+  mask = torch.zeros_like(ids)
+  for i, r in enumerate(rows):
+    ids[i, width - len(r):] = torch.as_tensor(r)
+    mask[i, width - len(r):] = 1
+
+  def run():
+    with torch.no_grad():
+      out = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=thought,
+                         min_new_tokens=thought, do_sample=True, temperature=1.0, top_k=0,
+                         top_p=1.0, pad_token_id=0, use_cache=True)
+    return (out.shape[1] - width) * len(rows)
+  return run
+
+
+def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought=64, peer=False,
+        iters=2):
+  model = load(model_name)
+  d, cuts = _inputs(model.config.vocab_size, docs, doc_len, positions)
+  # a </think> the model will not sample, so every thought runs to the full length T
+  cfg = S.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
+                        prompt_ids=(1,), close_ids=(model.config.vocab_size - 1, 0, 0))
+  counts = {}
+
+  def ours(naive):
+    c = S.SamplerConfig(**{**cfg.__dict__, "naive": naive})
+
+    def f():
+      ro = S.rollout(model, d, cuts, jax.random.key(0), c)
+      counts["naive" if naive else "shared"] = int(jax.block_until_ready(ro.mask).sum())
+    return f
+
+  fns = {"shared": ours(False), "naive": ours(True)}
+  if peer:
+    hf = hf_generate_fn(model, np.asarray(d), np.asarray(cuts), group, thought)
+
+    def hf_run():
+      counts["hf"] = hf()
+    fns["hf"] = hf_run
+  for f in fns.values():
+    f()
+  best = common.alternate(fns, rounds=iters)
+  out = {"bench": "sampler", "model": model_name, "docs": docs, "doc_len": doc_len,
+         "positions": positions, "group": group, "thought": thought,
+         "shared_prefix_tokens_per_sec": counts["shared"] / best["shared"],
+         "naive_tokens_per_sec": counts["naive"] / best["naive"],
+         "shared_over_naive": (counts["shared"] / best["shared"]) / (counts["naive"] / best["naive"]),
+         **common.device_info()}
+  if peer:
+    out["hf_generate_tokens_per_sec"] = counts["hf"] / best["hf"]
+    out["shared_over_hf_generate"] = out["shared_prefix_tokens_per_sec"] / out["hf_generate_tokens_per_sec"]
+  return out
