@@ -126,8 +126,10 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   if peer:
     # Both stacks at once do not fit in 24 GiB with SmolLM2 (ours ~17 GiB peak, torch ~7 GiB):
     # free ours, time the peer, then time our full step again (ours first, peer, ours again).
+    parts.clear()
     del update, rollout, score, full
     state = holder[0] = None
+    mb = ro = params = None
     import gc
     gc.collect()
     jax.clear_caches()

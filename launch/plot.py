@@ -1,6 +1,8 @@
 """rlp-plot DIR [DIR ...] [--out=PNG]: the main curves of one or several runs in one PNG.
+rlp-plot REPORT.json [REPORT.json ...]: pass@k curves of rlp-eval reports (checkpoint comparison).
 
-Without --out the PNG goes to DIR/curves.png (one run) or ./runs_comparison.png (several).
+Without --out the PNG goes to DIR/curves.png (one run), ./runs_comparison.png (several runs) or
+./pass_at_k.png (reports).
 """
 
 import os
@@ -18,10 +20,17 @@ def main(argv):
   dirs = argv[1:]
   if not dirs:
     raise app.UsageError("usage: rlp-plot WORKDIR [WORKDIR ...] [--out=PNG]")
-  out = FLAGS.out or (os.path.join(dirs[0], "curves.png") if len(dirs) == 1
-                      else "runs_comparison.png")
+  reports = all(d.endswith(".json") for d in dirs)
+  if reports:
+    out = FLAGS.out or "pass_at_k.png"
+  else:
+    out = FLAGS.out or (os.path.join(dirs[0], "curves.png") if len(dirs) == 1
+                        else "runs_comparison.png")
   try:
-    print(plot.plot_runs(dirs, out, FLAGS.labels))
+    if reports:
+      print(plot.plot_pass_at_k(dirs, out, FLAGS.labels))
+    else:
+      print(plot.plot_runs(dirs, out, FLAGS.labels))
   except plot.PlotError as e:
     print(f"rlp-plot: error: {e}", file=sys.stderr)
     sys.exit(2)

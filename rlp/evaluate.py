@@ -1,8 +1,15 @@
-"""Evaluation: held-out likelihood without a thought (more in rlp-eval)."""
+"""Evaluation of a checkpoint, HF directory or GGUF file: held-out likelihood (with and without a
+thought), next-token accuracy at sampled positions, verifiable reasoning (pass@k with the unbiased
+estimator of Chen et al. 2021) and diversity of the samples."""
 
 from __future__ import annotations
 
 import functools
+import json
+import math
+import os
+import re
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +17,124 @@ import numpy as np
 from flax import nnx
 
 from rlp import objective as O
+from rlp import sampler as S
 
 
+class EvalError(ValueError):
+  pass
+
+
+# ---------------------------------------------------------------- pass@k and answers
+def pass_at_k(n: int, c: int, k: int) -> float:
+  """Unbiased pass@k = 1 - C(n - c, k) / C(n, k) for n samples of which c are correct."""
+  if not 0 <= c <= n or k < 1:
+    raise EvalError(f"pass_at_k needs 0 <= c <= n and k >= 1 (got n={n}, c={c}, k={k})")
+  if k > n:
+    raise EvalError(f"pass@{k} needs at least {k} samples (got n={n})")
+  if n - c < k:
+    return 1.0
+  return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+_NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?|-?\.\d+"
+
+
+def _clean_number(s: str) -> str | None:
+  s = s.replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
+  try:
+    v = float(s)
+  except ValueError:
+    return None
+  if math.isfinite(v) and v == int(v):
+    return str(int(v))
+  return repr(v)
+
+
+def extract_answer(text: str) -> str | None:
+  """The final answer of a solution: `#### N`, then `\\boxed{N}`, then the last number."""
+  m = re.search(r"####\s*(" + _NUM + ")", text)
+  if m:
+    return _clean_number(m.group(1))
+  m = re.findall(r"\\boxed\{\s*(" + _NUM + r")\s*\}", text)
+  if m:
+    return _clean_number(m[-1])
+  nums = re.findall(_NUM, text)
+  for n in reversed(nums):
+    v = _clean_number(n)
+    if v is not None:
+      return v
+  return None
+
+
+def answers_match(pred: str | None, gold: str) -> bool:
+  if pred is None:
+    return False
+  g = _clean_number(str(gold))
+  try:
+    return g is not None and abs(float(pred) - float(g)) <= 1e-6 * max(1.0, abs(float(g)))
+  except ValueError:
+    return False
+
+
+def load_problems(path: str) -> list[dict]:
+  """A JSONL of {"question": ..., "answer": ...}; a bad line is named in the error."""
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for i, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise EvalError(f"{path}:{i} is not valid JSON ({e.msg})") from e
+      for key in ("question", "answer"):
+        if not isinstance(obj, dict) or key not in obj:
+          raise EvalError(f"{path}:{i} has no {key!r} field (each line needs question and answer)")
+      out.append({"question": str(obj["question"]), "answer": str(obj["answer"])})
+  if not out:
+    raise EvalError(f"{path} holds no problems")
+  return out
+
+
+def few_shot_prompt(question: str, shots: Sequence[dict]) -> str:
+  parts = [f"Question: {s['question']}\nAnswer: {s['solution'].strip()}\n\n" for s in shots]
+  return "".join(parts) + f"Question: {question}\nAnswer:"
+
+
+# ---------------------------------------------------------------- diversity
+def distinct_n(samples: Sequence[Sequence[int]], n: int) -> float:
+  grams = [tuple(s[i:i + n]) for s in samples for i in range(len(s) - n + 1)]
+  return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _edit(a, b) -> int:
+  prev = list(range(len(b) + 1))
+  for i, x in enumerate(a, 1):
+    cur = [i]
+    for j, y in enumerate(b, 1):
+      cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+    prev = cur
+  return prev[-1]
+
+
+def mean_pairwise_edit(samples: Sequence[Sequence[int]]) -> float:
+  """Mean token-level edit distance over pairs, normalised by the longer sample."""
+  pairs = [(a, b) for i, a in enumerate(samples) for b in samples[i + 1:]]
+  if not pairs:
+    return 0.0
+  return float(np.mean([_edit(a, b) / max(len(a), len(b), 1) for a, b in pairs]))
+
+
+def unigram_entropy(samples: Sequence[Sequence[int]]) -> float:
+  toks = [t for s in samples for t in s]
+  if not toks:
+    return 0.0
+  _, counts = np.unique(np.asarray(toks), return_counts=True)
+  p = counts / counts.sum()
+  return float(-(p * np.log(p)).sum())
+
+
+# ---------------------------------------------------------------- likelihood
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _nll_sum(graphdef, params, tokens, lengths):
   logits = nnx.merge(graphdef, params)(tokens)[:, :-1]
@@ -20,20 +143,191 @@ def _nll_sum(graphdef, params, tokens, lengths):
   return (nll * mask).sum(), mask.sum()
 
 
+def _pad_batch(docs, seq_len, batch_size, pad_id):
+  toks = np.full((batch_size, seq_len), pad_id, np.int32)
+  lens = np.ones((batch_size,), np.int32)
+  for j, d in enumerate(docs):
+    d = np.asarray(d)[:seq_len]
+    toks[j, :len(d)] = d
+    lens[j] = len(d)
+  return toks, lens
+
+
 def heldout_nll(graphdef, params, docs, seq_len: int, batch_size: int = 4, pad_id: int = 0) -> dict:
   """Per-token NLL and perplexity of documents (list of int arrays), truncated to seq_len."""
   total, count = 0.0, 0
   for i in range(0, len(docs), batch_size):
-    chunk = [d[:seq_len] for d in docs[i:i + batch_size]]
-    while len(chunk) < batch_size:  # keep one compiled shape
-      chunk.append(np.asarray([pad_id], np.int32))
-    toks = np.full((batch_size, seq_len), pad_id, np.int32)
-    lens = np.zeros((batch_size,), np.int32)
-    for j, d in enumerate(chunk):
-      toks[j, :len(d)] = d
-      lens[j] = len(d)
+    toks, lens = _pad_batch(docs[i:i + batch_size], seq_len, batch_size, pad_id)
     s, n = _nll_sum(graphdef, params, jnp.asarray(toks), jnp.asarray(lens))
     total += float(s)
     count += int(n)
   nll = total / max(count, 1)
   return {"eval/nll": nll, "eval/ppl": float(np.exp(min(nll, 50.0))), "eval/tokens": count}
+
+
+def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, positions: int = 4,
+                       min_prefix: int = 8, seed: int = 0, batch_size: int = 2) -> dict:
+  """At sampled positions: mean S_pred over G thoughts, log p(x_t) with no thought from the same
+  model, the information gain between them, and next-token accuracy with and without a thought."""
+  from rlp import data as D
+  graphdef, params = nnx.split(model)
+  rng = np.random.default_rng(seed)
+  s_pred, s_plain, acc_t, acc_plain = [], [], [], []
+  for i in range(0, len(docs), batch_size):
+    chunk = [d for d in docs[i:i + batch_size] if len(d) > min_prefix + 1]
+    if not chunk:
+      continue
+    while len(chunk) < batch_size:
+      chunk.append(chunk[0])
+    toks, lens = _pad_batch(chunk, seq_len, batch_size, 0)
+    cuts = np.stack([D.choose_positions(int(l), positions, min_prefix, rng) for l in lens])
+    ro, logits = _rollout_and_logits(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
+                                     jax.random.key(seed + i), cfg)
+    logits = np.asarray(logits)
+    tgt = np.take_along_axis(toks, cuts, 1)
+    prev = np.take_along_axis(logits, (cuts - 1)[..., None], 1)  # [B, K, V]: predicts x_t
+    mx = prev.max(-1, keepdims=True)
+    lp = prev - mx - np.log(np.exp(prev - mx).sum(-1, keepdims=True))
+    s_plain.append(np.take_along_axis(lp, tgt[..., None], -1)[..., 0])
+    acc_plain.append(prev.argmax(-1) == tgt)
+    s_pred.append(np.asarray(ro.s_pred))
+    acc_t.append(np.asarray(ro.pred_argmax) == tgt[..., None])
+  if not s_pred:
+    raise EvalError(f"no document is longer than min_prefix + 1 = {min_prefix + 1} tokens")
+  sp, sn = np.concatenate([x.reshape(-1, x.shape[-1]) for x in s_pred]), np.concatenate(
+      [x.reshape(-1) for x in s_plain])
+  return {"eval/s_pred_mean": float(sp.mean()), "eval/s_plain_mean": float(sn.mean()),
+          "eval/information_gain": float((sp.mean(-1) - sn).mean()),
+          "eval/next_token_acc_thought": float(np.concatenate([a.ravel() for a in acc_t]).mean()),
+          "eval/next_token_acc_plain": float(np.concatenate([a.ravel() for a in acc_plain]).mean())}
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
+def _rollout_and_logits(graphdef, params, tokens, cuts, key, cfg):
+  model = nnx.merge(graphdef, params)
+  return S.rollout_fn(model, tokens, cuts, key, cfg), model(tokens)
+
+
+# ---------------------------------------------------------------- generation
+@functools.partial(jax.jit, static_argnames=("graphdef", "steps", "temperature", "top_p"))
+def _generate(graphdef, params, prompt, pad_len, key, steps, temperature, top_p):
+  """Left-padded prompts [B, P] (pad_len[b] pads) -> `steps` sampled tokens through the KV cache."""
+  model = nnx.merge(graphdef, params)
+  b, p = prompt.shape
+  idx = jnp.arange(p)[None]
+  seg = (idx >= pad_len[:, None]).astype(jnp.int32)
+  pos = jnp.maximum(idx - pad_len[:, None], 0)
+  cache = model.init_cache(b, p + steps)
+  logits, cache = model.decode(prompt, cache, positions=pos, segment_ids=seg)
+  last = logits[:, -1]
+
+  def step(carry, i):
+    last, cache = carry
+    tok, _ = S.sample_logits(jax.random.fold_in(key, i), last, temperature, 0, top_p)
+    positions = (p + i - pad_len)[:, None]
+    logits, cache = model.decode(tok[:, None], cache, positions=positions,
+                                 segment_ids=jnp.ones((b, 1), jnp.int32))
+    return (logits[:, -1], cache), tok
+
+  _, toks = jax.lax.scan(step, (last, cache), jnp.arange(steps))
+  return toks.T
+
+
+def generate(model, tok, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0) -> list[list[int]]:
+  graphdef, params = nnx.split(model)
+  ids = [tok.encode(p) for p in prompts]
+  width = max(len(x) for x in ids)
+  arr = np.zeros((len(ids), width), np.int32)
+  pad = np.zeros((len(ids),), np.int32)
+  for i, x in enumerate(ids):
+    arr[i, width - len(x):] = x
+    pad[i] = width - len(x)
+  out = np.asarray(_generate(graphdef, params, jnp.asarray(arr), jnp.asarray(pad),
+                             jax.random.key(seed), max_new_tokens, float(temperature),
+                             float(top_p)))
+  return [row.tolist() for row in out]
+
+
+def _completion(tok, ids: list[int]) -> str:
+  text = tok.decode([i for i in ids if i != tok.eos_id])
+  return re.split(r"\n\s*Question:", text)[0]
+
+
+def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], samples: int,
+                   ks: Sequence[int], max_new_tokens: int = 160, temperature: float = 0.7,
+                   seed: int = 0, batch_size: int = 8) -> dict:
+  """Greedy pass@1 and sampled pass@k over `samples` answers per problem, plus diversity."""
+  prompts = [few_shot_prompt(p["question"], shots) for p in problems]
+  greedy_ok, counts, div = [], [], {"distinct_1": [], "distinct_2": [], "edit": [], "entropy": []}
+  examples = []
+  for i in range(0, len(prompts), batch_size):
+    chunk = prompts[i:i + batch_size]
+    for j, ids in enumerate(generate(model, tok, chunk, max_new_tokens, 0.0)):
+      text = _completion(tok, ids)
+      pred = extract_answer(text)
+      gold = problems[i + j]["answer"]
+      greedy_ok.append(answers_match(pred, gold))
+      if len(examples) < 3:
+        examples.append({"question": problems[i + j]["question"], "completion": text,
+                         "extracted": pred, "gold": gold})
+  for n, prompt in enumerate(prompts):
+    outs = generate(model, tok, [prompt] * samples, max_new_tokens, temperature, seed=seed + n)
+    texts = [_completion(tok, o) for o in outs]
+    counts.append(sum(answers_match(extract_answer(t), problems[n]["answer"]) for t in texts))
+    toks = [tok.encode(t) for t in texts]
+    div["distinct_1"].append(distinct_n(toks, 1))
+    div["distinct_2"].append(distinct_n(toks, 2))
+    div["edit"].append(mean_pairwise_edit(toks))
+    div["entropy"].append(unigram_entropy(toks))
+  report = {"reasoning/problems": len(problems), "reasoning/samples": samples,
+            "reasoning/pass@1_greedy": float(np.mean(greedy_ok))}
+  for k in ks:
+    if k <= samples:
+      report[f"reasoning/pass@{k}"] = float(np.mean([pass_at_k(samples, c, k) for c in counts]))
+  report.update({"diversity/distinct_1": float(np.mean(div["distinct_1"])),
+                 "diversity/distinct_2": float(np.mean(div["distinct_2"])),
+                 "diversity/pairwise_edit": float(np.mean(div["edit"])),
+                 "diversity/token_entropy": float(np.mean(div["entropy"]))})
+  return report, examples
+
+
+# ---------------------------------------------------------------- loading what to evaluate
+def load_for_eval(path: str, use_ema: bool = False):
+  """(model, tokenizer, description) for a GGUF file, an HF directory, a training run's workdir
+  (its newest checkpoint; `use_ema` takes the EMA params) or "smollm2"."""
+  import ml_collections
+  import models
+  from models.tokenizer import load_tokenizer
+  from rlp import checkpoint as C
+  from rlp import configuration as CFG
+  from rlp import trainer as T
+  if path == "smollm2":
+    path = models.smollm2_path()
+  if os.path.isfile(path):
+    model, tok = models.load_gguf(path, with_tokenizer=True)
+    return model, tok, {"kind": "gguf", "path": path}
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    with open(os.path.join(path, "config.json")) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    if config.model.init == "checkpoint":
+      with open(os.path.join(config.model.path, "config.json")) as f:
+        model, tok = CFG.load_model_and_tokenizer(ml_collections.ConfigDict(json.load(f)))
+    else:
+      model, tok = CFG.load_model_and_tokenizer(config)
+    tx = CFG.optimizer(config)
+    state = T.init_state(model, tx, kl_beta=config.rlp.kl_beta)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                            state)
+    ck = C.Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
+    got = ck.restore_latest(abstract)
+    ck.close()
+    if got is None:
+      raise EvalError(f"{path}/checkpoints holds no readable checkpoint")
+    params = got[0].ema if use_ema else got[0].params
+    graphdef = nnx.graphdef(model)
+    return nnx.merge(graphdef, params), tok, {"kind": "checkpoint", "path": path,
+                                               "step": got[3], "ema": use_ema}
+  if os.path.isfile(os.path.join(path, "config.json")):
+    return models.load_hf(path), load_tokenizer(path), {"kind": "hf", "path": path}
+  raise EvalError(f"{path} is not a GGUF file, an HF directory or a run's workdir")

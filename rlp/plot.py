@@ -56,3 +56,33 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) ->
   fig.savefig(out, dpi=80)
   plt.close(fig)
   return out
+
+
+def plot_pass_at_k(reports: list[str], out: str, labels: list[str] | None = None) -> str:
+  """pass@k curves of several rlp-eval reports (e.g. base, CPT and RLP checkpoints) on one figure."""
+  import json
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for i, path in enumerate(reports):
+    try:
+      with open(path) as f:
+        rep = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise PlotError(f"{path} is not an rlp-eval report ({e})") from e
+    pts = sorted((int(k.split("@")[1]), v) for k, v in rep.items()
+                 if k.startswith("reasoning/pass@") and not k.endswith("greedy"))
+    if not pts:
+      raise PlotError(f"{path} has no reasoning/pass@k entries")
+    label = labels[i] if labels and i < len(labels) else os.path.basename(path)
+    ax.plot([k for k, _ in pts], [v for _, v in pts], marker="o", label=label)
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("k")
+  ax.set_ylabel("pass@k")
+  ax.set_title("pass@k (unbiased estimator)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out, dpi=80)
+  plt.close(fig)
+  return out

@@ -65,6 +65,7 @@ class Rollout:
   s_pred: jax.Array  # [B, K, G] log p_theta(x_t | x_<t, thought)
   targets: jax.Array  # [B, K] x_t
   prediction: jax.Array  # [B, K, G] RPT's predicted token (predict=True), else -1
+  pred_argmax: jax.Array  # [B, K, G] the model's most likely x_t after </think> (accuracy)
 
 
 def policy_logits(logits, temperature):
@@ -142,7 +143,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
               mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
               phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i,
               truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
-              pred=jnp.full((b, n), -1, jnp.int32))
+              pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
 
   def cond(st):
     return jnp.any(st["phase"] != PHASE_DONE) & (st["i"] <= tb)
@@ -154,6 +155,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     scoring = (phase == PHASE_CLOSE) & (close_pos == m)
     s_tgt = jnp.take_along_axis(raw, stream_layout(targets, g)[..., None], -1)[..., 0]
     s_pred = jnp.where(scoring, s_tgt, st["s_pred"])
+    top = jnp.where(scoring, jnp.argmax(st["logits"], -1).astype(jnp.int32), st["top"])
     # 2. streams still closing get the next </think> token forced (not a policy action)
     forcing = (phase == PHASE_CLOSE) & (close_pos < m)
     forced_tok = close[jnp.minimum(close_pos, m - 1)]
@@ -190,7 +192,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     logits, tkv = feed(nxt[..., None], pos, st["tkv"], p_len + i)
     return dict(i=i + 1, logits=logits, tkv=tkv, buf=buf, logp=logp, mask=mask, valid=valid,
                 phase=new_phase, close_pos=new_close, gen_len=gen_len, truncated=truncated,
-                s_pred=s_pred, pred=st["pred"])
+                s_pred=s_pred, pred=st["pred"], top=top)
 
   st = jax.lax.while_loop(cond, body, init)
   shape4 = (b, k, g, tb)
@@ -198,7 +200,8 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
                  mask=st["mask"].reshape(shape4), valid=st["valid"].reshape(shape4),
                  lengths=st["gen_len"].reshape(b, k, g),
                  truncated=st["truncated"].reshape(b, k, g), s_pred=st["s_pred"].reshape(b, k, g),
-                 targets=targets, prediction=st["pred"].reshape(b, k, g))
+                 targets=targets, prediction=st["pred"].reshape(b, k, g),
+                 pred_argmax=st["top"].reshape(b, k, g))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
