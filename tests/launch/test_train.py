@@ -121,6 +121,26 @@ def test_launcher_dry_runs():
   assert slurm[0][:3] == ["sbatch", "launch/slurm.sbatch", "configs/ablations/ema_tau.py"]
 
 
+def test_run_stops_after_consecutive_non_finite_updates(tmp_path):
+  # lr 1e30 turns the params into inf after one update; every later update is skipped
+  c = tiny_config(objective="cpt", **{"optim.lr": 1e30, "optim.grad_clip": 0.0,
+                                      "train.steps": 10, "train.max_consecutive_skips": 3})
+  with pytest.raises(loop.TrainingError, match="3 consecutive updates had a non-finite"):
+    loop.train(c, str(tmp_path / "nan"))
+  rows = [r for r in metrics.read_metrics(str(tmp_path / "nan")) if "skipped" in r]
+  assert rows[0]["skipped"] == 0 and all(r["skipped"] == 1 for r in rows[-3:])
+
+
+def test_warmup_then_rlp_from_its_checkpoint(tmp_path):
+  """The thought-format warm-up (CPT on <think>-formatted text), then RLP initialised from it."""
+  warm = str(tmp_path / "warm")
+  c = tiny_config(objective="cpt", **{"data.source": "reasoning_thought:train"})
+  loop.train(c, warm)
+  rlp = tiny_config(**{"model.init": "checkpoint", "model.path": warm, "train.steps": 2})
+  out = loop.train(rlp, str(tmp_path / "rlp"))
+  assert out["step"] == 2
+
+
 @pytest.mark.slow
 def test_main_job_config_runs_two_steps(tmp_path):
   """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2, 2 steps."""
