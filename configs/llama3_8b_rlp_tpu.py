@@ -1,6 +1,6 @@
 """A TPU pod example: RLP on a Llama-3-8B HF checkpoint over an fsdp x tensor mesh, bf16, remat.
 
-  launch/tpu_pod.sh my-v5p-64 us-east5-a configs/llama3_8b_rlp_tpu.py gs://bucket/runs/l3_8b \\
+  launch/tpu_pod.sh my-v5p-64 us-east5-a configs/llama3_8b_rlp_tpu.py /mnt/gcs/runs/l3_8b \\
       --config.model.path=/mnt/ckpt/Meta-Llama-3-8B
 
 On a v5p-64 (32 chips): fsdp 8 x tensor 4; 256 contexts x G 8 thoughts of 1024 tokens per step.

@@ -28,7 +28,7 @@ logging.set_verbosity(logging.WARNING)'''
 
 PARAMS_01 = '''# Parameters: the test suite runs this notebook with RLP_NOTEBOOK_FAST=1 (a reduced form).
 FAST = os.environ.get("RLP_NOTEBOOK_FAST", "0") == "1"
-STEPS = 2 if FAST else 20
+STEPS = 2 if FAST else 12
 GROUP = 2 if FAST else 4
 THOUGHT = 8 if FAST else 24
 WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", "notebook01"))'''
@@ -103,7 +103,7 @@ print(desc)'''),
 ]
 
 PARAMS_02 = '''FAST = os.environ.get("RLP_NOTEBOOK_FAST", "0") == "1"
-STEPS = 2 if FAST else 6
+STEPS = 2 if FAST else 4
 GROUPS = [2, 4] if FAST else [2, 4, 8]
 THOUGHTS = [4, 8] if FAST else [8, 16, 32]
 CONFIG = "tiny" if FAST else "smollm2_rlp"   # the reduced form uses the tiny random model
@@ -157,7 +157,7 @@ fig.tight_layout(); plt.show()'''),
 ]
 
 PARAMS_03 = '''FAST = os.environ.get("RLP_NOTEBOOK_FAST", "0") == "1"
-STEPS = 3 if FAST else 10
+STEPS = 3 if FAST else 6
 WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", "notebook03"))'''
 
 NB03 = [

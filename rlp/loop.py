@@ -145,6 +145,9 @@ def train(config, workdir: str, log=None) -> dict:
   """Runs (or resumes) a training run in `workdir`; returns the last logged metrics."""
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   CFG.validate(config, jax.device_count())
+  if "://" in workdir:
+    raise CFG.ConfigError(f"--workdir={workdir} is a URL; use a local or mounted path (e.g. a "
+                          "gcsfuse mount of the bucket) shared by all processes")
   os.makedirs(workdir, exist_ok=True)
   mesh = SH.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
   if config.model.init == "checkpoint":

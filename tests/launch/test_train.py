@@ -104,11 +104,11 @@ def test_launcher_dry_runs():
   assert "rlp-train --config=configs/qwen3_1p7b_rlp.py --workdir=/runs/q --config.model.path=/ckpt" in r.stdout
   assert "#SBATCH --signal=B:TERM@120" in open(os.path.join(ROOT, "launch/slurm.sbatch")).read()
   r = subprocess.run(["bash", "launch/tpu_pod.sh", "--dry-run", "v5p-64", "us-east5-a",
-                      "configs/llama3_8b_rlp_tpu.py", "gs://b/run"], cwd=ROOT,
+                      "configs/llama3_8b_rlp_tpu.py", "/mnt/gcs/run"], cwd=ROOT,
                      capture_output=True, text=True)
   assert r.returncode == 0
   assert "gcloud compute tpus tpu-vm ssh v5p-64 --zone=us-east5-a --worker=all" in r.stdout
-  assert "rlp-train\\ --config=configs/llama3_8b_rlp_tpu.py\\ --workdir=gs://b/run" in r.stdout
+  assert "rlp-train\\ --config=configs/llama3_8b_rlp_tpu.py\\ --workdir=/mnt/gcs/run" in r.stdout
   sys.path.insert(0, ROOT)
   from launch import sweep
   cmds = sweep.main(["configs/ablations/group_size.py", "--dry-run", "--workdir=w",
