@@ -162,7 +162,7 @@ WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", 
 
 NB03 = [
     new_markdown_cell("# Scaling up: a mesh over all local devices\n\nOn a Colab TPU or GPU runtime "
-                      "this uses every accelerator (data-parallel mesh, bf16 compute); on a CPU "
+                      "this uses every accelerator (an FSDP mesh, bf16 compute); on a CPU "
                       "runtime it fakes 8 CPU devices (XLA_FLAGS, set before jax is imported) and "
                       "says so. It reports tokens/s and MFU for the tiny config and, with "
                       "FAST=False, for SmolLM2."),
@@ -183,7 +183,7 @@ for name, mod in [("tiny", tiny)] + ([] if FAST else [("smollm2", smollm2_rlp)])
     c = mod.get_config()
     c.train.steps = STEPS; c.train.progress = False; c.train.sample_every = 0
     c.train.eval_docs = 0; c.train.plot = False; c.train.checkpoint_every = STEPS
-    c.mesh.data = -1  # all local devices
+    c.mesh.data, c.mesh.fsdp = 1, -1  # all local devices; params sharded (FSDP), not copied
     c.data.batch_size = max(c.data.batch_size, jax.device_count())
     if platform != "cpu":
         c.model.dtype = "bfloat16"

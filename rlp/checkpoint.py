@@ -45,9 +45,8 @@ class Checkpointer:
     target = abstract_state
     for step in reversed(self.steps()):
       try:
-        items = set(self._mgr.item_metadata(step).keys()) if self._mgr.item_metadata(step) else set()
         args = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
-        if "data" in items or os.path.isdir(os.path.join(self.directory, str(step), "data")):
+        if os.path.isdir(os.path.join(self.directory, str(step), "data")):
           args["data"] = ocp.args.JsonRestore()
         out = self._mgr.restore(step, args=ocp.args.Composite(**args))
         return (out["state"], out.get("data") if "data" in args else None,
