@@ -163,12 +163,12 @@ WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", 
 NB03 = [
     new_markdown_cell("# Scaling up: a mesh over all local devices\n\nOn a Colab TPU or GPU runtime "
                       "this uses every accelerator (an FSDP mesh, bf16 compute); on a CPU "
-                      "runtime it fakes 8 CPU devices (XLA_FLAGS, set before jax is imported) and "
+                      "runtime it fakes 4 CPU devices (XLA_FLAGS, set before jax is imported) and "
                       "says so. It reports tokens/s and MFU for the tiny config and, with "
                       "FAST=False, for SmolLM2."),
     new_code_cell(SETUP.replace("from absl import logging",
                                 "if 'jax' not in sys.modules and not os.environ.get('COLAB_TPU_ADDR'):\n"
-                                "    os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')\n"
+                                "    os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')\n"
                                 "from absl import logging")),
     new_code_cell(PARAMS_03),
     new_code_cell('''import jax

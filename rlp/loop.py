@@ -207,6 +207,10 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
                eval_docs, graphdef, model_cfg, log):
   t_cfg, d = config.train, config.data
   total = t_cfg.steps
+  if start >= total:
+    log(f"rlp: the run is already at step {start} of train.steps={total}; raise "
+        "--config.train.steps to continue it")
+    return {}
   progress = None
   if t_cfg.progress and jax.process_index() == 0:
     from tqdm import tqdm

@@ -45,7 +45,10 @@ def test_train_writes_outputs_and_resumes(objective, tmp_path):
   assert os.path.exists(os.path.join(wd, "curves.png"))
   assert json.load(open(os.path.join(wd, "config.json")))["objective"] == objective
   assert out["step"] == 4
-  # re-running with more steps resumes at step 5 and keeps the earlier metrics
+  # re-running a finished run changes nothing; with more steps it resumes at step 5
+  n_lines = len(metrics.read_metrics(wd))
+  assert loop.train(tiny_config(objective=objective), wd) == {}
+  assert len(metrics.read_metrics(wd)) == n_lines
   loop.train(tiny_config(objective=objective, **{"train.steps": 6}), wd)
   steps = [r["step"] for r in metrics.read_metrics(wd) if "loss" in r]
   assert steps == [1, 2, 3, 4, 5, 6]
