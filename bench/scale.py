@@ -74,10 +74,8 @@ def run(model_name="smollm2"):
     ck.wait()
     out["checkpoint_save_seconds"] = time.perf_counter() - t
     out["checkpoint_bytes"] = _dir_bytes(os.path.join(d, "ck"))
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            state)
     t = time.perf_counter()
-    got = ck.restore_latest(abstract)
+    got = ck.restore_latest(C.abstract_like(state))
     jax.block_until_ready(got[0])
     out["checkpoint_restore_seconds"] = time.perf_counter() - t
     ck.close()

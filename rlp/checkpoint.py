@@ -14,6 +14,15 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def abstract_like(state, shardings=None):
+  """The restore target for `state`: shapes and dtypes, on `shardings` (default: its own)."""
+  if shardings is None:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        state)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                      shardings)
+
+
 class Checkpointer:
   """One CheckpointManager per run directory (`<workdir>/checkpoints`)."""
 

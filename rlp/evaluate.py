@@ -317,10 +317,8 @@ def load_for_eval(path: str, use_ema: bool = False):
       model, tok = CFG.load_model_and_tokenizer(config)
     tx = CFG.optimizer(config)
     state = T.init_state(model, tx, kl_beta=config.rlp.kl_beta)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            state)
     ck = C.Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
-    got = ck.restore_latest(abstract)
+    got = ck.restore_latest(C.abstract_like(state))
     ck.close()
     if got is None:
       raise EvalError(f"{path}/checkpoints holds no readable checkpoint")

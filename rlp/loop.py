@@ -111,9 +111,7 @@ def _eval_docs(config, tok):
 def _restore_init_checkpoint(config, state, shardings, log):
   """model.init=checkpoint: start from the params of a previous run's newest checkpoint."""
   prev = C.Checkpointer(os.path.join(config.model.path, "checkpoints"), async_save=False)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          state, shardings)
-  got = prev.restore_latest(abstract, log=log)
+  got = prev.restore_latest(C.abstract_like(state, shardings), log=log)
   prev.close()
   if got is None:
     raise TrainingError(f"model.path={config.model.path} has no readable checkpoint")
@@ -171,11 +169,9 @@ def train(config, workdir: str, log=None) -> dict:
     if config.model.init == "checkpoint":
       state = _restore_init_checkpoint(config, state, shardings, log)
     ckpt = C.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            state, shardings)
     writer = M.MetricsWriter(workdir, config.train.tensorboard)
     start = 0
-    restored = ckpt.restore_latest(abstract, log=log)
+    restored = ckpt.restore_latest(C.abstract_like(state, shardings), log=log)
     if restored is not None:
       state, data_state, meta, start = restored
       if data_state is not None:
@@ -219,6 +215,10 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   pending = None
   last = {}
   skips = 0
+  # constant for the FLOPs estimate: computed once, not on every logged step
+  prompt_len = len(CFG.sampler_config(config, tok).prompt_ids)
+  ema_forward = T.StepConfig(compute_ema=config.rlp.compute_ema,
+                             selection=d.selection).needs_ema_forward
   t_last = time.perf_counter()
 
   def emit(step, m, ro, batch, dt):
@@ -232,11 +232,10 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
       tokens = host.get("tokens", 0) + host.get("thought_tokens", 0)
       flops = M.rlp_step_flops(model_cfg, batch=d.batch_size, seq_len=d.seq_len,
                                positions=d.positions_per_doc, group=config.rlp.group_size,
-                               prompt_len=len(CFG.sampler_config(config, tok).prompt_ids),
+                               prompt_len=prompt_len,
                                thought_len=host.get("rlp/thought_len_mean", 0) + 1,
                                updates=config.rlp.num_updates,
-                               ema_forward=T.StepConfig(compute_ema=config.rlp.compute_ema,
-                                                        selection=d.selection).needs_ema_forward)
+                               ema_forward=ema_forward)
     host["perf/step_seconds"] = dt
     host["perf/tokens_per_sec"] = tokens / max(dt, 1e-9)
     host["perf/mfu"] = flops / max(dt, 1e-9) / peak
