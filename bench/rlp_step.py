@@ -31,41 +31,38 @@ def _setup(model, contexts, context_len, group, thought, seed=0):
 def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999):
   """The TRL/open-r1 recipe users would otherwise run, in transformers on the same machine."""
   import copy
-  import tempfile
   import torch
-  import transformers
-  import models
-  with tempfile.TemporaryDirectory() as d:
-    models.save_hf(model, d)
-    pol = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+  from bench.model import torch_peer
+  pol, device, autocast, sync = torch_peer(model)
   ema = copy.deepcopy(pol).eval()
   for p in ema.parameters():
     p.requires_grad_(False)
   opt = torch.optim.AdamW(pol.parameters(), lr=lr, weight_decay=0.0)
   toks = np.asarray(batch["tokens"])
   pos = np.asarray(batch["positions"])[:, 0]
-  close = torch.tensor([model.config.vocab_size - 1])
+  close = torch.tensor([model.config.vocab_size - 1], device=device)
 
   def run():
     prompts = [torch.as_tensor(np.concatenate([toks[b, :pos[b]], [1]])) for b in range(len(pos))]
     width = max(len(p) for p in prompts)
-    ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
     am = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
       ids[i, width - len(p):], am[i, width - len(p):] = p, 1
     pol.eval()
-    with torch.no_grad():  # rollout: G thoughts per context
+    with torch.no_grad(), autocast():  # rollout: G thoughts per context
       gen = pol.generate(input_ids=ids.repeat_interleave(group, 0),
                          attention_mask=am.repeat_interleave(group, 0), max_new_tokens=thought,
                          min_new_tokens=thought, do_sample=True, top_k=0, temperature=1.0,
                          pad_token_id=0)
     thoughts = gen[:, width:]
     pol.train()
-    targets = torch.as_tensor(toks[np.arange(len(pos)), pos]).repeat_interleave(group)
+    targets = torch.as_tensor(toks[np.arange(len(pos)), pos], device=device)
+    targets = targets.repeat_interleave(group)
     seq = torch.cat([gen, close.repeat(len(gen), 1), targets[:, None]], 1)
     mask = torch.cat([am.repeat_interleave(group, 0), torch.ones_like(seq[:, width:])], 1)
     keep = thought + 3  # logits of the thought, </think> and x_t positions only (TRL's logits_to_keep)
-    with torch.no_grad():  # old log-probs and S_pred (teacher forced), S_ema on the plain prefix
+    with torch.no_grad(), autocast():  # old log-probs and S_pred (teacher forced), S_ema on the plain prefix
       lp = torch.log_softmax(pol(seq, attention_mask=mask, logits_to_keep=keep).logits.float(), -1)
       old = lp[:, :thought].gather(-1, thoughts[..., None])[..., 0]
       s_pred = lp[:, -2].gather(-1, targets[:, None])[:, 0]
@@ -74,7 +71,8 @@ def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999)
       s_ema = elp.gather(-1, targets[::group, None])[:, 0].repeat_interleave(group)
     r = (s_pred - s_ema).view(-1, group)
     adv = (group / (group - 1) * (r - r.mean(1, keepdim=True))).view(-1, 1)
-    lp = torch.log_softmax(pol(seq, attention_mask=mask, logits_to_keep=keep).logits.float(), -1)
+    with autocast():
+      lp = torch.log_softmax(pol(seq, attention_mask=mask, logits_to_keep=keep).logits.float(), -1)
     new = lp[:, :thought].gather(-1, thoughts[..., None])[..., 0]
     ratio = torch.exp(new - old)
     loss = -torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv).mean(1).mean()
@@ -84,72 +82,77 @@ def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999)
     with torch.no_grad():
       for pe, pp in zip(ema.parameters(), pol.parameters()):
         pe.lerp_(pp, 1 - tau)
+    sync()
   return run
 
 
 def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, peer=False,
-        iters=2):
-  model = load(model_name)
+        iters=2, dtype="float32", remat="none", attention=None):
+  model = load(model_name, dtype=dtype, remat=remat, attention=attention)
   graphdef = nnx.graphdef(model)
   batch, cfg = _setup(model, contexts, context_len, group, thought)
   tx = T.make_optimizer(1e-6)
-  state = T.init_state(model, tx)
-  step = T.make_step(graphdef, tx, cfg, donate=False)
-  holder = [state]
+  # One donated train state serves every part (a 1B model's params + EMA + Adam is ~20 GB: a second
+  # copy per part does not fit on one accelerator); the CPT step is measured after it is freed.
+  holder = [T.init_state(model, tx)]
+  step = T.make_step(graphdef, tx, cfg)
 
   def full():
     holder[0], m, _ = step(holder[0], batch)
     jax.block_until_ready(m["loss"])
 
-  params = state.params
   rollout = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
                                               batch["positions"], k, cfg.sampler))
   score = jax.jit(lambda p: T._ema_scores(p, graphdef, batch["tokens"], batch["lengths"], cfg))
-  ro = rollout(params, jax.random.key(0))
+  ro = rollout(holder[0].params, jax.random.key(0))
   mb = {"tokens": batch["tokens"], "lengths": batch["lengths"], "cuts": batch["positions"],
         "thought": ro.tokens, "old_logp": ro.logp, "adv": jnp.ones(ro.s_pred.shape),
         "mask": ro.mask.astype(jnp.float32)}
+  del ro
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=0)
   def update(st):
     (loss, _), g = jax.value_and_grad(T._pg_loss, has_aux=True)(st.params, graphdef, mb, cfg, None)
     return T._apply_update(st, g, loss, tx, cfg)[0]
 
-  parts = {"rollout": lambda: jax.block_until_ready(rollout(params, jax.random.key(1)).mask),
-           "score": lambda: jax.block_until_ready(score(params)),
-           "update": lambda: jax.block_until_ready(update(state).step),
-           "step": full,
-           "cpt": train_step_fn(model, contexts, context_len)}
+  def update_run():
+    holder[0] = update(holder[0])
+    jax.block_until_ready(holder[0].step)
+
+  parts = {"rollout": lambda: jax.block_until_ready(rollout(holder[0].params,
+                                                            jax.random.key(1)).mask),
+           "score": lambda: jax.block_until_ready(score(holder[0].params)),
+           "update": update_run,
+           "step": full}
   for f in parts.values():
     f()
   best = common.alternate(parts, rounds=iters)
+  import gc
+  parts.clear()
+  del update, rollout, score, mb
+  holder[0] = None
+  gc.collect()
+  cpt = train_step_fn(model, contexts, context_len)
+  cpt()
+  best["cpt"] = common.alternate({"cpt": cpt}, rounds=iters)["cpt"]
+  del cpt
+  gc.collect()
   if peer:
     # Both stacks at once do not fit in 24 GiB with SmolLM2 (ours ~17 GiB peak, torch ~7 GiB):
     # free ours, time the peer, then time our full step again (ours first, peer, ours again).
-    parts.clear()
-    del update, rollout, score, full
-    state = holder[0] = None
-    mb = ro = params = None
-    import gc
-    gc.collect()
     jax.clear_caches()
     torch_step = torch_rlp_step_fn(model, batch, group, thought)
     torch_step()
     best["peer"] = common.alternate({"peer": torch_step}, rounds=iters)["peer"]
     del torch_step
     gc.collect()
-    state = T.init_state(model, tx)
-    holder[0] = state
-    step = T.make_step(graphdef, tx, cfg, donate=True)
-
-    def again():
-      holder[0], m, _ = step(holder[0], batch)
-      jax.block_until_ready(m["loss"])
-    again()
-    best["step"] = min(best["step"], common.alternate({"s": again}, rounds=iters)["s"])
+    holder[0] = T.init_state(model, tx)
+    step = T.make_step(graphdef, tx, cfg)
+    full()
+    best["step"] = min(best["step"], common.alternate({"s": full}, rounds=iters)["s"])
   thought_tokens = contexts * group * thought
   doc_tokens = contexts * context_len
-  out = {"bench": "rlp-step", "model": model_name, "contexts": contexts,
+  out = {"bench": "rlp-step", "model": model_name, "dtype": dtype, "contexts": contexts,
          "context_len": context_len, "group": group, "thought": thought,
          "step_seconds": best["step"], "rollout_seconds": best["rollout"],
          "score_seconds": best["score"], "update_seconds": best["update"],

@@ -24,13 +24,9 @@ def _inputs(vocab, docs, doc_len, positions, seed=0):
 
 def hf_generate_fn(model, docs_np, cuts_np, group, thought):
   """transformers generate with KV cache: every (document, position, thought) as a left-padded row."""
-  import tempfile
   import torch
-  import transformers
-  with tempfile.TemporaryDirectory() as d:
-    import models
-    models.save_hf(model, d)
-    ref = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+  from bench.model import torch_peer
+  ref, device, autocast, sync = torch_peer(model)
   ref.eval()
   rows = [docs_np[b, :t] for b in range(docs_np.shape[0]) for t in cuts_np[b] for _ in range(group)]
   width = max(len(r) for r in rows)
@@ -39,19 +35,21 @@ def hf_generate_fn(model, docs_np, cuts_np, group, thought):
   for i, r in enumerate(rows):
     ids[i, width - len(r):] = torch.as_tensor(r)
     mask[i, width - len(r):] = 1
+  ids, mask = ids.to(device), mask.to(device)
 
   def run():
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       out = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=thought,
                          min_new_tokens=thought, do_sample=True, temperature=1.0, top_k=0,
                          top_p=1.0, pad_token_id=0, use_cache=True)
+    sync()
     return (out.shape[1] - width) * len(rows)
   return run
 
 
 def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought=64, peer=False,
-        iters=2):
-  model = load(model_name)
+        iters=2, dtype="float32"):
+  model = load(model_name, dtype=dtype)
   d, cuts = _inputs(model.config.vocab_size, docs, doc_len, positions)
   # a </think> the model will not sample, so every thought runs to the full length T
   cfg = S.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
@@ -76,7 +74,7 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
   for f in fns.values():
     f()
   best = common.alternate(fns, rounds=iters)
-  out = {"bench": "sampler", "model": model_name, "docs": docs, "doc_len": doc_len,
+  out = {"bench": "sampler", "model": model_name, "dtype": dtype, "docs": docs, "doc_len": doc_len,
          "positions": positions, "group": group, "thought": thought,
          "shared_prefix_tokens_per_sec": counts["shared"] / best["shared"],
          "naive_tokens_per_sec": counts["naive"] / best["naive"],

@@ -84,6 +84,7 @@ def get_config():
   t.tensorboard = True
   t.progress = True
   t.plot = True  # write curves.png into the workdir at the end
+  t.loss_chunk = 1024  # fused LM head + next-token loss over chunks of this many positions (0: off)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1

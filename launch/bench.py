@@ -9,11 +9,15 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_string("model", "smollm2", "tiny | smollm2 | an HF directory")
+flags.DEFINE_string("model", "smollm2",
+                    "smollm2 (the GGUF) | an HF directory | random-init shapes: tiny, smollm2-shape, "
+                    "llama-1b")
 flags.DEFINE_integer("batch", 2, "model: sequences per step")
 flags.DEFINE_integer("seq", 256, "model: tokens per sequence")
 flags.DEFINE_string("dtype", "float32", "compute dtype")
-flags.DEFINE_string("remat", "none", "remat policy for the model benchmark")
+flags.DEFINE_string("remat", "none", "remat policy: none | full | dots")
+flags.DEFINE_string("attention", None, "xla | cudnn (default: the model's own, xla)")
+flags.DEFINE_integer("loss_chunk", 1024, "model: fused LM head + loss chunk (0 = full logits)")
 flags.DEFINE_bool("peer", False, "also measure the PyTorch / transformers peer side by side")
 flags.DEFINE_integer("iters", 3, "timed repetitions (best is reported)")
 flags.DEFINE_integer("doc_len", 512, "sampler: document length")
@@ -34,15 +38,16 @@ def _run(cmd):
   if cmd == "model":
     from bench import model
     return model.run(FLAGS.model, FLAGS.batch, FLAGS.seq, FLAGS.peer, FLAGS.iters, FLAGS.dtype,
-                     FLAGS.remat)
+                     FLAGS.remat, FLAGS.attention, FLAGS.loss_chunk)
   if cmd == "sampler":
     from bench import sampler
     return sampler.run(FLAGS.model, FLAGS.docs, FLAGS.doc_len, FLAGS.positions, FLAGS.group,
-                       FLAGS.thought, FLAGS.peer, FLAGS.iters)
+                       FLAGS.thought, FLAGS.peer, FLAGS.iters, FLAGS.dtype)
   if cmd == "rlp-step":
     from bench import rlp_step
     return rlp_step.run(FLAGS.model, FLAGS.contexts, FLAGS.context_len, FLAGS.group,
-                        FLAGS.thought, FLAGS.peer, FLAGS.iters)
+                        FLAGS.thought, FLAGS.peer, FLAGS.iters, FLAGS.dtype, FLAGS.remat,
+                        FLAGS.attention)
   if cmd == "data":
     from bench import data
     return data.run()

@@ -94,6 +94,12 @@ class Transformer(nnx.Module):
   # ---------------------------------------------------------------- public calls
   def __call__(self, tokens, positions=None, segment_ids=None):
     """Full causal forward. tokens int32 [B, S] -> float32 logits [B, S, V]."""
+    return self.head(self.hidden(tokens, positions, segment_ids))
+
+  def hidden(self, tokens, positions=None, segment_ids=None):
+    """Full causal forward up to the LM head's input (after the final norm): [B, S, D] in the
+    compute dtype. With `head_weight()` it feeds a fused head + loss (rlp.objective.
+    linear_cross_entropy) that never materialises the [B, S, V] logits."""
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[-1], dtype=jnp.int32), tokens.shape)
     use_cudnn = self.config.attention == "cudnn" and segment_ids is None
@@ -110,7 +116,7 @@ class Transformer(nnx.Module):
       return L.attention(q, k, v, mask), None
 
     x = self._trunk(tokens, positions, attend, None)[0]
-    return self.logits(x)
+    return L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
 
   def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
     c = self.config
@@ -184,12 +190,20 @@ class Transformer(nnx.Module):
     return cache.k, cache.v
 
   def logits(self, x):
-    x = L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
+    """The trunk's output -> float32 logits (final norm, then the head)."""
+    return self.head(L.rms_norm(x, self.final_norm[...], self.config.norm_eps))
+
+  def head(self, x):
+    """Normed hidden states -> float32 logits."""
     if self.config.tie_embeddings:  # contract with [V, D] directly: no transposed copy
       return jnp.einsum("...d,vd->...v", x, self.embed[...].astype(x.dtype),
                         preferred_element_type=jnp.float32)
     return jnp.einsum("...d,dv->...v", x, self.lm_head[...].astype(x.dtype),
                       preferred_element_type=jnp.float32)
+
+  def head_weight(self):
+    """The LM head as a float32 [V, D] matrix (the tied embedding, or lm_head transposed)."""
+    return self.embed[...] if self.config.tie_embeddings else self.lm_head[...].T
 
   # ---------------------------------------------------------------- the block
   def _trunk(self, tokens, positions, attend: Callable, caches: Any):

@@ -55,6 +55,8 @@ def _checks(c):
   yield "train.steps", t.steps, t.steps >= 1, ">= 1"
   for name in ("log_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"):
     yield f"train.{name}", t[name], t[name] >= 1, ">= 1"
+  yield "train.loss_chunk", t.get("loss_chunk", 1024), t.get("loss_chunk", 1024) >= 0, \
+      ">= 0 (0 = materialise the logits)"
   for name in ("eval_every", "sample_every", "eval_docs"):
     yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
   if m.init == "random":
@@ -150,7 +152,8 @@ def step_config(config, tok: Tokenizer) -> T.StepConfig:
                       num_updates=r.num_updates, minibatches=r.minibatches,
                       ntp_weight=r.ntp_weight, compute_ema=r.compute_ema,
                       selection=d.selection, positions_per_doc=d.positions_per_doc,
-                      min_prefix=d.min_prefix, rpt_lookahead=r.rpt_lookahead)
+                      min_prefix=d.min_prefix, rpt_lookahead=r.rpt_lookahead,
+                      loss_chunk=config.train.get("loss_chunk", 1024))
 
 
 def optimizer(config):

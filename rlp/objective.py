@@ -6,6 +6,8 @@ token axis T last in per-token arrays ([..., G, T]).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -94,6 +96,76 @@ def next_token_loss(logits, targets, mask):
   nll = -token_logp(logits, targets)
   mask = mask.astype(jnp.float32)
   return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def linear_cross_entropy(x_BxSxD, w_VxD, targets_BxS, mask_BxS, chunk: int = 1024):
+  """Masked mean of -log softmax(x w^T)[target] without the [B, S, V] logits.
+
+  The LM head and the loss fused, over chunks of `chunk` sequence positions (a scan; the batch axis
+  and its sharding are left alone). Differentiated, it forms d/dx and d/dw chunk by chunk in the
+  forward pass (the loss is a scalar, so its cotangent only scales them): the same matmuls as the
+  unfused head (one forward, two backward), no recomputation, and the largest live array is one
+  chunk's [B, chunk, V] float32 logits instead of the whole batch's (on Llama-3.2-1B's 128k
+  vocabulary at 8 x 2048 tokens: 1 GiB instead of 8 GiB, plus the softmax and its gradient).
+  x may be bf16 (the matmuls then run in bf16 with float32 accumulation, like `logits`).
+  """
+  b, s, d = x_BxSxD.shape
+  chunk = max(1, min(chunk, s))
+  pad = -s % chunk
+  mask = mask_BxS.astype(jnp.float32)
+  if pad:
+    x_BxSxD = jnp.pad(x_BxSxD, ((0, 0), (0, pad), (0, 0)))
+    targets_BxS = jnp.pad(targets_BxS, ((0, 0), (0, pad)))
+    mask = jnp.pad(mask, ((0, 0), (0, pad)))
+  total = _lce(x_BxSxD, w_VxD.astype(x_BxSxD.dtype), targets_BxS.astype(jnp.int32), mask, chunk)
+  return total / jnp.maximum(mask.sum(), 1.0)
+
+
+def _chunks(a, chunk):  # [B, S, ...] -> [S/chunk, B, chunk, ...]
+  return jnp.moveaxis(a.reshape(a.shape[0], -1, chunk, *a.shape[2:]), 1, 0)
+
+
+def _lce_chunk(x, w, t, m):
+  logits = jnp.einsum("bcd,vd->bcv", x, w, preferred_element_type=jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, t[..., None], -1)[..., 0]
+  return logits, lse, ((lse - picked) * m).sum()
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _lce(x, w, targets, mask, chunk):
+  def body(tot, xs):
+    xc, tc, mc = xs
+    return tot + _lce_chunk(xc, w, tc, mc)[2], None
+  tot, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32),
+                        (_chunks(x, chunk), _chunks(targets, chunk), _chunks(mask, chunk)))
+  return tot
+
+
+def _lce_fwd(x, w, targets, mask, chunk):
+  def body(carry, xs):
+    tot, dw = carry
+    xc, tc, mc = xs
+    logits, lse, nll = _lce_chunk(xc, w, tc, mc)
+    dlogits = jnp.exp(logits - lse[..., None])
+    dlogits = dlogits - jax.nn.one_hot(tc, w.shape[0], dtype=dlogits.dtype)
+    dlogits = (dlogits * mc[..., None]).astype(x.dtype)
+    dx = jnp.einsum("bcv,vd->bcd", dlogits, w, preferred_element_type=jnp.float32)
+    dw = dw + jnp.einsum("bcv,bcd->vd", dlogits, xc, preferred_element_type=jnp.float32)
+    return (tot + nll, dw), dx.astype(x.dtype)
+  init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape, jnp.float32))
+  (tot, dw), dx = jax.lax.scan(body, init, (_chunks(x, chunk), _chunks(targets, chunk),
+                                            _chunks(mask, chunk)))
+  dx = jnp.moveaxis(dx, 0, 1).reshape(x.shape)
+  return tot, (dx, dw.astype(w.dtype))
+
+
+def _lce_bwd(chunk, res, g):
+  dx, dw = res
+  return (dx * g.astype(dx.dtype), dw * g.astype(dw.dtype), None, None)
+
+
+_lce.defvjp(_lce_fwd, _lce_bwd)
 
 
 def rpt_reward(pred_bytes, pred_len, cont_bytes, cont_boundary):

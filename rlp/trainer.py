@@ -54,6 +54,9 @@ class StepConfig:
   positions_per_doc: int = 1
   min_prefix: int = 1
   rpt_lookahead: int = 4  # continuation tokens an RPT prediction may span
+  # Next-token losses (CPT, the NTP term) fuse the LM head with the loss over chunks of this many
+  # positions (rlp.objective.linear_cross_entropy); 0 materialises the [B, S, V] logits instead.
+  loss_chunk: int = 1024
 
   @property
   def needs_ema_forward(self) -> bool:
@@ -135,15 +138,23 @@ def cpt_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig):
 
   def loss_fn(params):
     model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], positions=batch.get("positions"),
-                   segment_ids=batch.get("segment_ids"))
-    return O.next_token_loss(logits, batch["targets"], batch["loss_mask"])
+    return _next_token_loss(model, batch["inputs"], batch["targets"], batch["loss_mask"], cfg,
+                            batch.get("positions"), batch.get("segment_ids"))
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   state, m = _apply_update(state, grads, loss, tx, cfg)
   n_tok = batch["loss_mask"].sum()
   metrics = {"loss": loss, "cpt/nll": loss, "lr": _lr(state.opt_state), "tokens": n_tok, **m}
   return state.replace(step=state.step + 1), metrics, None
+
+
+def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=None,
+                     segment_ids=None):
+  if cfg.loss_chunk > 0:
+    h = model.hidden(inputs, positions, segment_ids)
+    return O.linear_cross_entropy(h, model.head_weight(), targets, mask, cfg.loss_chunk)
+  logits = model(inputs, positions=positions, segment_ids=segment_ids)
+  return O.next_token_loss(logits, targets, mask)
 
 
 # ---------------------------------------------------------------- RLP / RPT
@@ -202,9 +213,8 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params):
     loss = loss + cfg.kl_beta * kl
     m["kl"] = kl
   if cfg.ntp_weight > 0:
-    doc_logits = model(mb["tokens"])[:, :-1]
     valid = jnp.arange(mb["tokens"].shape[1] - 1)[None] < (mb["lengths"][:, None] - 1)
-    ntp = O.next_token_loss(doc_logits, mb["tokens"][:, 1:], valid)
+    ntp = _next_token_loss(model, mb["tokens"][:, :-1], mb["tokens"][:, 1:], valid, cfg)
     loss = loss + cfg.ntp_weight * ntp
     m["ntp_loss"] = ntp
   return loss, m

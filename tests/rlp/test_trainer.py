@@ -222,3 +222,36 @@ def test_rpt_step_binary_rewards():
                        for p in ro.prediction[i, j]] for j in range(2)] for i in range(B)])
   np.testing.assert_array_equal(r, want.astype(np.float32))
   assert abs(float(m["rlp/reward_mean"]) - r.mean()) < 1e-6
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_fused_cpt_loss_equals_logits_path(tie):
+  """loss_chunk > 0 (fused head + loss) gives the CPT step of loss_chunk = 0, tied or untied head,
+  packed segments included."""
+  model = models.Transformer(CFG.replace(tie_embeddings=tie), rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(1).integers(0, 32, (2, 11)), jnp.int32)
+  seg = jnp.asarray([[1] * 6 + [2] * 4, [1] * 10], jnp.int32)
+  pos = jnp.asarray([list(range(6)) + list(range(4)), list(range(10))], jnp.int32)
+  batch = dict(inputs=x[:, :-1], targets=x[:, 1:], loss_mask=(seg > 0).astype(jnp.float32),
+               segment_ids=seg, positions=pos)
+  tx = T.make_optimizer(1e-2)
+  out = []
+  for chunk in (0, 3):
+    step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt", loss_chunk=chunk),
+                       donate=False)
+    new, m, _ = step(T.init_state(model, tx), batch)
+    out.append((m, new.params))
+  (m0, p0), (m1, p1) = out
+  np.testing.assert_allclose(float(m1["loss"]), float(m0["loss"]), rtol=1e-6)
+  np.testing.assert_allclose(float(m1["grad_norm"]), float(m0["grad_norm"]), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p0)):  # Adam moved each by ~1e-2
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+
+
+def test_fused_ntp_term_equals_logits_path():
+  cfgs = [T.StepConfig(sampler=SCFG, positions_per_doc=2, ntp_weight=0.5, loss_chunk=c)
+          for c in (0, 5)]
+  (_, (m0,), _), (_, (m1,), _) = [_run(c) for c in cfgs]
+  assert float(m0["ntp_loss"]) > 0
+  np.testing.assert_allclose(m1["ntp_loss"], m0["ntp_loss"], rtol=1e-6)
+  np.testing.assert_allclose(m1["loss"], m0["loss"], rtol=1e-6)
