@@ -103,7 +103,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
 
   rollout = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
                                               batch["positions"], k, cfg.sampler))
-  score = jax.jit(lambda p: T._ema_scores(p, graphdef, batch["tokens"], batch["lengths"], cfg))
+  score = jax.jit(lambda p: T._ema_logp_at(p, graphdef, batch["tokens"], batch["positions"]))
   ro = rollout(holder[0].params, jax.random.key(0))
   mb = {"tokens": batch["tokens"], "lengths": batch["lengths"], "cuts": batch["positions"],
         "thought": ro.tokens, "old_logp": ro.logp, "adv": jnp.ones(ro.s_pred.shape),

@@ -182,12 +182,36 @@ class Transformer(nnx.Module):
                                     (*prefix_kv, *thought_kv))
     return self.logits(x), (tk, tv)
 
+  def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
+                     hidden: bool = False):
+    """Teacher-forced forward of N streams per document after a shared prefix cache: what
+    `decode_shared` computes from empty stream caches at index 0, without the caches (no cache
+    writes to differentiate through). The training forward over thoughts. Returns logits
+    [B, N, C, V], or the normed hidden states [B, N, C, D] if `hidden`."""
+    c = tokens_BxNxC.shape[-1]
+    tmask = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), tokens_BxNxC.shape[:2] + (c, c))
+
+    def attend(q, k, v, kv):
+      pk, pv = kv
+      dt = q.dtype
+      return L.shared_prefix_attention(q, pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS,
+                                       k, v, tmask), None
+
+    x, _ = self._trunk(tokens_BxNxC, positions_BxNxC, attend, prefix_kv)
+    x = L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
+    return x if hidden else self.head(x)
+
   def prefix_kv(self, tokens_BxS, positions=None):
     """The K/V of every layer for a whole document in one forward: ([L,B,S,K,D], [L,B,S,K,D])."""
-    b, s = tokens_BxS.shape
-    cache = self.init_cache(b, s)
-    _, cache = self.decode(tokens_BxS, cache, positions=positions)
-    return cache.k, cache.v
+    s = tokens_BxS.shape[1]
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), tokens_BxS.shape)
+    causal = jnp.tril(jnp.ones((s, s), bool))[None]
+
+    def attend(q, k, v, _):  # each layer's k, v leave the scan as its outputs: no cache writes
+      return L.attention(q, k, v, causal), (k, v)
+
+    return self._trunk(tokens_BxS, positions, attend, None)[1]
 
   def logits(self, x):
     """The trunk's output -> float32 logits (final norm, then the head)."""
@@ -246,4 +270,4 @@ class Transformer(nnx.Module):
       layer = jax.tree.map(lambda a: a[i], (params, caches))
       x, kv = block(x, layer)
       outs.append(kv)
-    return x, (None if caches is None else jax.tree.map(lambda *a: jnp.stack(a), *outs))
+    return x, (None if outs[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *outs))

@@ -231,8 +231,5 @@ def thought_logits(model, docs_BxS, cuts_BxK, thought_tokens_BxKxGxT, cfg: Sampl
   pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]
   prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
   toks = jnp.concatenate([prompt, thought_tokens_BxKxGxT.reshape(b, n, t)], axis=-1)
-  c = model.config
-  shape = (c.n_layers, b, n, p_len + t, c.n_kv_heads, c.head_dim)
-  tkv = (jnp.zeros(shape, pk.dtype), jnp.zeros(shape, pk.dtype))
-  logits, _ = model.decode_shared(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask, tkv, 0)
+  logits = model.shared_forward(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask)
   return logits[:, :, p_len - 1:p_len - 1 + t].reshape(b, k, g, t, -1)

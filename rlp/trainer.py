@@ -168,6 +168,17 @@ def _ema_scores(ema_params, graphdef, tokens, lengths, cfg: StepConfig):
   return jnp.concatenate([pad, lp], 1), jnp.concatenate([pad, ent], 1)  # index t scores x_t
 
 
+def _ema_logp_at(ema_params, graphdef, tokens, cuts_BxK):
+  """log p_phi(x_t | x_<t) at the K positions t of each document only ([B, K]): the EMA trunk
+  runs over the documents, the LM head only at the K positions (uniform selection needs neither
+  the other positions' logits nor the entropies)."""
+  model = nnx.merge(graphdef, ema_params)
+  h = model.hidden(tokens)
+  h_at = jnp.take_along_axis(h, jnp.maximum(cuts_BxK - 1, 0)[..., None], 1)  # predicts x_t
+  lp = O.token_logp(model.head(h_at), jnp.take_along_axis(tokens, cuts_BxK, 1))
+  return jnp.where(cuts_BxK > 0, lp, 0.0)
+
+
 def _entropy_positions(ent_BxS, lengths, k, min_prefix):
   t = jnp.arange(ent_BxS.shape[1])[None]
   ok = (t >= min_prefix) & (t < lengths[:, None])
@@ -230,20 +241,21 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   scfg = cfg.sampler
   tokens, lengths = batch["tokens"], batch["lengths"]
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
-  ema_lp = ent = None
-  if cfg.needs_ema_forward:
-    ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, lengths, cfg)
+  s_ema = None  # log p_phi(x_t | x_<t) at the chosen positions [B, K]
   if cfg.selection == "entropy":
+    ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, lengths, cfg)
     cuts = _entropy_positions(ent, lengths, cfg.positions_per_doc, cfg.min_prefix)
+    s_ema = jnp.take_along_axis(ema_lp, cuts, 1)
   else:
     cuts = batch["positions"]
+    if cfg.needs_ema_forward:
+      s_ema = _ema_logp_at(state.ema, graphdef, tokens, cuts)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
   ro = S.rollout_fn(old, tokens, cuts, k_roll, scfg)
 
   metrics = {}
   if cfg.objective == "rlp":
-    s_ema = (jnp.take_along_axis(ema_lp, cuts, 1)[..., None] if ema_lp is not None
-             else jnp.zeros(cuts.shape + (1,)))
+    s_ema = s_ema[..., None] if s_ema is not None else jnp.zeros(cuts.shape + (1,))
     rewards = O.information_gain(ro.s_pred, s_ema)
     metrics.update({"rlp/s_pred_mean": ro.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
                     if cfg.compute_ema else jnp.nan,

@@ -255,3 +255,16 @@ def test_fused_ntp_term_equals_logits_path():
   assert float(m0["ntp_loss"]) > 0
   np.testing.assert_allclose(m1["ntp_loss"], m0["ntp_loss"], rtol=1e-6)
   np.testing.assert_allclose(m1["loss"], m0["loss"], rtol=1e-6)
+
+
+def test_ema_logp_at_positions_equals_full_scores():
+  """The uniform-selection path scores only the K positions: it equals the full EMA scoring
+  (every position's log-prob, as entropy selection computes it) read at those positions."""
+  model = _model(3)
+  params = T.init_state(model, T.make_optimizer(1e-3)).params
+  b = _batch(1, k=3)
+  full, _ = T._ema_scores(params, nnx.graphdef(model), b["tokens"], b["lengths"], T.StepConfig())
+  at = T._ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["positions"])
+  np.testing.assert_allclose(np.asarray(at),
+                             np.asarray(jnp.take_along_axis(full, b["positions"], 1)), atol=1e-6)
+  assert float(jnp.abs(at).min()) > 0
