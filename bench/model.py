@@ -37,7 +37,7 @@ def load(name: str, **runtime):
   return models.load_hf(name, **runtime)
 
 
-def train_step_fn(model, batch, seq, lr=1e-5, loss_chunk=1024):
+def train_step_fn(model, batch, seq, lr=1e-5, loss_chunk=-1):
   tx = T.make_optimizer(lr, grad_clip=0.0)
   state = T.init_state(model, tx)
   step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt", loss_chunk=loss_chunk))
@@ -112,7 +112,7 @@ def _measure_alone(make, iters):
 
 
 def run(model_name="smollm2", batch=2, seq=256, peer=False, iters=3, dtype="float32",
-        remat="none", attention=None, loss_chunk=1024):
+        remat="none", attention=None, loss_chunk=-1):
   model = load(model_name, dtype=dtype, remat=remat, attention=attention)
   cfg = model.config
   best = {}

@@ -4,6 +4,7 @@ clipped surrogate, backward, AdamW) measured side by side."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -87,10 +88,11 @@ def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999)
 
 
 def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, peer=False,
-        iters=2, dtype="float32", remat="none", attention=None):
+        iters=2, dtype="float32", remat="none", attention=None, grad_accum=1):
   model = load(model_name, dtype=dtype, remat=remat, attention=attention)
   graphdef = nnx.graphdef(model)
   batch, cfg = _setup(model, contexts, context_len, group, thought)
+  cfg = dataclasses.replace(cfg, grad_accum=grad_accum)
   tx = T.make_optimizer(1e-6)
   # One donated train state serves every part (a 1B model's params + EMA + Adam is ~20 GB: a second
   # copy per part does not fit on one accelerator); the CPT step is measured after it is freed.
@@ -112,7 +114,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
 
   @functools.partial(jax.jit, donate_argnums=0)
   def update(st):
-    (loss, _), g = jax.value_and_grad(T._pg_loss, has_aux=True)(st.params, graphdef, mb, cfg, None)
+    (loss, _), g = T._pg_grads(st.params, graphdef, mb, cfg, None)
     return T._apply_update(st, g, loss, tx, cfg)[0]
 
   def update_run():
@@ -152,7 +154,8 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
     best["step"] = min(best["step"], common.alternate({"s": full}, rounds=iters)["s"])
   thought_tokens = contexts * group * thought
   doc_tokens = contexts * context_len
-  out = {"bench": "rlp-step", "model": model_name, "dtype": dtype, "contexts": contexts,
+  out = {"bench": "rlp-step", "model": model_name, "dtype": dtype, "grad_accum": grad_accum,
+         "contexts": contexts,
          "context_len": context_len, "group": group, "thought": thought,
          "step_seconds": best["step"], "rollout_seconds": best["rollout"],
          "score_seconds": best["score"], "update_seconds": best["update"],

@@ -59,6 +59,7 @@ def get_config():
   r.ema_tau = 0.999
   r.num_updates = 1
   r.minibatches = 1
+  r.grad_accum = 1  # micro-batches of documents per (mini)batch gradient: memory, not the update
   r.ntp_weight = 0.0
   r.compute_ema = True
   r.rpt_lookahead = 4
@@ -84,7 +85,8 @@ def get_config():
   t.tensorboard = True
   t.progress = True
   t.plot = True  # write curves.png into the workdir at the end
-  t.loss_chunk = 1024  # fused LM head + next-token loss over chunks of this many positions (0: off)
+  t.loss_chunk = -1  # fused LM head + next-token loss over chunks of this many positions
+  #                    (0: off; -1: auto = on for accelerators, off on CPU where it is slower)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1

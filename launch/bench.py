@@ -17,7 +17,8 @@ flags.DEFINE_integer("seq", 256, "model: tokens per sequence")
 flags.DEFINE_string("dtype", "float32", "compute dtype")
 flags.DEFINE_string("remat", "none", "remat policy: none | full | dots")
 flags.DEFINE_string("attention", None, "xla | cudnn (default: the model's own, xla)")
-flags.DEFINE_integer("loss_chunk", 1024, "model: fused LM head + loss chunk (0 = full logits)")
+flags.DEFINE_integer("loss_chunk", -1,
+                     "model: fused LM head + loss chunk (0 = full logits, -1 = auto: fused off CPU)")
 flags.DEFINE_bool("peer", False, "also measure the PyTorch / transformers peer side by side")
 flags.DEFINE_integer("iters", 3, "timed repetitions (best is reported)")
 flags.DEFINE_integer("doc_len", 512, "sampler: document length")
@@ -27,6 +28,7 @@ flags.DEFINE_integer("thought", 64, "sampler / rlp-step: thought length")
 flags.DEFINE_integer("docs", 1, "sampler: documents per batch")
 flags.DEFINE_integer("contexts", 4, "rlp-step: documents (contexts) per step")
 flags.DEFINE_integer("context_len", 256, "rlp-step: context length")
+flags.DEFINE_integer("grad_accum", 1, "rlp-step: micro-batches of contexts per update gradient")
 FLAGS = flags.FLAGS
 COMMANDS = ("peak", "model", "sampler", "rlp-step", "data", "scale", "all")
 
@@ -47,7 +49,7 @@ def _run(cmd):
     from bench import rlp_step
     return rlp_step.run(FLAGS.model, FLAGS.contexts, FLAGS.context_len, FLAGS.group,
                         FLAGS.thought, FLAGS.peer, FLAGS.iters, FLAGS.dtype, FLAGS.remat,
-                        FLAGS.attention)
+                        FLAGS.attention, FLAGS.grad_accum)
   if cmd == "data":
     from bench import data
     return data.run()

@@ -47,6 +47,10 @@ def _checks(c):
   yield "rlp.num_updates", r.num_updates, r.num_updates >= 1, ">= 1"
   yield "rlp.minibatches", r.minibatches, r.minibatches >= 1 and d.batch_size % r.minibatches == 0, \
       f">= 1 and divide data.batch_size ({d.batch_size})"
+  ga = r.get("grad_accum", 1)
+  mb_docs = d.batch_size // max(r.minibatches, 1)
+  yield "rlp.grad_accum", ga, isinstance(ga, int) and ga >= 1 and mb_docs % ga == 0, \
+      f">= 1 and divide the documents per minibatch ({mb_docs} = data.batch_size / rlp.minibatches)"
   yield "rlp.ntp_weight", r.ntp_weight, r.ntp_weight >= 0, ">= 0"
   yield "optim.lr", o.lr, o.lr > 0, "> 0"
   yield "optim.schedule", o.schedule, o.schedule in ("constant", "cosine"), "constant | cosine"
@@ -55,8 +59,8 @@ def _checks(c):
   yield "train.steps", t.steps, t.steps >= 1, ">= 1"
   for name in ("log_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"):
     yield f"train.{name}", t[name], t[name] >= 1, ">= 1"
-  yield "train.loss_chunk", t.get("loss_chunk", 1024), t.get("loss_chunk", 1024) >= 0, \
-      ">= 0 (0 = materialise the logits)"
+  yield "train.loss_chunk", t.get("loss_chunk", -1), t.get("loss_chunk", -1) >= -1, \
+      ">= -1 (-1 = auto, 0 = materialise the logits)"
   for name in ("eval_every", "sample_every", "eval_docs"):
     yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
   if m.init == "random":
@@ -150,10 +154,11 @@ def step_config(config, tok: Tokenizer) -> T.StepConfig:
                       eps_low=r.eps_low, eps_high=r.eps_high, normalize=r.normalize,
                       adv_scale=r.adv_scale, kl_beta=r.kl_beta, ema_tau=r.ema_tau,
                       num_updates=r.num_updates, minibatches=r.minibatches,
+                      grad_accum=r.get("grad_accum", 1),
                       ntp_weight=r.ntp_weight, compute_ema=r.compute_ema,
                       selection=d.selection, positions_per_doc=d.positions_per_doc,
                       min_prefix=d.min_prefix, rpt_lookahead=r.rpt_lookahead,
-                      loss_chunk=config.train.get("loss_chunk", 1024))
+                      loss_chunk=config.train.get("loss_chunk", -1))
 
 
 def optimizer(config):
