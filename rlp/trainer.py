@@ -187,6 +187,14 @@ def _ema_logp_at(ema_params, graphdef, tokens, cuts_BxK):
   return jnp.where(cuts_BxK > 0, lp, 0.0)
 
 
+def _score_only_at_positions() -> bool:
+  """The EMA head at the K positions only, except over several CPU devices: there the gathered
+  program deadlocked XLA:CPU's in-process collectives (8 fake devices, mesh (1, 4, 2), after
+  other meshes ran in the process: an all-reduce rendezvous timed out with the devices waiting at
+  different collectives), so multi-device CPU runs score every position, as before."""
+  return jax.default_backend() != "cpu" or jax.device_count() == 1
+
+
 def _entropy_positions(ent_BxS, lengths, k, min_prefix):
   t = jnp.arange(ent_BxS.shape[1])[None]
   ok = (t >= min_prefix) & (t < lengths[:, None])
@@ -304,8 +312,11 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
     s_ema = jnp.take_along_axis(ema_lp, cuts, 1)
   else:
     cuts = batch["positions"]
-    if cfg.needs_ema_forward:
+    if cfg.needs_ema_forward and _score_only_at_positions():
       s_ema = _ema_logp_at(state.ema, graphdef, tokens, cuts)
+    elif cfg.needs_ema_forward:
+      s_ema = jnp.take_along_axis(_ema_scores(state.ema, graphdef, tokens, lengths, cfg)[0],
+                                  cuts, 1)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
   ro = S.rollout_fn(old, tokens, cuts, k_roll, scfg)
 
