@@ -116,25 +116,27 @@ def run(model_name="smollm2", batch=2, seq=256, peer=False, iters=3, dtype="floa
   model = load(model_name, dtype=dtype, remat=remat, attention=attention)
   cfg = model.config
   best = {}
-  if peer and jax.devices()[0].platform != "cpu":
-    # On one accelerator both stacks' training state and activations do not fit together (JAX's
-    # allocator keeps what it has grown to): the peer first, its memory released, then ours.
+  # On one accelerator both stacks' training state and activations do not fit together (JAX's
+  # allocator keeps what it has grown to): there the peer runs first, its memory released, then
+  # ours; on CPU the two alternate.
+  alone = peer and jax.devices()[0].platform != "cpu"
+  if alone:
     best["peer"] = _measure_alone(lambda: torch_train_step_fn(model, batch, seq), iters)
-    peer = "done"
   fns = {"ours": train_step_fn(model, batch, seq, loss_chunk=loss_chunk)}
-  if peer is True:
+  if peer and not alone:
     fns["peer"] = torch_train_step_fn(model, batch, seq)
   for f in fns.values():
     f()  # compile / warm up
   best.update(common.alternate(fns, rounds=iters))
   tokens = batch * seq
   peak, src = M.device_peak_flops(dtype)
-  flops = tokens * cfg.flops_per_token(seq, training=True)
+  per_token = cfg.flops_per_token(seq, training=True)
+  flops = tokens * per_token
   out = {"bench": "model", "model": model_name, "batch": batch, "seq": seq, "dtype": dtype,
          "remat": cfg.remat, "attention": cfg.attention, "loss_chunk": loss_chunk,
          "params": cfg.num_params(),
          "step_seconds": best["ours"], "tokens_per_sec": tokens / best["ours"],
-         "flops_per_token": cfg.flops_per_token(seq, training=True),
+         "flops_per_token": per_token,
          "mfu": flops / best["ours"] / peak, "peak_flops": peak, "peak_source": src,
          **common.device_info()}
   if peer:

@@ -182,12 +182,10 @@ class Transformer(nnx.Module):
                                     (*prefix_kv, *thought_kv))
     return self.logits(x), (tk, tv)
 
-  def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
-                     hidden: bool = False):
+  def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS):
     """Teacher-forced forward of N streams per document after a shared prefix cache: what
     `decode_shared` computes from empty stream caches at index 0, without the caches (no cache
-    writes to differentiate through). The training forward over thoughts. Returns logits
-    [B, N, C, V], or the normed hidden states [B, N, C, D] if `hidden`."""
+    writes to differentiate through). The training forward over thoughts: logits [B, N, C, V]."""
     c = tokens_BxNxC.shape[-1]
     tmask = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), tokens_BxNxC.shape[:2] + (c, c))
 
@@ -198,8 +196,7 @@ class Transformer(nnx.Module):
                                        k, v, tmask), None
 
     x, _ = self._trunk(tokens_BxNxC, positions_BxNxC, attend, prefix_kv)
-    x = L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
-    return x if hidden else self.head(x)
+    return self.logits(x)
 
   def prefix_kv(self, tokens_BxS, positions=None):
     """The K/V of every layer for a whole document in one forward: ([L,B,S,K,D], [L,B,S,K,D])."""
