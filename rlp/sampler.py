@@ -34,6 +34,7 @@ class SamplerConfig:
   top_p: float = 1.0
   prompt_ids: tuple[int, ...] = (1,)  # template + <think>, forced before every thought
   close_ids: tuple[int, ...] = (2,)  # </think> (one id, or the marker's text tokens)
+  close_alts: tuple[tuple[int, ...], ...] = ()  # other tokenizations of </think> that end a thought
   naive: bool = False  # copy the prefix per stream (the baseline the shared cache replaces)
   predict: bool = False  # RPT: sample one prediction token after </think> (a policy action)
 
@@ -43,11 +44,15 @@ class SamplerConfig:
     if self.min_thought_len < 1 or self.min_thought_len > self.max_thought_len:
       raise ValueError(f"need 1 <= min_thought_len <= max_thought_len (got {self.min_thought_len}, "
                        f"{self.max_thought_len})")
-    if not self.close_ids or not self.prompt_ids:
-      raise ValueError("prompt_ids and close_ids must not be empty")
+    if not self.close_ids or not self.prompt_ids or not all(self.close_alts):
+      raise ValueError("prompt_ids, close_ids and every close_alts entry must not be empty")
     if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
       raise ValueError(f"bad sampling params: temperature {self.temperature} (>= 0), top_p "
                        f"{self.top_p} (0, 1], top_k {self.top_k} (>= 0)")
+
+  @property
+  def closers(self) -> tuple[tuple[int, ...], ...]:
+    return (tuple(self.close_ids),) + tuple(tuple(a) for a in self.close_alts)
 
   @property
   def buffer_len(self) -> int:
@@ -159,10 +164,11 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     # 2. streams still closing get the next </think> token forced (not a policy action)
     forcing = (phase == PHASE_CLOSE) & (close_pos < m)
     forced_tok = close[jnp.minimum(close_pos, m - 1)]
-    # 3. generating streams sample; </think> (its first token) is banned before min length
+    # 3. generating streams sample; every closer's first token is banned before min length
     lg = st["logits"]
-    ban = (st["gen_len"] < cfg.min_thought_len)[..., None] & (
-        jnp.arange(lg.shape[-1]) == close[0])
+    firsts = jnp.asarray(sorted({c[0] for c in cfg.closers}), jnp.int32)
+    ban = (st["gen_len"] < cfg.min_thought_len)[..., None] & jnp.any(
+        jnp.arange(lg.shape[-1])[:, None] == firsts, -1)
     tok, tok_logp = sample_logits(jax.random.fold_in(key, i), lg, cfg.temperature, cfg.top_k,
                                   cfg.top_p, ban)
     gen = phase == PHASE_GEN
@@ -180,10 +186,13 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     mask = st["mask"].at[:, :, i].set(gen.astype(jnp.int32), mode="drop")
     valid = st["valid"].at[:, :, i].set(write.astype(jnp.int32), mode="drop")
     gen_len = st["gen_len"] + (phase == PHASE_GEN)
-    # has the policy written the whole </think>? (its last m tokens equal close_ids)
-    idx = jnp.clip(i - m + 1 + jnp.arange(m), 0, tb - 1)
-    tail = jnp.take(buf, idx, axis=2)
-    closed = (phase == PHASE_GEN) & (gen_len >= m) & jnp.all(tail == close, axis=-1)
+    # has the policy written a whole closer? (its last tokens equal one tokenization of </think>)
+    closed = jnp.zeros_like(gen)
+    for ids in cfg.closers:
+      idx = jnp.clip(i - len(ids) + 1 + jnp.arange(len(ids)), 0, tb - 1)
+      tail = jnp.take(buf, idx, axis=2)
+      closed = closed | ((gen_len >= len(ids)) & jnp.all(tail == jnp.asarray(ids), axis=-1))
+    closed = closed & (phase == PHASE_GEN)
     hit_limit = (phase == PHASE_GEN) & ~closed & (gen_len >= cfg.max_thought_len)
     new_phase = jnp.where(scoring, PHASE_DONE, jnp.where(closed | hit_limit, PHASE_CLOSE, phase))
     new_close = jnp.where(closed, m, jnp.where(hit_limit, 0, close_pos + forcing))
@@ -217,11 +226,13 @@ def rollout(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
 
 
 def thought_logits(model, docs_BxS, cuts_BxK, thought_tokens_BxKxGxT, cfg: SamplerConfig,
-                   prefix=None):
+                   prefix=None, with_next: bool = False):
   """Teacher-forced logits over [prompt, thought] of every stream, differentiable.
 
   Returns logits [B, K, G, T, V] where entry u predicts thought token u; the shared prefix is
-  computed once per document (or passed in as `prefix` = (k, v)).
+  computed once per document (or passed in as `prefix` = (k, v)). with_next: T + 1 entries, the
+  last one predicting what follows the whole buffer, so entry n (the thought's valid length,
+  closer included) is the scorer's prediction of x_t.
   """
   b, s = docs_BxS.shape
   _, k, g, t = thought_tokens_BxKxGxT.shape
@@ -232,4 +243,5 @@ def thought_logits(model, docs_BxS, cuts_BxK, thought_tokens_BxKxGxT, cfg: Sampl
   prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
   toks = jnp.concatenate([prompt, thought_tokens_BxKxGxT.reshape(b, n, t)], axis=-1)
   logits = model.shared_forward(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask)
-  return logits[:, :, p_len - 1:p_len - 1 + t].reshape(b, k, g, t, -1)
+  t_out = t + int(with_next)
+  return logits[:, :, p_len - 1:p_len - 1 + t_out].reshape(b, k, g, t_out, -1)
