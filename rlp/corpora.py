@@ -106,3 +106,60 @@ def shakespeare_documents(max_chars: int = 4000) -> list[str]:
       if chunk:
         docs.append(chunk)
   return docs
+
+
+# ---------------------------------------------------------------- the testbed where thinking helps
+TOY_OPS = 4  # operands per problem
+TOY_PROBLEMS_PER_DOC = 4
+TOY_ANSWER_MARKER = "="  # the answer digit follows it (data.selection=marker picks those positions)
+_TOY_SEEDS = {"train": 1, "eval": 2}
+
+
+def toy_problem(rng) -> tuple[list[int], int]:
+  digits = [int(d) for d in rng.integers(0, 10, TOY_OPS)]
+  return digits, sum(digits) % 10
+
+
+def toy_worked_steps(digits: list[int]) -> str:
+  """'33701156' for 3+7+1+5: each operand followed by the running sum mod 10 (3:3, 7:0, 1:1, 5:6).
+
+  Written with the question's stride (two tokens a step), the operand copy reads a fixed distance
+  back into the question and each sum needs only the token just written and the one before it,
+  so a small model learns every step quickly."""
+  out, acc = [], 0
+  for d in digits:
+    acc = (acc + d) % 10
+    out.append(f"{d}{acc}")
+  return "".join(out)
+
+
+def toy_documents(split: str = "train", n: int | None = None, worked_frac: float = 0.0) -> list[str]:
+  """Chained digit sums mod 10, `TOY_PROBLEMS_PER_DOC` per document, e.g. '3+7+1+5=6\\n...'.
+
+  The answer needs TOY_OPS - 1 dependent additions: a small model trained from scratch does not
+  learn it in one forward pass within the testbed's budget, but learns each single step easily.
+  With worked_frac > 0 that fraction of the problems (each drawn independently, so worked and plain
+  problems mix within a document) writes the steps inside the thought markers before its answer
+  ('3+7+1+5=<think>33701156</think>6'), which is exactly the format of an RLP thought: inserted at
+  one answer position of an otherwise plain document, after which the document resumes. Splits are
+  drawn from different seeds; an eval problem may repeat a train problem by chance (10^4 operand
+  tuples), which does not matter for a task whose answer is computed, not memorised.
+  """
+  import numpy as np
+  if split not in _TOY_SEEDS:
+    raise CorpusError(f"toy split must be 'train' or 'eval' (got {split!r})")
+  if not 0.0 <= worked_frac <= 1.0:
+    raise CorpusError(f"toy worked fraction must be in [0, 1] (got {worked_frac})")
+  count = n if n is not None else (20000 if split == "train" else 1000)
+  rng = np.random.default_rng(_TOY_SEEDS[split])
+  docs = []
+  for _ in range(count):
+    lines = []
+    for _ in range(TOY_PROBLEMS_PER_DOC):
+      worked = rng.random() < worked_frac
+      digits, ans = toy_problem(rng)
+      q = "+".join(map(str, digits)) + TOY_ANSWER_MARKER
+      think = f"{THINK_OPEN}{toy_worked_steps(digits)}{THINK_CLOSE}" if worked else ""
+      lines.append(f"{q}{think}{ans}\n")
+    docs.append("".join(lines))
+  return docs

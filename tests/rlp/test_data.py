@@ -68,8 +68,43 @@ def test_positions_in_bounds_and_honour_min_prefix():
     assert np.all(pos >= 6) and np.all(pos < lengths[:, None])
     assert np.all(lengths <= 32)
   rng = np.random.default_rng(0)
-  scores = np.asarray([9, 9, 9, 1, 5, 2, 8, 0], np.float32)
-  assert D.choose_positions(8, 2, 3, rng, scores).tolist() == [4, 6]
+  # among candidates only, never below min_prefix; with replacement only when too few
+  for _ in range(20):
+    assert set(D.choose_positions(8, 2, 3, rng, np.asarray([1, 4, 6]))) == {4, 6}
+  assert D.choose_positions(8, 3, 3, rng, np.asarray([5])).tolist() == [5, 5, 5]
+  with pytest.raises(D.DataError, match="no candidate"):
+    D.choose_positions(8, 1, 3, rng, np.asarray([1, 2]))
+
+
+def test_a_marker_no_document_has_fails_with_one_line_instead_of_hanging():
+  from models.tokenizer import byte_tokenizer
+  tok = byte_tokenizer()
+  docs, _ = D.open_documents("toy:train", tok, num_docs=8)
+  with pytest.raises(D.DataError, match="none of the first 8 documents has the position marker"):
+    D.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=1, min_prefix=4, pad_id=0,
+                  marker_ids=tok.encode("#"))
+
+
+def test_marker_positions_pick_the_token_after_each_marker():
+  doc = np.asarray([5, 1, 2, 7, 1, 2, 9, 1])
+  assert D.marker_positions(doc, [1, 2]).tolist() == [3, 6]
+  assert D.marker_positions(doc, [1]).tolist() == [2, 5]  # the last 1 has no next token
+  assert D.marker_positions(doc, [4]).tolist() == []
+
+
+def test_marker_selection_on_the_testbed_targets_answers():
+  from models.tokenizer import byte_tokenizer
+  tok = byte_tokenizer()
+  docs, _ = D.open_documents("toy:train", tok, num_docs=16)
+  ds = D.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=2, min_prefix=4,
+                     pad_id=0, marker_ids=tok.encode("="))
+  batch = next(iter(ds))
+  for row, pos in zip(batch["tokens"], batch["positions"]):
+    for t in pos:
+      assert chr(row[t - 1]) == "=" and chr(row[t]).isdigit()
+      # the digit is the sum of the four operands before '=' mod 10
+      ops = [int(chr(c)) for c in row[t - 8:t - 1:2]]
+      assert sum(ops) % 10 == int(chr(row[t]))
 
 
 def test_packing_never_crosses_documents():
@@ -182,3 +217,48 @@ def test_multiprocess_prefetch_is_deterministic_and_complete():
     np.testing.assert_array_equal(x["tokens"], y["tokens"])
   first = lambda bs: sorted(int(t[0]) for x in bs for t in x["tokens"])
   assert first(a) == first(single) and len(first(a)) == 24
+
+
+def test_thoughts_source_inserts_the_runs_exact_thought_ids():
+  from models.tokenizer import byte_tokenizer
+  from rlp.thought_format import thought_format
+  tok = byte_tokenizer()
+  fmt = thought_format(tok, "hm ")
+  docs, _ = D.open_documents("thoughts:toy:train", tok, num_docs=8, thought_format=fmt)
+  plain, _ = D.open_documents("toy:train", tok, num_docs=8)
+  for i in range(8):
+    d, p = list(docs[i]), list(plain[i])
+    a = d.index(fmt.prompt_ids[-1]) - len(fmt.prompt_ids) + 1  # where the thought was inserted
+    b = d.index(fmt.close_ids[0]) + 1
+    assert d[a:a + len(fmt.prompt_ids)] == list(fmt.prompt_ids)
+    assert d[:a] + d[b:] == p  # the document resumes exactly where it stopped
+    thought = d[a + len(fmt.prompt_ids):b - 1]
+    assert 1 <= len(thought) <= D.THOUGHT_INSERT_MAX and thought == p[a:a + len(thought)]
+  with pytest.raises(D.DataError, match="warmup.source"):
+    D.open_documents("thoughts:toy:train", tok, num_docs=2)
+
+
+def test_testbed_corpus_worked_steps_and_splits():
+  from rlp import corpora
+  import re
+  docs = corpora.toy_documents("train", 50, worked_frac=0.5)
+  worked = plain = 0
+  for doc in docs:
+    for line in doc.strip().split("\n"):
+      m = re.fullmatch(r"(\d)\+(\d)\+(\d)\+(\d)=(?:<think>(\d{8})</think>)?(\d)", line)
+      assert m, line
+      digits = [int(x) for x in m.group(1, 2, 3, 4)]
+      assert int(m.group(6)) == sum(digits) % 10
+      if m.group(5):
+        worked += 1
+        steps = m.group(5)
+        assert [int(c) for c in steps[0::2]] == digits  # the operands
+        assert [int(c) for c in steps[1::2]] == [sum(digits[:i + 1]) % 10 for i in range(4)]
+      else:
+        plain += 1
+  assert worked > 40 and plain > 40  # mixed within the corpus (per problem)
+  assert corpora.toy_documents("eval", 5) != corpora.toy_documents("train", 5)
+  assert corpora.toy_documents("train", 5) == corpora.toy_documents("train", 5)
+  with pytest.raises(D.DataError, match="worked fraction"):
+    from models.tokenizer import byte_tokenizer
+    D.open_documents("toy:train:lots", byte_tokenizer())
