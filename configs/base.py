@@ -40,7 +40,9 @@ def get_config():
   d.batch_size = 4  # documents per step (RLP) / packed sequences per step (CPT)
   d.positions_per_doc = 1  # k target positions per document (the paper: 1)
   d.min_prefix = 8
-  d.selection = "uniform"  # uniform | entropy (top-k EMA-entropy positions)
+  d.selection = "uniform"  # uniform (the paper) | marker (right after data.position_marker) |
+  #                          entropy (top-k EMA entropy) | low_logp (top-k lowest EMA log-prob)
+  d.position_marker = ""  # text whose next token is a target (selection=marker), e.g. "=" or "####"
   d.workers = 0  # grain worker processes for prefetch
 
   c.rlp = r = ml_collections.ConfigDict()
@@ -61,8 +63,19 @@ def get_config():
   r.minibatches = 1
   r.grad_accum = 1  # micro-batches of documents per (mini)batch gradient: memory, not the update
   r.ntp_weight = 0.0
+  r.scorer_weight = 0.0  # lambda of -log p(x_t | x_<t, thought): teaches the model to read its own
+  #                        thoughts (Quiet-STaR's NLL term); 0 = the paper (thought tokens only)
   r.compute_ema = True
   r.rpt_lookahead = 4
+
+  # Format warm-up inside the run: `steps` next-token steps on `source` (documents that carry
+  # thoughts in the run's own format) before the first RLP step; then the EMA restarts from the
+  # warmed-up params and the optimizer state is re-initialised. The CPT baseline (objective=cpt)
+  # runs the same warm-up, so both start from the same point.
+  c.warmup = w = ml_collections.ConfigDict()
+  w.steps = 0
+  w.source = ""  # e.g. toy:train:0.5, or thoughts:reasoning:train (see rlp/data.py)
+  w.lr = 1e-4
 
   c.optim = o = ml_collections.ConfigDict()
   o.lr = 1e-6
@@ -80,6 +93,8 @@ def get_config():
   t.keep_checkpoints = 3
   t.eval_every = 0  # 0 = only at the end
   t.eval_docs = 16
+  t.eval_positions = 2  # per held-out document for the thought eval (information gain, accuracy
+  #                       with and without a thought, by the run's sampler and selection); 0 = off
   t.sample_every = 5  # log decoded sample thoughts
   t.max_consecutive_skips = 5
   t.tensorboard = True

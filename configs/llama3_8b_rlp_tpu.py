@@ -20,7 +20,8 @@ def get_config():
   c.data.min_prefix = 32
   c.rlp.group_size = 8
   c.rlp.max_thought_len = 1024
-  c.rlp.minibatches = 8
+  c.rlp.minibatches = 1  # one optimizer / EMA update per rollout batch, as the paper
+  c.rlp.grad_accum = 8  # the gradient over 8 micro-batches of 32 documents (memory)
   c.optim.lr = 1e-6
   c.train.steps = 2000
   c.train.checkpoint_every = 100

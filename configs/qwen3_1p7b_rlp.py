@@ -1,4 +1,4 @@
-"""The paper's setting: RLP on Qwen3-1.7B-Base (RLP_SPEC.md, "Paper settings").
+"""The paper's setting: RLP on Qwen3-1.7B-Base (its Table of settings; docs/method.md).
 
   rlp-train --config=configs/qwen3_1p7b_rlp.py \\
       --config.model.path=/ckpt/Qwen3-1.7B-Base --workdir=/runs/qwen3_rlp
@@ -34,7 +34,8 @@ def get_config():
   c.rlp.kl_beta = 0.0
   c.rlp.ema_tau = 0.999
   c.rlp.num_updates = 1
-  c.rlp.minibatches = 16
+  c.rlp.minibatches = 1  # the paper: ONE optimizer update (and EMA update) per rollout batch
+  c.rlp.grad_accum = 16  # its gradient summed over 16 micro-batches of 32 documents (memory)
   c.optim.lr = 1e-6
   c.optim.schedule = "constant"
   c.train.steps = 1000

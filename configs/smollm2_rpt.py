@@ -16,5 +16,6 @@ def get_config():
   c.rlp.group_size = 8
   c.rlp.temperature = 0.8
   c.rlp.adv_scale = "std"
+  c.rlp.scorer_weight = 0.0  # RPT scores a sampled prediction, not x_t
   c.data.batch_size = 1  # matched thought tokens per step with G = 8
   return c

@@ -10,6 +10,10 @@ from models.tokenizer import Tokenizer, load_tokenizer
 from rlp import sampler as S
 from rlp import sharding
 from rlp import trainer as T
+from rlp.thought_format import thought_format
+
+
+SELECTIONS = ("uniform", "marker", "entropy", "low_logp")
 
 
 class ConfigError(ValueError):
@@ -29,7 +33,16 @@ def _checks(c):
     v = d[name]
     yield f"data.{name}", v, isinstance(v, int) and v >= 1, ">= 1"
   yield "data.min_prefix", d.min_prefix, d.min_prefix < d.seq_len, f"< data.seq_len ({d.seq_len})"
-  yield "data.selection", d.selection, d.selection in ("uniform", "entropy"), "uniform | entropy"
+  yield "data.selection", d.selection, d.selection in SELECTIONS, " | ".join(SELECTIONS)
+  if d.selection == "marker":
+    yield "data.position_marker", d.position_marker or '""', bool(d.position_marker), \
+        "non-empty text with selection=marker (the target is the token after it)"
+  w = c.warmup
+  yield "warmup.steps", w.steps, isinstance(w.steps, int) and w.steps >= 0, ">= 0 (0 = no warm-up)"
+  if w.steps:
+    yield "warmup.source", w.source or '""', bool(w.source), \
+        "a data source with thoughts in the run's format (e.g. toy:train:0.5) when warmup.steps > 0"
+    yield "warmup.lr", w.lr, w.lr > 0, "> 0"
   yield "data.workers", d.workers, d.workers >= 0, ">= 0"
   yield "rlp.group_size", r.group_size, r.group_size >= 2, ">= 2 (advantages need a group)"
   yield "rlp.max_thought_len", r.max_thought_len, r.max_thought_len >= 1, ">= 1"
@@ -52,6 +65,8 @@ def _checks(c):
   yield "rlp.grad_accum", ga, isinstance(ga, int) and ga >= 1 and mb_docs % ga == 0, \
       f">= 1 and divide the documents per minibatch ({mb_docs} = data.batch_size / rlp.minibatches)"
   yield "rlp.ntp_weight", r.ntp_weight, r.ntp_weight >= 0, ">= 0"
+  yield "rlp.scorer_weight", r.scorer_weight, r.scorer_weight >= 0 and not (
+      r.scorer_weight > 0 and c.objective == "rpt"), ">= 0, and 0 for objective=rpt"
   yield "optim.lr", o.lr, o.lr > 0, "> 0"
   yield "optim.schedule", o.schedule, o.schedule in ("constant", "cosine"), "constant | cosine"
   yield "optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0"
@@ -61,7 +76,7 @@ def _checks(c):
     yield f"train.{name}", t[name], t[name] >= 1, ">= 1"
   yield "train.loss_chunk", t.get("loss_chunk", -1), t.get("loss_chunk", -1) >= -1, \
       ">= -1 (-1 = auto, 0 = materialise the logits)"
-  for name in ("eval_every", "sample_every", "eval_docs"):
+  for name in ("eval_every", "sample_every", "eval_docs", "eval_positions"):
     yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
   if m.init == "random":
     yield "model.n_heads", m.n_heads, m.n_heads % max(m.n_kv_heads, 1) == 0, \
@@ -139,13 +154,21 @@ def load_model_and_tokenizer(config) -> tuple[models.Transformer, Tokenizer]:
 
 
 def sampler_config(config, tok: Tokenizer) -> S.SamplerConfig:
+  """The run's sampler: its thought format (rlp/thought_format.py) and sampling settings. The
+  trainer, the in-run eval and `rlp-eval` on the run's workdir all use this."""
   r = config.rlp
-  template = tok.encode(r.template) if r.template else []
+  fmt = thought_format(tok, r.template)
   return S.SamplerConfig(group_size=r.group_size, max_thought_len=r.max_thought_len,
                          min_thought_len=r.min_thought_len, temperature=r.temperature,
-                         top_k=r.top_k, top_p=r.top_p,
-                         prompt_ids=tuple(template) + tuple(tok.think_open_ids),
-                         close_ids=tuple(tok.think_close_ids), predict=config.objective == "rpt")
+                         top_k=r.top_k, top_p=r.top_p, prompt_ids=fmt.prompt_ids,
+                         close_ids=fmt.close_ids, close_alts=fmt.close_alts,
+                         predict=config.objective == "rpt")
+
+
+def marker_ids(config, tok: Tokenizer) -> tuple[int, ...] | None:
+  """The token ids after which selection=marker places targets (None for other selections)."""
+  d = config.data
+  return tuple(tok.encode(d.position_marker)) if d.selection == "marker" else None
 
 
 def step_config(config, tok: Tokenizer) -> T.StepConfig:
@@ -155,7 +178,9 @@ def step_config(config, tok: Tokenizer) -> T.StepConfig:
                       adv_scale=r.adv_scale, kl_beta=r.kl_beta, ema_tau=r.ema_tau,
                       num_updates=r.num_updates, minibatches=r.minibatches,
                       grad_accum=r.get("grad_accum", 1),
-                      ntp_weight=r.ntp_weight, compute_ema=r.compute_ema,
+                      ntp_weight=r.ntp_weight, scorer_weight=r.scorer_weight,
+                      compute_ema=r.compute_ema,
+                      baseline_exclude=thought_format(tok, r.template).open_token,
                       selection=d.selection, positions_per_doc=d.positions_per_doc,
                       min_prefix=d.min_prefix, rpt_lookahead=r.rpt_lookahead,
                       loss_chunk=config.train.get("loss_chunk", -1))
@@ -165,3 +190,12 @@ def optimizer(config):
   o = config.optim
   return T.make_optimizer(o.lr, o.warmup_steps, config.train.steps, o.schedule, o.weight_decay,
                           o.b1, o.b2, o.grad_clip)
+
+
+def warmup_optimizer(config):
+  """The format warm-up's optimizer: the run's AdamW at warmup.lr, reached linearly over the first
+  tenth of the warm-up, then constant. Same state layout as the run's, so the train state's
+  shardings and checkpoints do not change at the switch."""
+  o = config.optim
+  return T.make_optimizer(config.warmup.lr, max(1, config.warmup.steps // 10), 0, "constant",
+                          o.weight_decay, o.b1, o.b2, o.grad_clip)

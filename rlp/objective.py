@@ -1,4 +1,4 @@
-"""RLP's objective as pure functions (RLP_SPEC.md, eq. 3-8): no model in here.
+"""RLP's objective as pure functions (the paper's eq. 3-8, docs/method.md): no model in here.
 
 Shapes: thoughts are grouped with the group axis G last in rewards/advantages ([..., G]) and the
 token axis T last in per-token arrays ([..., G, T]).
@@ -76,10 +76,16 @@ def kl_k3(logp, ref_logp, mask):
   return (kl * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-def token_logp(logits, tokens):
+def token_logp(logits, tokens, exclude: int | None = None):
   """log softmax(logits)[token] as logit - logsumexp: no [.., V] log-prob array is materialised
-  (on SmolLM2's 49k vocabulary this cut the LM-head + loss backward by a third on CPU)."""
+  (on SmolLM2's 49k vocabulary this cut the LM-head + loss backward by a third on CPU).
+
+  exclude: a token id removed from the distribution (renormalised without it): the no-thought
+  baseline of a model whose vocabulary has a dedicated thought-opener token is
+  log p(x_t | x_<t, no thought here), not a distribution that keeps mass for opening a thought."""
   logits = logits.astype(jnp.float32)
+  if exclude is not None:
+    logits = logits.at[..., exclude].set(-jnp.inf)
   picked = jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0]
   return picked - jax.nn.logsumexp(logits, axis=-1)
 

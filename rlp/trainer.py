@@ -52,8 +52,12 @@ class StepConfig:
   # update, with the activations of one micro-batch at a time (G 16 x 2048-token thoughts)
   grad_accum: int = 1
   ntp_weight: float = 0.0  # lambda of an added next-token loss (0 = the paper)
+  scorer_weight: float = 0.0  # lambda of -log p(x_t | x_<t, thought) (0 = the paper)
+  baseline_exclude: int | None = None  # a dedicated <think> id left out of S_ema (see token_logp)
   compute_ema: bool = True  # False skips the EMA forward when nothing needs S_ema
-  selection: str = "uniform"  # or "entropy": top-k EMA-entropy positions per document
+  # uniform / marker: positions come with the batch; entropy / low_logp: the K positions of
+  # highest EMA entropy / lowest EMA log-prob per document, chosen inside the step
+  selection: str = "uniform"
   positions_per_doc: int = 1
   min_prefix: int = 1
   rpt_lookahead: int = 4  # continuation tokens an RPT prediction may span
@@ -65,7 +69,11 @@ class StepConfig:
 
   @property
   def needs_ema_forward(self) -> bool:
-    return self.objective == "rlp" and (self.compute_ema or self.selection == "entropy")
+    return self.objective == "rlp" and (self.compute_ema or self.scored_selection)
+
+  @property
+  def scored_selection(self) -> bool:
+    return self.selection in ("entropy", "low_logp")
 
 
 def make_optimizer(lr: float, warmup_steps: int = 0, total_steps: int = 0,
@@ -169,21 +177,21 @@ def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=No
 def _ema_scores(ema_params, graphdef, tokens, lengths, cfg: StepConfig):
   """EMA model on the plain documents: log p_phi(x_t | x_<t) and entropy at every t ([B, S])."""
   logits = nnx.merge(graphdef, ema_params)(tokens)[:, :-1]
-  lp = O.token_logp(logits, tokens[:, 1:])
+  lp = O.token_logp(logits, tokens[:, 1:], cfg.baseline_exclude)
   logp_all = jax.nn.log_softmax(logits, -1)
   ent = -(jnp.exp(logp_all) * logp_all).sum(-1)
   pad = jnp.zeros((tokens.shape[0], 1))
   return jnp.concatenate([pad, lp], 1), jnp.concatenate([pad, ent], 1)  # index t scores x_t
 
 
-def _ema_logp_at(ema_params, graphdef, tokens, cuts_BxK):
+def _ema_logp_at(ema_params, graphdef, tokens, cuts_BxK, exclude=None):
   """log p_phi(x_t | x_<t) at the K positions t of each document only ([B, K]): the EMA trunk
   runs over the documents, the LM head only at the K positions (uniform selection needs neither
   the other positions' logits nor the entropies)."""
   model = nnx.merge(graphdef, ema_params)
   h = model.hidden(tokens)
   h_at = jnp.take_along_axis(h, jnp.maximum(cuts_BxK - 1, 0)[..., None], 1)  # predicts x_t
-  lp = O.token_logp(model.head(h_at), jnp.take_along_axis(tokens, cuts_BxK, 1))
+  lp = O.token_logp(model.head(h_at), jnp.take_along_axis(tokens, cuts_BxK, 1), exclude)
   return jnp.where(cuts_BxK > 0, lp, 0.0)
 
 
@@ -195,10 +203,13 @@ def _score_only_at_positions() -> bool:
   return jax.default_backend() != "cpu" or jax.device_count() == 1
 
 
-def _entropy_positions(ent_BxS, lengths, k, min_prefix):
-  t = jnp.arange(ent_BxS.shape[1])[None]
+def _top_positions(score_BxS, lengths, k, min_prefix):
+  """The k valid positions t in [min_prefix, length) of highest score per document. A document
+  with fewer than k valid positions repeats its best one (never an invalid 0 or a padded t)."""
+  t = jnp.arange(score_BxS.shape[1])[None]
   ok = (t >= min_prefix) & (t < lengths[:, None])
-  return jax.lax.top_k(jnp.where(ok, ent_BxS, -jnp.inf), k)[1].astype(jnp.int32)
+  vals, idx = jax.lax.top_k(jnp.where(ok, score_BxS, -jnp.inf), k)
+  return jnp.where(jnp.isfinite(vals), idx, idx[:, :1]).astype(jnp.int32)
 
 
 def _rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
@@ -232,7 +243,13 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   """
   scfg = cfg.sampler
   model = nnx.merge(graphdef, params)
-  logits = S.thought_logits(model, mb["tokens"], mb["cuts"], mb["thought"], scfg)
+  scorer = cfg.scorer_weight > 0
+  logits = S.thought_logits(model, mb["tokens"], mb["cuts"], mb["thought"], scfg,
+                            with_next=scorer)
+  if scorer:  # entry n_valid predicts x_t after the whole thought (closer included)
+    after = jnp.take_along_axis(logits, mb["n_valid"][..., None, None], 3)[..., 0, :]
+    s_pred = O.token_logp(after, jnp.broadcast_to(mb["targets"][..., None], after.shape[:-1]))
+    logits = logits[..., :-1, :]
   pl = S.policy_logits(logits, scfg.temperature)
   logp = O.token_logp(pl, mb["thought"])
   loss, m = O.clipped_surrogate_loss(logp, mb["old_logp"], mb["adv"], mb["mask"], cfg.eps_low,
@@ -250,6 +267,10 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
     kl = O.kl_k3(logp, jax.lax.stop_gradient(ref_logp), mb["mask"]) * w_tok
     loss = loss + cfg.kl_beta * kl
     m["kl"] = kl
+  if scorer:
+    nll = -s_pred.mean() * (1.0 if w is None else w["seq"])
+    loss = loss + cfg.scorer_weight * nll
+    m["scorer_nll"] = nll
   if cfg.ntp_weight > 0:
     valid = _doc_targets(mb)
     ntp = _next_token_loss(model, mb["tokens"][:, :-1], mb["tokens"][:, 1:], valid, cfg)
@@ -306,14 +327,15 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   tokens, lengths = batch["tokens"], batch["lengths"]
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   s_ema = None  # log p_phi(x_t | x_<t) at the chosen positions [B, K]
-  if cfg.selection == "entropy":
+  if cfg.scored_selection:
     ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, lengths, cfg)
-    cuts = _entropy_positions(ent, lengths, cfg.positions_per_doc, cfg.min_prefix)
+    cuts = _top_positions(ent if cfg.selection == "entropy" else -ema_lp, lengths,
+                          cfg.positions_per_doc, cfg.min_prefix)
     s_ema = jnp.take_along_axis(ema_lp, cuts, 1)
   else:
     cuts = batch["positions"]
     if cfg.needs_ema_forward and _score_only_at_positions():
-      s_ema = _ema_logp_at(state.ema, graphdef, tokens, cuts)
+      s_ema = _ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
     elif cfg.needs_ema_forward:
       s_ema = jnp.take_along_axis(_ema_scores(state.ema, graphdef, tokens, lengths, cfg)[0],
                                   cuts, 1)
@@ -339,7 +361,8 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
       "rlp/truncated_frac": ro.truncated.mean(),
   })
   data = {"tokens": tokens, "lengths": lengths, "cuts": cuts, "thought": ro.tokens,
-          "old_logp": ro.logp, "adv": adv, "mask": sampled}
+          "old_logp": ro.logp, "adv": adv, "mask": sampled, "targets": ro.targets,
+          "n_valid": ro.valid.sum(-1).astype(jnp.int32)}
   n_mb = cfg.minibatches
   b = tokens.shape[0]
   mb_size = b // n_mb
@@ -357,7 +380,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   metrics.update({k: v.mean() for k, v in upd.items() if k not in ("ratio_max", "skipped")})
   metrics["rlp/ratio_max"] = upd["ratio_max"].max()
   metrics["skipped"] = upd["skipped"].sum()
-  for k in ("clip_frac", "ratio_mean", "entropy", "kl"):
+  for k in ("clip_frac", "ratio_mean", "entropy", "kl", "scorer_nll"):
     if k in metrics:
       metrics[f"rlp/{k}"] = metrics.pop(k)
   metrics["lr"] = _lr(state.opt_state)

@@ -1,4 +1,4 @@
-"""The objective's pure functions against hand-computed values (RLP_SPEC.md eq. 3-8)."""
+"""The objective's pure functions against hand-computed values (the paper's eq. 3-8)."""
 
 import jax
 import jax.numpy as jnp

@@ -183,10 +183,44 @@ def test_knobs_kl_ntp_entropy_selection_and_no_ema():
   assert T.StepConfig(sampler=SCFG, compute_ema=False).needs_ema_forward is False
 
 
-def test_entropy_positions_respect_bounds():
-  ent = jnp.asarray([[9.0, 8.0, 1.0, 2.0, 3.0, 7.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
-  pos = np.asarray(T._entropy_positions(ent, jnp.asarray([5, 6]), 2, 2))
+def test_scored_positions_respect_bounds_and_never_pick_invalid_ones():
+  ent = jnp.asarray([[9.0, 8.0, 1.0, 2.0, 3.0, 7.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+                     [5.0, 5.0, 1.0, 9.0, 9.0, 9.0]])
+  pos = np.asarray(T._top_positions(ent, jnp.asarray([5, 6, 3]), 2, 2))
   assert sorted(pos[0].tolist()) == [3, 4] and sorted(pos[1].tolist()) == [4, 5]
+  # one valid position (t = 2 of a 3-token document): it is repeated, never 0 or a padded t
+  assert pos[2].tolist() == [2, 2]
+
+
+def test_low_logp_selection_runs_and_scores_the_chosen_positions():
+  _, (m,), ro = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, selection="low_logp",
+                                  min_prefix=4))
+  assert np.isfinite(m["rlp/s_ema_mean"]) and np.isfinite(m["loss"])
+
+
+def test_scorer_term_is_the_teacher_forced_s_pred():
+  """rlp.scorer_weight adds -mean log p(x_t | x_<t, thought); at theta == theta_old its value is
+  exactly -mean S_pred of the rollout (an independent path: the sampler's decode loop), also
+  when the gradient is accumulated over micro-batches."""
+  for ga in (1, 2):
+    _, (m,), ro = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5,
+                                    grad_accum=ga))
+    np.testing.assert_allclose(m["rlp/scorer_nll"], -np.asarray(ro.s_pred).mean(), rtol=1e-5)
+  # the term has a gradient: the update differs from the paper's (scorer_weight = 0)
+  a, _, _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5))
+  b, _, _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2))
+  assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a.params),
+                                                  jax.tree.leaves(b.params)))
+
+
+def test_baseline_without_a_dedicated_opener_token():
+  logits = jnp.log(jnp.asarray([[0.2, 0.5, 0.3]]))
+  got = O.token_logp(logits, jnp.asarray([0]), exclude=1)
+  np.testing.assert_allclose(float(got[0]), np.log(0.2 / 0.5), rtol=1e-6)
+  _, (m,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, baseline_exclude=29))
+  _, (m0,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2))
+  assert m["rlp/s_ema_mean"] > m0["rlp/s_ema_mean"]  # mass of token 29 taken out: higher log-prob
+  np.testing.assert_allclose(m["grad_norm"], m0["grad_norm"], rtol=1e-5)  # S_ema cancels in A
 
 
 def test_non_finite_update_is_skipped():
