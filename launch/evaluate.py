@@ -1,10 +1,16 @@
-"""rlp-eval --model=PATH [--jsonl=problems.jsonl] [--out=report.json]
+"""rlp-eval --model=PATH [--likelihood_source=SOURCE] [--jsonl=problems.jsonl] [--out=report.json]
 
 PATH: a GGUF file, an HF directory, a training run's workdir (newest checkpoint), or "smollm2".
 Writes one JSON report: held-out NLL, thought-augmented likelihood and information gain, next-token
 accuracy with and without a thought, greedy pass@1, sampled pass@k (unbiased estimator) and
 diversity (distinct-n, pairwise edit distance, token entropy). A small model may score 0: that is
 reported, not hidden.
+
+The thought eval uses, for a run's workdir, the run's own thought format, sampler settings and
+position selection (each can be overridden by a flag); for a GGUF / HF model the flags' defaults.
+--likelihood_source takes any data source the trainer takes (jsonl:FILE with a "text" field,
+text:FILE, reasoning:eval, toy:eval, arrayrecord:DIR, ...); default: the run's data.eval_source,
+else reasoning:eval.
 """
 
 import json
@@ -16,16 +22,31 @@ from absl import app, flags
 flags.DEFINE_string("model", "smollm2", "GGUF file, HF directory, run workdir or 'smollm2'")
 flags.DEFINE_string("jsonl", None, "problems as JSONL {question, answer}; default: the shipped "
                     "held-out gsm_symbolic split")
-flags.DEFINE_integer("problems", 8, "number of problems")
+flags.DEFINE_integer("problems", 8, "number of problems (0 skips the reasoning eval)")
 flags.DEFINE_integer("samples", 4, "sampled answers per problem (n of pass@k)")
 flags.DEFINE_list("k", ["1", "2", "4"], "k values for pass@k (<= samples)")
 flags.DEFINE_integer("shots", 2, "few-shot examples from the training split")
 flags.DEFINE_integer("max_new_tokens", 160, "answer length")
 flags.DEFINE_float("temperature", 0.7, "sampling temperature for pass@k")
+flags.DEFINE_string("likelihood_source", None, "documents for the likelihood metrics: any data "
+                    "source the trainer accepts (default: the run's data.eval_source, else "
+                    "reasoning:eval)")
 flags.DEFINE_integer("likelihood_docs", 8, "held-out documents for the likelihood metrics")
-flags.DEFINE_integer("seq_len", 256, "context length for the likelihood metrics")
-flags.DEFINE_integer("group", 4, "thoughts per position for the thought-augmented likelihood")
-flags.DEFINE_integer("thought_len", 24, "thought length for the thought-augmented likelihood")
+flags.DEFINE_integer("seq_len", None, "context length for the likelihood metrics (default: the "
+                     "run's data.seq_len, else 256)")
+flags.DEFINE_integer("positions", None, "target positions per document for the thought eval "
+                     "(default: the run's train.eval_positions, else 4)")
+flags.DEFINE_integer("group", None, "thoughts per position (default: the run's, else 4)")
+flags.DEFINE_integer("thought_len", None, "max thought length (default: the run's, else 24)")
+flags.DEFINE_float("thought_temperature", None, "thought sampling temperature (default: the "
+                   "run's, else 0.7)")
+flags.DEFINE_string("template", None, "text forced before <think> (default: the run's, else '')")
+flags.DEFINE_string("selection", None, "uniform | marker | entropy | low_logp (default: the "
+                    "run's data.selection, else uniform)")
+flags.DEFINE_string("position_marker", None, "with selection=marker: the text after which "
+                    "targets sit (default: the run's)")
+flags.DEFINE_integer("min_prefix", None, "smallest target position (default: the run's, else 8)")
+flags.DEFINE_integer("seed", 0, "seed of the positions and thoughts")
 flags.DEFINE_bool("use_ema", False, "evaluate a run's EMA params instead of its params")
 flags.DEFINE_string("out", None, "report path (default: WORKDIR/eval/step-N.json for a run, "
                     "else ./eval_report.json)")
@@ -33,36 +54,78 @@ flags.DEFINE_bool("overwrite", False, "replace an existing report")
 FLAGS = flags.FLAGS
 
 
+_FIELDS = (("group", "rlp.group_size"), ("thought_len", "rlp.max_thought_len"),
+           ("thought_temperature", "rlp.temperature"), ("template", "rlp.template"),
+           ("selection", "data.selection"), ("position_marker", "data.position_marker"),
+           ("min_prefix", "data.min_prefix"), ("seq_len", "data.seq_len"),
+           ("positions", "train.eval_positions"), (None, "rlp.min_thought_len"),
+           (None, "rlp.top_k"), (None, "rlp.top_p"))
+
+
+def thought_eval_config(run_config):
+  """The thought eval's settings: the run's (or defaults for a GGUF/HF model), then the flags."""
+  from configs import base
+  from rlp import configuration as CFG
+  c = base.get_config()
+  c.rlp.max_thought_len, c.data.seq_len, c.train.eval_positions = 24, 256, 4
+  for flag, field in _FIELDS:
+    group, name = field.split(".")
+    if run_config is not None and name in run_config.get(group, {}):
+      c[group][name] = type(c[group][name])(run_config[group][name])
+    if flag is not None and getattr(FLAGS, flag) is not None:
+      c[group][name] = getattr(FLAGS, flag)
+  c.rlp.min_thought_len = min(c.rlp.min_thought_len, c.rlp.max_thought_len)
+  if c.data.selection not in CFG.SELECTIONS or (c.data.selection == "marker"
+                                                and not c.data.position_marker):
+    raise CFG.ConfigError(f"--selection must be one of {CFG.SELECTIONS} (got "
+                          f"{c.data.selection!r}), and marker needs --position_marker")
+  return c
+
+
 def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from rlp import corpora, data as D, evaluate as E, sampler as S
+  from rlp import configuration as CFG, corpora, data as D, evaluate as E
+  from rlp.thought_format import thought_format
   try:
     model, tok, desc = E.load_for_eval(FLAGS.model, FLAGS.use_ema)
+    run_config = desc.pop("config", None)
     out = FLAGS.out or (os.path.join(FLAGS.model, "eval", f"step-{desc['step']}.json")
                         if desc["kind"] == "checkpoint" else "eval_report.json")
     if os.path.exists(out) and not FLAGS.overwrite:
       raise E.EvalError(f"{out} exists; pass --overwrite or another --out")
-    problems = (E.load_problems(FLAGS.jsonl) if FLAGS.jsonl
-                else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
-    shots = corpora.reasoning_problems("train", max(FLAGS.shots, 1))[:FLAGS.shots]
-    ks = [int(k) for k in FLAGS.k]
-    report = {"model": desc}
-    docs_ds, _ = D.open_documents("reasoning:eval", tok, num_docs=FLAGS.likelihood_docs)
-    docs = [docs_ds[i] for i in range(len(docs_ds))]
-    import jax
+    c = thought_eval_config(run_config)
+    source = FLAGS.likelihood_source or (run_config.data.eval_source if run_config is not None
+                                         and run_config.data.eval_source else "reasoning:eval")
+    report = {"model": desc, "likelihood_source": source}
+    docs_ds, stats = D.open_documents(source, tok, num_docs=FLAGS.likelihood_docs)
+    docs = [docs_ds[i] for i in range(min(len(docs_ds), FLAGS.likelihood_docs))]
     from flax import nnx
     graphdef, params = nnx.split(model)
-    report.update(E.heldout_nll(graphdef, params, docs, FLAGS.seq_len))
-    scfg = S.SamplerConfig(group_size=FLAGS.group, max_thought_len=FLAGS.thought_len,
-                           temperature=0.7, prompt_ids=tuple(tok.think_open_ids),
-                           close_ids=tuple(tok.think_close_ids))
-    report.update(E.thought_likelihood(model, docs, scfg, FLAGS.seq_len))
-    reasoning, examples = E.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
-                                           FLAGS.max_new_tokens, FLAGS.temperature)
-    report.update(reasoning)
-    report["examples"] = examples
+    report.update(E.heldout_nll(graphdef, params, docs, c.data.seq_len))
+    report["thought_eval"] = {"group_size": c.rlp.group_size,
+                              "max_thought_len": c.rlp.max_thought_len,
+                              "temperature": c.rlp.temperature, "template": c.rlp.template,
+                              "selection": c.data.selection,
+                              "position_marker": c.data.position_marker,
+                              "positions_per_doc": c.train.eval_positions,
+                              "min_prefix": c.data.min_prefix, "seed": FLAGS.seed}
+    report.update(E.thought_likelihood(
+        model, docs, CFG.sampler_config(c, tok), c.data.seq_len,
+        positions=max(1, c.train.eval_positions), min_prefix=c.data.min_prefix, seed=FLAGS.seed,
+        batch_size=max(1, min(len(docs), 4)), selection=c.data.selection,
+        marker_ids=CFG.marker_ids(c, tok),
+        baseline_exclude=thought_format(tok, c.rlp.template).open_token))
+    if FLAGS.problems:
+      problems = (E.load_problems(FLAGS.jsonl) if FLAGS.jsonl
+                  else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
+      shots = corpora.reasoning_problems("train", max(FLAGS.shots, 1))[:FLAGS.shots]
+      ks = [int(k) for k in FLAGS.k]
+      reasoning, examples = E.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
+                                             FLAGS.max_new_tokens, FLAGS.temperature)
+      report.update(reasoning)
+      report["examples"] = examples
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
       json.dump(report, f, indent=2)
@@ -74,7 +137,7 @@ def main(argv):
             w.add_scalar(k, v, desc["step"])
     print(json.dumps({k: v for k, v in report.items() if k != "examples"}))
     print(out)
-  except (E.EvalError, D.DataError) as e:
+  except (E.EvalError, D.DataError, CFG.ConfigError) as e:
     print(f"rlp-eval: error: {e}", file=sys.stderr)
     sys.exit(2)
 

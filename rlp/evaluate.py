@@ -166,46 +166,90 @@ def heldout_nll(graphdef, params, docs, seq_len: int, batch_size: int = 4, pad_i
 
 
 def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, positions: int = 4,
-                       min_prefix: int = 8, seed: int = 0, batch_size: int = 2) -> dict:
-  """At sampled positions: mean S_pred over G thoughts, log p(x_t) with no thought from the same
-  model, the information gain between them, and next-token accuracy with and without a thought."""
+                       min_prefix: int = 8, seed: int = 0, batch_size: int = 2,
+                       selection: str = "uniform", marker_ids=None,
+                       baseline_exclude: int | None = None) -> dict:
+  """Does thinking help this model? At `positions` target positions of each document (chosen as
+  the run chooses them: uniform, after a marker, or the model's own highest-entropy /
+  lowest-log-prob positions), G thoughts are sampled with `cfg` (the run's sampler and thought
+  format) and compared with no thought, from the same model:
+
+    eval/s_pred_mean          mean log p(x_t | x_<t, thought) over thoughts
+    eval/s_plain_mean         log p(x_t | x_<t)
+    eval/information_gain     mean over positions of (mean over thoughts of S_pred) - S_plain
+    eval/next_token_acc_*     argmax after a thought (every thought counts) / with no thought
+
+  The same seed draws the same positions and thoughts' keys, so evals of one run compare.
+  baseline_exclude: a dedicated <think> token id, left out of the no-thought distribution (a model
+  taught that a thought may follow keeps mass on it; "no thought here" renormalises without it).
+  Documents that cannot hold a position (too short, no marker) are skipped and counted.
+  """
   from rlp import data as D
   graphdef, params = nnx.split(model)
   rng = np.random.default_rng(seed)
-  s_pred, s_plain, acc_t, acc_plain = [], [], [], []
-  for i in range(0, len(docs), batch_size):
-    chunk = [d for d in docs[i:i + batch_size] if len(d) > min_prefix + 1]
-    if not chunk:
-      continue
-    while len(chunk) < batch_size:
-      chunk.append(chunk[0])
-    toks, lens = _pad_batch(chunk, seq_len, batch_size, 0)
-    cuts = np.stack([D.choose_positions(int(l), positions, min_prefix, rng) for l in lens])
-    ro, logits = _rollout_and_logits(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
-                                     jax.random.key(seed + i), cfg)
-    logits = np.asarray(logits)
+  s_pred, s_plain, acc_t, acc_plain, thought_len = [], [], [], [], []
+  usable = []
+  for d in docs:
+    d = np.asarray(d)[:seq_len]
+    cand = None if marker_ids is None else D.marker_positions(d, marker_ids)
+    if len(d) > min_prefix + 1 and (cand is None or (cand >= min_prefix).any()):
+      usable.append((d, cand))
+  if not usable:
+    raise EvalError(f"no document holds a target position (longer than min_prefix + 1 = "
+                    f"{min_prefix + 1} tokens" + (", with the position marker)" if marker_ids
+                                                   else ")"))
+  for i in range(0, len(usable), batch_size):
+    chunk = usable[i:i + batch_size]
+    n_real = len(chunk)
+    rows = [c[0] for c in chunk] + [chunk[0][0]] * (batch_size - n_real)  # pad rows: dropped below
+    toks, lens = _pad_batch(rows, seq_len, batch_size, 0)
+    logits = np.array(_plain_logits(graphdef, params, jnp.asarray(toks)))
+    if baseline_exclude is not None:
+      logits[..., baseline_exclude] = -np.inf
+    lp_all = logits - logits.max(-1, keepdims=True)
+    lp_all = lp_all - np.log(np.exp(lp_all).sum(-1, keepdims=True))  # [B, S, V]: predicts t + 1
+    if selection in ("entropy", "low_logp"):
+      nxt = np.take_along_axis(lp_all[:, :-1], toks[:, 1:, None], -1)[..., 0]
+      plogp = np.where(np.isfinite(lp_all), np.exp(lp_all) * lp_all, 0.0)
+      score = -nxt if selection == "low_logp" else -plogp.sum(-1)[:, :-1]
+      cuts = []
+      for r in range(batch_size):
+        cand = np.arange(min_prefix, lens[r])
+        order = cand[np.argsort(-score[r, cand - 1], kind="stable")]
+        cuts.append(np.sort(np.resize(order[:positions], positions)))
+      cuts = np.stack(cuts).astype(np.int32)
+    else:
+      cands = [c[1] for c in chunk] + [chunk[0][1]] * (batch_size - n_real)
+      cuts = np.stack([D.choose_positions(int(l), positions, min_prefix, rng, c)
+                       for l, c in zip(lens, cands)])
+    ro = _rollout(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
+                  jax.random.key(seed + i), cfg)
     tgt = np.take_along_axis(toks, cuts, 1)
-    prev = np.take_along_axis(logits, (cuts - 1)[..., None], 1)  # [B, K, V]: predicts x_t
-    mx = prev.max(-1, keepdims=True)
-    lp = prev - mx - np.log(np.exp(prev - mx).sum(-1, keepdims=True))
-    s_plain.append(np.take_along_axis(lp, tgt[..., None], -1)[..., 0])
-    acc_plain.append(prev.argmax(-1) == tgt)
-    s_pred.append(np.asarray(ro.s_pred))
-    acc_t.append(np.asarray(ro.pred_argmax) == tgt[..., None])
-  if not s_pred:
-    raise EvalError(f"no document is longer than min_prefix + 1 = {min_prefix + 1} tokens")
-  sp, sn = np.concatenate([x.reshape(-1, x.shape[-1]) for x in s_pred]), np.concatenate(
-      [x.reshape(-1) for x in s_plain])
+    prev = np.take_along_axis(lp_all, (cuts - 1)[..., None], 1)  # [B, K, V]: predicts x_t
+    s_plain.append(np.take_along_axis(prev, tgt[..., None], -1)[..., 0][:n_real])
+    acc_plain.append((prev.argmax(-1) == tgt)[:n_real])
+    s_pred.append(np.asarray(ro.s_pred)[:n_real])
+    acc_t.append((np.asarray(ro.pred_argmax) == tgt[..., None])[:n_real])
+    thought_len.append(np.asarray(ro.lengths)[:n_real])
+  sp = np.concatenate([x.reshape(-1, x.shape[-1]) for x in s_pred])  # [P, G]
+  sn = np.concatenate([x.reshape(-1) for x in s_plain])  # [P]
   return {"eval/s_pred_mean": float(sp.mean()), "eval/s_plain_mean": float(sn.mean()),
           "eval/information_gain": float((sp.mean(-1) - sn).mean()),
+          "eval/gain_positive_frac": float((sp.mean(-1) > sn).mean()),
           "eval/next_token_acc_thought": float(np.concatenate([a.ravel() for a in acc_t]).mean()),
-          "eval/next_token_acc_plain": float(np.concatenate([a.ravel() for a in acc_plain]).mean())}
+          "eval/next_token_acc_plain": float(np.concatenate([a.ravel() for a in acc_plain]).mean()),
+          "eval/thought_len_mean": float(np.concatenate([x.ravel() for x in thought_len]).mean()),
+          "eval/positions": int(sn.size), "eval/docs_skipped": len(docs) - len(usable)}
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _plain_logits(graphdef, params, tokens):
+  return nnx.merge(graphdef, params)(tokens)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
-def _rollout_and_logits(graphdef, params, tokens, cuts, key, cfg):
-  model = nnx.merge(graphdef, params)
-  return S.rollout_fn(model, tokens, cuts, key, cfg), model(tokens)
+def _rollout(graphdef, params, tokens, cuts, key, cfg):
+  return S.rollout_fn(nnx.merge(graphdef, params), tokens, cuts, key, cfg)
 
 
 # ---------------------------------------------------------------- generation
@@ -295,7 +339,8 @@ def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], 
 # ---------------------------------------------------------------- loading what to evaluate
 def load_for_eval(path: str, use_ema: bool = False):
   """(model, tokenizer, description) for a GGUF file, an HF directory, a training run's workdir
-  (its newest checkpoint; `use_ema` takes the EMA params) or "smollm2"."""
+  (its newest checkpoint; `use_ema` takes the EMA params) or "smollm2". For a workdir the
+  description's "config" is the run's config (its sampler, thought format and selection)."""
   import ml_collections
   import models
   from models.tokenizer import load_tokenizer
@@ -325,7 +370,7 @@ def load_for_eval(path: str, use_ema: bool = False):
     params = got[0].ema if use_ema else got[0].params
     graphdef = nnx.graphdef(model)
     return nnx.merge(graphdef, params), tok, {"kind": "checkpoint", "path": path,
-                                               "step": got[3], "ema": use_ema}
+                                               "step": got[3], "ema": use_ema, "config": config}
   if os.path.isfile(os.path.join(path, "config.json")):
     return models.load_hf(path), load_tokenizer(path), {"kind": "hf", "path": path}
   raise EvalError(f"{path} is not a GGUF file, an HF directory or a run's workdir")

@@ -10,6 +10,7 @@ resumes from the newest readable checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from rlp import evaluate as E
 from rlp import metrics as M
 from rlp import sharding as SH
 from rlp import trainer as T
+from rlp.thought_format import thought_format
 
 
 class TrainingError(RuntimeError):
@@ -84,20 +86,47 @@ def _write_config(config, workdir, step, log):
     f.write(new)
 
 
-def _build_data(config, tok, model_vocab):
+def _build_data(config, tok, model_vocab, warmup: bool = False):
+  """The run's pipeline (RLP/RPT: documents and positions; CPT: packed sequences), or with
+  warmup=True the format warm-up's packed sequences of warmup.source."""
   d = config.data
   D.check_vocab(tok, model_vocab)
-  docs, stats = D.open_documents(d.source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs)
+  source = config.warmup.source if warmup else d.source
+  docs, stats = D.open_documents(source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs,
+                                 thought_format=thought_format(tok, config.rlp.template),
+                                 seed=config.seed)
   per_process = d.batch_size // jax.process_count()
   common = dict(seq_len=d.seq_len, batch_size=per_process, seed=config.seed,
                 process_index=jax.process_index(), process_count=jax.process_count())
-  if config.objective == "cpt":
+  if config.objective == "cpt" or warmup:
     ds = D.cpt_dataset(docs, **common)
   else:
     pad = tok.eos_id if tok.eos_id is not None else 0
     ds = D.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
-                       pad_id=pad, **common)
+                       pad_id=pad, marker_ids=CFG.marker_ids(config, tok), **common)
   return ds, stats
+
+
+class _Iterators:
+  """The main data iterator and, with a format warm-up, the warm-up's; one checkpointable state."""
+
+  def __init__(self, main, warmup=None):
+    self.main, self.warmup = main, warmup
+
+  def next(self, step: int, warmup_steps: int):
+    return next(self.warmup if step < warmup_steps else self.main)
+
+  def get_state(self):
+    if self.warmup is None:
+      return self.main.get_state()
+    return {"main": self.main.get_state(), "warmup": self.warmup.get_state()}
+
+  def set_state(self, state):
+    if self.warmup is None:
+      self.main.set_state(state)
+    else:
+      self.main.set_state(state["main"])
+      self.warmup.set_state(state["warmup"])
 
 
 def _eval_docs(config, tok):
@@ -106,6 +135,24 @@ def _eval_docs(config, tok):
   ds, _ = D.open_documents(config.data.eval_source, tok, min_tokens=2,
                            num_docs=config.train.eval_docs)
   return [ds[i] for i in range(min(len(ds), config.train.eval_docs))]
+
+
+def _thought_eval(config, tok, graphdef, params, eval_docs):
+  """Held-out thought eval with the run's own sampler, format and position selection."""
+  d = config.data
+  return E.thought_likelihood(nnx.merge(graphdef, params), eval_docs,
+                              CFG.sampler_config(config, tok), d.seq_len,
+                              positions=config.train.eval_positions, min_prefix=d.min_prefix,
+                              seed=config.seed, batch_size=max(1, min(len(eval_docs), 8)),
+                              selection=d.selection, marker_ids=CFG.marker_ids(config, tok),
+                              baseline_exclude=thought_format(tok, config.rlp.template).open_token)
+
+
+def _evaluate(config, tok, graphdef, params, eval_docs) -> dict:
+  ev = E.heldout_nll(graphdef, params, eval_docs, config.data.seq_len)
+  if config.train.eval_positions and config.objective != "rpt":
+    ev.update(_thought_eval(config, tok, graphdef, params, eval_docs))
+  return ev
 
 
 def _restore_init_checkpoint(config, state, shardings, log):
@@ -156,7 +203,10 @@ def train(config, workdir: str, log=None) -> dict:
   else:
     model, tok = CFG.load_model_and_tokenizer(config)
   ds, data_stats = _build_data(config, tok, model.config.vocab_size)
-  iterator = D.make_iterator(ds, config.data.workers)
+  iterator = _Iterators(D.make_iterator(ds, config.data.workers))
+  if config.warmup.steps:
+    wds, _ = _build_data(config, tok, model.config.vocab_size, warmup=True)
+    iterator.warmup = D.make_iterator(wds, config.data.workers)
   tx = CFG.optimizer(config)
   step_cfg = CFG.step_config(config, tok)
   graphdef = nnx.graphdef(model)
@@ -182,6 +232,17 @@ def train(config, workdir: str, log=None) -> dict:
     _write_config(config, workdir, start, log)
     tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
     step_fn = T.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes)
+    if config.warmup.steps:
+      wtx = CFG.warmup_optimizer(config)
+      warm_fn = T.make_step(graphdef, wtx, dataclasses.replace(step_cfg, objective="cpt"))
+
+      def reset(state):  # warm-up -> main phase: EMA restarts at theta, fresh optimizer state
+        params = state.params
+        fresh = state.replace(ema=jax.tree.map(jax.numpy.copy, params),
+                              opt_state=tx.init(params))
+        return jax.device_put(fresh, shardings)
+
+      step_fn = _Phases(warm_fn, step_fn, config.warmup.steps, reset)
     meta = {"objective": config.objective, "tokenizer": tok.fingerprint,
             "data": data_stats.as_dict()}
     peak, peak_src = M.device_peak_flops(config.model.dtype)
@@ -199,13 +260,33 @@ def train(config, workdir: str, log=None) -> dict:
   return result
 
 
+class _Phases:
+  """The format warm-up's step for the first `warmup_steps` steps, then the run's step; the
+  switch (EMA <- theta, fresh optimizer state) is applied when step warmup_steps + 1 starts, so a
+  run resumed from the warm-up's last checkpoint switches exactly as an uninterrupted one."""
+
+  def __init__(self, warm_fn, main_fn, warmup_steps, reset):
+    self.warm_fn, self.main_fn, self.warmup_steps, self.reset = warm_fn, main_fn, warmup_steps, reset
+
+  def __call__(self, state, batch, step):
+    if step < self.warmup_steps:
+      return self.warm_fn(state, batch)
+    if step == self.warmup_steps:
+      state = self.reset(state)
+    return self.main_fn(state, batch)
+
+
 def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta, peak,
                eval_docs, graphdef, model_cfg, log):
   t_cfg, d = config.train, config.data
-  total = t_cfg.steps
+  warm = config.warmup.steps
+  total = t_cfg.steps + warm
+  if not isinstance(step_fn, _Phases):
+    main_fn = step_fn
+    step_fn = lambda state, batch, step: main_fn(state, batch)  # noqa: E731
   if start >= total:
-    log(f"rlp: the run is already at step {start} of train.steps={total}; raise "
-        "--config.train.steps to continue it")
+    log(f"rlp: the run is already at step {start} of {total} (warmup.steps + train.steps); "
+        "raise --config.train.steps to continue it")
     return {}
   progress = None
   if t_cfg.progress and jax.process_index() == 0:
@@ -225,7 +306,9 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
     nonlocal skips, last
     host = M.to_host(m)
     skips = skips + 1 if host.get("skipped", 0) > 0 else 0
-    if config.objective == "cpt":
+    if step <= warm:  # the format warm-up's next-token steps, named apart from the run's
+      host["warmup/nll"] = host.pop("cpt/nll")
+    if config.objective == "cpt" or step <= warm:
       tokens = host.get("tokens", 0)
       flops = M.cpt_step_flops(model_cfg, d.batch_size, d.seq_len)
     else:
@@ -259,12 +342,19 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
                           f"(last at step {step}); lower optim.lr or check the data")
 
   fault = _fault_injection()
+
+  def evaluate(step):
+    if eval_docs:
+      writer.write(step, _evaluate(config, tok, graphdef, state.params, eval_docs))
+
+  if start == 0 and t_cfg.eval_every:
+    evaluate(0)  # the starting point of the held-out curves
   with _StopFlag() as stop:
     step = start
     while step < total:
-      batch = next(iterator)
+      batch = iterator.next(step, warm)
       gbatch = SH.shard_batch(batch, mesh)
-      state, m, ro = step_fn(state, gbatch)
+      state, m, ro = step_fn(state, gbatch, step)
       step += 1
       if pending is not None:
         now = time.perf_counter()
@@ -274,8 +364,9 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
       if fault and fault[0] == step and (fault[2] is None or fault[2] == jax.process_index()):
         os.kill(os.getpid(), fault[1])
       due = step % t_cfg.checkpoint_every == 0 or step == total or stop.signal is not None
-      if t_cfg.eval_every and step % t_cfg.eval_every == 0 and eval_docs:
-        writer.write(step, E.heldout_nll(graphdef, state.params, eval_docs, d.seq_len))
+      if step < total and ((t_cfg.eval_every and step % t_cfg.eval_every == 0)
+                           or (warm and step == warm)):
+        evaluate(step)
       if due:
         ckpt.save(step, state, iterator.get_state(), {**meta, "step": step})
       if stop.signal is not None:
@@ -287,7 +378,7 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   if progress is not None:
     progress.close()
   if eval_docs and stop.signal is None and step == total:
-    ev = E.heldout_nll(graphdef, state.params, eval_docs, d.seq_len)
+    ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
     writer.write(step, ev)
     last.update(ev)
   ckpt.wait()

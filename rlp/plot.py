@@ -11,10 +11,10 @@ PANELS = (
     ("S_pred vs S_ema", ("rlp/s_pred_mean", "rlp/s_ema_mean")),
     ("thought length", ("rlp/thought_len_mean",)),
     ("truncated fraction", ("rlp/truncated_frac",)),
-    ("loss", ("loss", "cpt/nll")),
+    ("loss (format warm-up: its next-token NLL)", ("loss", "cpt/nll", "warmup/nll")),
     ("policy entropy", ("rlp/entropy",)),
-    ("clip fraction", ("rlp/clip_frac",)),
-    ("held-out NLL", ("eval/nll",)),
+    ("held-out information gain (thoughts vs none)", ("eval/information_gain",)),
+    ("held-out next-token accuracy", ("eval/next_token_acc_thought", "eval/next_token_acc_plain")),
 )
 
 
@@ -44,7 +44,11 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) ->
           ax.plot(xs, ys, marker="." if len(xs) < 30 else None,
                   label=f"{label}: {key}" if len(keys) > 1 or len(runs) > 1 else label)
           drawn = True
-    ax.set_title(title)
+    for label, rows in runs:  # the end of an in-run format warm-up
+      warm = [r["step"] for r in rows if r.get("warmup/nll") is not None]
+      if warm:
+        ax.axvline(max(warm), color="gray", lw=0.8, ls=":")
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
     if drawn:
       ax.legend(fontsize=7)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import tiny
@@ -79,6 +80,9 @@ def test_rlp_plot_cli(tmp_path):
     ({"data.seq_len": -1}, r"config.data.seq_len = -1 is invalid"),
     ({"objective": "sft"}, r"config.objective = 'sft' is invalid: must be one of"),
     ({"mesh.data": 3}, r"config.mesh = \(3, 1, 1\) is invalid: .*does not divide the 8 devices"),
+    ({"warmup.steps": 3}, r"config.warmup.source = '\"\"' is invalid: must be a data source"),
+    ({"data.selection": "marker"}, r"config.data.position_marker = '\"\"' is invalid"),
+    ({"data.selection": "best"}, r"config.data.selection = 'best' is invalid: must be uniform"),
     ({"model.init": "gguf", "model.path": "/nonexistent/model.gguf"},
      r"config.model.path = '/nonexistent/model.gguf' is invalid: must be an existing file"),
 ])
@@ -144,6 +148,50 @@ def test_warmup_then_rlp_from_its_checkpoint(tmp_path):
   assert out["step"] == 2
 
 
+TOY = {"warmup.steps": 2, "warmup.source": "toy:train:0.5", "data.source": "toy:train",
+       "data.eval_source": "toy:eval", "data.selection": "marker", "data.position_marker": "=",
+       "data.min_prefix": 8, "train.steps": 2, "train.checkpoint_every": 1, "train.eval_docs": 4,
+       "train.eval_every": 0, "train.plot": False}
+
+
+def _stream(wd):
+  return [{k: v for k, v in r.items() if not k.startswith("perf/")}
+          for r in metrics.read_metrics(wd)]
+
+
+def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
+  """warmup.steps next-token steps on warmup.source, then RLP in the same run: named metrics, a
+  held-out thought eval at the switch and the end, the EMA restarted from the warmed-up params,
+  and a run stopped at the switch resumes into the same stream."""
+  import orbax.checkpoint as ocp
+  wd = str(tmp_path / "a")
+  loop.train(tiny_config(**TOY), wd)
+  rows = metrics.read_metrics(wd)
+  train_rows = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+  assert all("warmup/nll" in r and "rlp/reward_mean" not in r for r in train_rows[:2])
+  assert all("rlp/reward_mean" in r and "warmup/nll" not in r for r in train_rows[2:])
+  assert [r["step"] for r in rows if "eval/information_gain" in r] == [2, 4]
+  ck = ocp.StandardCheckpointer()
+  s2 = ck.restore(os.path.join(wd, "checkpoints", "2", "state"))
+  s3 = ck.restore(os.path.join(wd, "checkpoints", "3", "state"))
+  tau = tiny_config().rlp.ema_tau
+  import jax
+  for e3, p2, p3 in zip(jax.tree.leaves(s3["ema"]), jax.tree.leaves(s2["params"]),
+                        jax.tree.leaves(s3["params"])):
+    np.testing.assert_allclose(e3, tau * p2 + (1 - tau) * p3, rtol=1e-5, atol=1e-7)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(s2["ema"]),
+                                                  jax.tree.leaves(s2["params"])))
+  # SIGTERM right at the switch (after step 2), then the same command resumes into steps 3, 4
+  wd_b = str(tmp_path / "b")
+  monkeypatch.setenv("RLP_FAULT_AT_STEP", "2:TERM")
+  loop.train(tiny_config(**TOY), wd_b)
+  assert [r["step"] for r in metrics.read_metrics(wd_b) if "loss" in r] == [1, 2]
+  monkeypatch.delenv("RLP_FAULT_AT_STEP")
+  loop.train(tiny_config(**TOY), wd_b)
+  assert _stream(wd_b) == _stream(wd)
+
+
 @pytest.mark.slow
 def test_main_job_config_runs_two_steps(tmp_path):
   """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2, 2 steps."""
@@ -158,3 +206,15 @@ def test_main_job_config_runs_two_steps(tmp_path):
   import math
   assert math.isfinite(out["rlp/s_pred_mean"]) and math.isfinite(out["rlp/reward_mean"])
   assert os.path.exists(tmp_path / "main" / "curves.png")
+
+
+@pytest.mark.parametrize("name", ["tiny", "toy_reasoning", "smollm2_rlp", "smollm2_cpt",
+                                  "smollm2_rpt"])
+def test_shipped_configs_validate(name):
+  import importlib
+  c = importlib.import_module(f"configs.{name}").get_config()
+  configuration.validate(c)
+  if name == "smollm2_rpt":
+    c.rlp.scorer_weight = 1.0
+    with pytest.raises(configuration.ConfigError, match="rlp.scorer_weight"):
+      configuration.validate(c)

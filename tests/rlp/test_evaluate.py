@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -92,12 +94,51 @@ def test_tiny_model_end_to_end():
     assert k in report and 0 <= report[k] <= max(1.0, report[k])
   assert report["reasoning/pass@1"] <= report["reasoning/pass@2"] <= report["reasoning/pass@4"]
   assert len(examples) == 2
-  docs = [np.asarray(tok.encode("Question: how many apples are there in the basket today?"))] * 2
-  scfg = S.SamplerConfig(group_size=2, max_thought_len=4, prompt_ids=tok.think_open_ids,
-                         close_ids=tok.think_close_ids)
-  lk = E.thought_likelihood(model, docs, scfg, seq_len=64, positions=2)
-  assert np.isfinite(lk["eval/information_gain"])
-  assert 0 <= lk["eval/next_token_acc_thought"] <= 1
+
+
+def _explicit_thought_eval(model, docs, scfg, cuts):
+  """Information gain and accuracies by plain full forwards, one sequence at a time (greedy)."""
+  gains, acc_t, acc_p = [], [], []
+  for d, ts in zip(docs, cuts):
+    for t in ts:
+      plain = jax.nn.log_softmax(model(jnp.asarray(d[None, :t]))[0, -1])
+      prompt = np.concatenate([d[:t], scfg.prompt_ids])
+      thought = np.asarray(models.greedy_generate(model, prompt, scfg.max_thought_len))[0]
+      closes = [i for i in range(len(thought)) if thought[i] == scfg.close_ids[0]]
+      thought = thought[:closes[0] + 1] if closes else np.concatenate(
+          [thought, scfg.close_ids])
+      lp = jax.nn.log_softmax(model(jnp.asarray(np.concatenate([prompt, thought])[None]))[0, -1])
+      gains.append(float(lp[d[t]] - plain[d[t]]))
+      acc_t.append(int(lp.argmax()) == d[t])
+      acc_p.append(int(plain.argmax()) == d[t])
+  return np.mean(gains), np.mean(acc_t), np.mean(acc_p)
+
+
+def test_thought_likelihood_equals_explicit_forwards_and_ignores_padding():
+  from models.tokenizer import load_tokenizer
+  from rlp import data as D
+  tok = load_tokenizer("bytes")
+  model = models.Transformer(models.ModelConfig(vocab_size=260), rngs=nnx.Rngs(3))
+  texts = ["1+2+3+4=0\n5+5+5+5=0\n", "9+9+9+9=6\n1+1+1+1=4\n", "2+2+2+2=8\n3+3+3+3=2\n"]
+  docs = [np.asarray(tok.encode(t)) for t in texts]
+  scfg = S.SamplerConfig(group_size=2, max_thought_len=4, temperature=0.0,
+                         prompt_ids=(256,), close_ids=(257,))
+  marker = tok.encode("=")
+  # three documents in batches of 2: the last batch is padded, and the pad row must not count
+  got = E.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
+                             batch_size=2, selection="marker", marker_ids=marker)
+  cuts = [D.marker_positions(d, marker) for d in docs]  # both '=' positions of each document
+  gain, acc_t, acc_p = _explicit_thought_eval(model, docs, scfg, cuts)
+  assert got["eval/positions"] == 6
+  np.testing.assert_allclose(got["eval/information_gain"], gain, atol=1e-4)
+  np.testing.assert_allclose(got["eval/next_token_acc_thought"], acc_t)
+  np.testing.assert_allclose(got["eval/next_token_acc_plain"], acc_p)
+  one = E.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
+                             batch_size=1, selection="marker", marker_ids=marker)
+  np.testing.assert_allclose(one["eval/information_gain"], got["eval/information_gain"], atol=1e-5)
+  with pytest.raises(E.EvalError, match="no document"):
+    E.thought_likelihood(model, docs, scfg, seq_len=32, min_prefix=4, selection="marker",
+                         marker_ids=tok.encode("#"))
 
 
 def test_generate_matches_greedy_with_left_padding():
@@ -132,3 +173,35 @@ def test_rlp_eval_cli_on_smollm2(tmp_path):
   r = subprocess.run([sys.executable, "-m", "launch.plot", str(out), str(out), f"--out={png}"],
                      cwd=ROOT, capture_output=True, text=True)
   assert r.returncode == 0 and png.exists()
+
+
+def test_rlp_eval_on_a_run_uses_its_settings_and_any_source(tmp_path):
+  """rlp-eval on a run's workdir: the thought eval takes the run's sampler, template and position
+  selection; --likelihood_source takes any source the trainer takes (here a JSONL file)."""
+  from configs import tiny
+  from rlp import loop
+  c = tiny.get_config()
+  c.train.steps, c.train.progress, c.train.plot, c.train.eval_docs = 1, False, False, 0
+  c.rlp.template, c.rlp.group_size, c.rlp.max_thought_len = "hm ", 3, 5
+  c.data.selection, c.data.position_marker, c.data.min_prefix = "marker", ":", 4
+  c.mesh.data = 1
+  wd = str(tmp_path / "run")
+  loop.train(c, wd, log=lambda m: None)
+  docs = tmp_path / "unseen.jsonl"
+  docs.write_text("".join(json.dumps({"text": f"Sum: {a}+{b}+1+1={(a + b + 2) % 10}\n"}) + "\n"
+                          for a in range(3) for b in range(3)))
+  out = tmp_path / "report.json"
+  r = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--model={wd}", "--problems=0",
+                      f"--likelihood_source=jsonl:{docs}", "--likelihood_docs=6", "--positions=1",
+                      f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  rep = json.loads(out.read_text())
+  assert rep["likelihood_source"] == f"jsonl:{docs}"
+  assert rep["thought_eval"]["template"] == "hm " and rep["thought_eval"]["group_size"] == 3
+  assert rep["thought_eval"]["max_thought_len"] == 5
+  assert rep["thought_eval"]["selection"] == "marker"
+  assert rep["eval/positions"] == 6 and np.isfinite(rep["eval/information_gain"])
+  r = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--model={wd}", "--problems=0",
+                      "--likelihood_source=jsonl:/nonexistent.jsonl", f"--out={tmp_path}/x.json"],
+                     cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 2 and "no such file" in r.stderr
