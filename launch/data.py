@@ -42,11 +42,19 @@ def _texts(spec):
                                        thought_format=kind == "reasoning_thought"), D.DataStats()
   if kind == "shakespeare":
     return corpora.shakespeare_documents(), D.DataStats()
+  if kind == "toy":
+    split, _, frac = arg.partition(":")
+    try:
+      return corpora.toy_documents(split or "train", FLAGS.num_docs,
+                                   float(frac) if frac else 0.0), D.DataStats()
+    except (ValueError, corpora.CorpusError) as e:
+      raise D.DataError(f"rlp-data: source {spec!r}: {e}") from None
   if kind in ("text", "jsonl"):
     stats = D.DataStats()
     return D.text_documents(arg, FLAGS.invalid_utf8, stats), stats
   raise D.DataError(f"rlp-data: source {spec!r} cannot be built from (reasoning, "
-                    "reasoning_thought, shakespeare, text:PATH, jsonl:PATH)")
+                    "reasoning_thought, shakespeare, toy[:split[:worked_frac]], text:PATH, "
+                    "jsonl:PATH)")
 
 
 def build():

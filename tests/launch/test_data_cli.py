@@ -47,3 +47,13 @@ def test_train_sentencepiece_tokenizer(tmp_path):
 def test_unknown_command_is_a_usage_error():
   r = _cli("frobnicate")
   assert r.returncode != 0 and "usage: rlp-data" in (r.stderr + r.stdout)
+
+
+def test_build_the_testbed_corpus(tmp_path):
+  out = tmp_path / "toy"
+  r = _cli("build", "--source=toy:train:0.5", "--num_docs=20", "--tokenizer=bytes",
+           f"--output={out}")
+  assert r.returncode == 0, r.stderr
+  assert json.loads(r.stdout.strip().splitlines()[-1])["documents"] == 20
+  r = _cli("build", "--source=toy:train:x", "--tokenizer=bytes", f"--output={tmp_path}/bad")
+  assert r.returncode == 2 and "toy:train:x" in r.stderr
