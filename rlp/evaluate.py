@@ -203,7 +203,7 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
     n_real = len(chunk)
     rows = [c[0] for c in chunk] + [chunk[0][0]] * (batch_size - n_real)  # pad rows: dropped below
     toks, lens = _pad_batch(rows, seq_len, batch_size, 0)
-    logits = np.array(_plain_logits(graphdef, params, jnp.asarray(toks)))
+    logits = _to_host(_plain_logits(graphdef, params, jnp.asarray(toks)))
     if baseline_exclude is not None:
       logits[..., baseline_exclude] = -np.inf
     lp_all = logits - logits.max(-1, keepdims=True)
@@ -222,8 +222,8 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
       cands = [c[1] for c in chunk] + [chunk[0][1]] * (batch_size - n_real)
       cuts = np.stack([D.choose_positions(int(l), positions, min_prefix, rng, c)
                        for l, c in zip(lens, cands)])
-    ro = _rollout(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
-                  jax.random.key(seed + i), cfg)
+    ro = jax.tree.map(_to_host, _rollout(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
+                                         jax.random.key(seed + i), cfg))
     tgt = np.take_along_axis(toks, cuts, 1)
     prev = np.take_along_axis(lp_all, (cuts - 1)[..., None], 1)  # [B, K, V]: predicts x_t
     s_plain.append(np.take_along_axis(prev, tgt[..., None], -1)[..., 0][:n_real])
@@ -240,6 +240,14 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
           "eval/next_token_acc_plain": float(np.concatenate([a.ravel() for a in acc_plain]).mean()),
           "eval/thought_len_mean": float(np.concatenate([x.ravel() for x in thought_len]).mean()),
           "eval/positions": int(sn.size), "eval/docs_skipped": len(docs) - len(usable)}
+
+
+def _to_host(x) -> np.ndarray:
+  """A writable numpy copy of an array, also one that spans other processes' devices."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.array(x)
+  from jax.experimental import multihost_utils
+  return np.array(multihost_utils.process_allgather(x, tiled=True))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
