@@ -1,6 +1,7 @@
 """rlp-train end to end on configs/tiny.py: RLP, CPT, RPT, resume, plots, bad configs, launchers."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -194,16 +195,19 @@ def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_main_job_config_runs_two_steps(tmp_path):
-  """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2, 2 steps."""
+  """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2: 2 warm-up + 2 RLP steps
+  with the held-out thought eval at the switch and the end."""
   from configs import smollm2_rlp
   c = smollm2_rlp.get_config()
+  c.warmup.steps = 2
   c.train.steps = 2
+  c.train.eval_every = 0
   c.train.progress = False
   c.train.eval_docs = 2
   c.mesh.data = 1  # the suite fakes 8 CPU devices; the main job runs on one
   out = loop.train(c, str(tmp_path / "main"))
-  assert out["step"] == 2
-  import math
+  assert out["step"] == 4
+  assert math.isfinite(out["eval/information_gain"]) and "rlp/scorer_nll" in out
   assert math.isfinite(out["rlp/s_pred_mean"]) and math.isfinite(out["rlp/reward_mean"])
   assert os.path.exists(tmp_path / "main" / "curves.png")
 
