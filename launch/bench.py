@@ -9,6 +9,8 @@ import sys
 
 from absl import app, flags
 
+from launch import cli
+
 flags.DEFINE_string("model", "smollm2",
                     "smollm2 (the GGUF) | an HF directory | random-init shapes: tiny, smollm2-shape, "
                     "llama-1b")
@@ -69,7 +71,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run(main, sys.modules[__name__], "rlp-bench")
 
 
 if __name__ == "__main__":

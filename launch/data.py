@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags
 
+from launch import cli
+
 flags.DEFINE_string("source", "reasoning:train", "data source spec (see rlp/data.py)")
 flags.DEFINE_string("tokenizer", None, "tokenizer.json, SentencePiece .model or .gguf; default: "
                     "the SmolLM2 GGUF")
@@ -101,18 +103,13 @@ def inspect():
 
 
 def main(argv):
-  from rlp import data as D
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: rlp-data {{{'|'.join(COMMANDS)}}} --flags (got {argv[1:]})")
-  try:
-    {"build": build, "train-tokenizer": train_tokenizer, "inspect": inspect}[argv[1]]()
-  except (D.DataError, D.TokenizerError) as e:
-    print(f"rlp-data: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  {"build": build, "train-tokenizer": train_tokenizer, "inspect": inspect}[argv[1]]()
 
 
 def run():
-  app.run(main)
+  cli.run(main, sys.modules[__name__], "rlp-data")
 
 
 if __name__ == "__main__":

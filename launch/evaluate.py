@@ -17,7 +17,9 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from launch import cli
 
 flags.DEFINE_string("model", "smollm2", "GGUF file, HF directory, run workdir or 'smollm2'")
 flags.DEFINE_string("jsonl", None, "problems as JSONL {question, answer}; default: the shipped "
@@ -51,6 +53,9 @@ flags.DEFINE_bool("use_ema", False, "evaluate a run's EMA params instead of its 
 flags.DEFINE_string("out", None, "report path (default: WORKDIR/eval/step-N.json for a run, "
                     "else ./eval_report.json)")
 flags.DEFINE_bool("overwrite", False, "replace an existing report")
+flags.DEFINE_bool("answer_fallback", False, "also score answers by the last number in the text "
+                  "when no explicit form (#### N, \\boxed{N}, 'the answer is N') is found; "
+                  "reported apart as reasoning_fallback/*")
 FLAGS = flags.FLAGS
 
 
@@ -83,68 +88,67 @@ def thought_eval_config(run_config):
 
 
 def main(argv):
-  del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   from rlp import configuration as CFG, corpora, data as D, evaluate as E
   from rlp.thought_format import thought_format
-  try:
-    model, tok, desc = E.load_for_eval(FLAGS.model, FLAGS.use_ema)
-    run_config = desc.pop("config", None)
-    out = FLAGS.out or (os.path.join(FLAGS.model, "eval", f"step-{desc['step']}.json")
-                        if desc["kind"] == "checkpoint" else "eval_report.json")
-    if os.path.exists(out) and not FLAGS.overwrite:
-      raise E.EvalError(f"{out} exists; pass --overwrite or another --out")
-    c = thought_eval_config(run_config)
-    source = FLAGS.likelihood_source or (run_config.data.eval_source if run_config is not None
-                                         and run_config.data.eval_source else "reasoning:eval")
-    report = {"model": desc, "likelihood_source": source}
-    docs_ds, stats = D.open_documents(source, tok, num_docs=FLAGS.likelihood_docs)
-    docs = [docs_ds[i] for i in range(min(len(docs_ds), FLAGS.likelihood_docs))]
-    from flax import nnx
-    graphdef, params = nnx.split(model)
-    report.update(E.heldout_nll(graphdef, params, docs, c.data.seq_len))
-    report["thought_eval"] = {"group_size": c.rlp.group_size,
-                              "max_thought_len": c.rlp.max_thought_len,
-                              "temperature": c.rlp.temperature, "template": c.rlp.template,
-                              "selection": c.data.selection,
-                              "position_marker": c.data.position_marker,
-                              "positions_per_doc": c.train.eval_positions,
-                              "min_prefix": c.data.min_prefix, "seed": FLAGS.seed}
-    report.update(E.thought_likelihood(
-        model, docs, CFG.sampler_config(c, tok), c.data.seq_len,
-        positions=max(1, c.train.eval_positions), min_prefix=c.data.min_prefix, seed=FLAGS.seed,
-        batch_size=max(1, min(len(docs), 4)), selection=c.data.selection,
-        marker_ids=CFG.marker_ids(c, tok),
-        baseline_exclude=thought_format(tok, c.rlp.template).open_token))
-    if FLAGS.problems:
-      problems = (E.load_problems(FLAGS.jsonl) if FLAGS.jsonl
-                  else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
-      shots = corpora.reasoning_problems("train", max(FLAGS.shots, 1))[:FLAGS.shots]
-      ks = [int(k) for k in FLAGS.k]
-      reasoning, examples = E.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
-                                             FLAGS.max_new_tokens, FLAGS.temperature)
-      report.update(reasoning)
-      report["examples"] = examples
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-      json.dump(report, f, indent=2)
-    if desc["kind"] == "checkpoint":
-      from tensorboardX import SummaryWriter
-      with SummaryWriter(os.path.join(FLAGS.model, "tb")) as w:
-        for k, v in report.items():
-          if isinstance(v, float):
-            w.add_scalar(k, v, desc["step"])
-    print(json.dumps({k: v for k, v in report.items() if k != "examples"}))
-    print(out)
-  except (E.EvalError, D.DataError, CFG.ConfigError) as e:
-    print(f"rlp-eval: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if len(argv) > 1:
+    cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value")
+  model, tok, desc = E.load_for_eval(FLAGS.model, FLAGS.use_ema)
+  run_config = desc.pop("config", None)
+  out = FLAGS.out or (os.path.join(FLAGS.model, "eval", f"step-{desc['step']}.json")
+                      if desc["kind"] == "checkpoint" else "eval_report.json")
+  if os.path.exists(out) and not FLAGS.overwrite:
+    raise E.EvalError(f"{out} exists; pass --overwrite or another --out")
+  c = thought_eval_config(run_config)
+  source = FLAGS.likelihood_source or (run_config.data.eval_source if run_config is not None
+                                       and run_config.data.eval_source else "reasoning:eval")
+  report = {"model": desc, "likelihood_source": source}
+  docs_ds, stats = D.open_documents(source, tok, num_docs=FLAGS.likelihood_docs)
+  docs = [docs_ds[i] for i in range(min(len(docs_ds), FLAGS.likelihood_docs))]
+  from flax import nnx
+  graphdef, params = nnx.split(model)
+  report.update(E.heldout_nll(graphdef, params, docs, c.data.seq_len))
+  report["thought_eval"] = {"group_size": c.rlp.group_size,
+                            "max_thought_len": c.rlp.max_thought_len,
+                            "temperature": c.rlp.temperature, "template": c.rlp.template,
+                            "selection": c.data.selection,
+                            "position_marker": c.data.position_marker,
+                            "positions_per_doc": c.train.eval_positions,
+                            "min_prefix": c.data.min_prefix, "seed": FLAGS.seed}
+  report.update(E.thought_likelihood(
+      model, docs, CFG.sampler_config(c, tok), c.data.seq_len,
+      positions=max(1, c.train.eval_positions), min_prefix=c.data.min_prefix, seed=FLAGS.seed,
+      batch_size=max(1, min(len(docs), 4)), selection=c.data.selection,
+      marker_ids=CFG.marker_ids(c, tok),
+      baseline_exclude=thought_format(tok, c.rlp.template).open_token))
+  if FLAGS.problems:
+    problems = (E.load_problems(FLAGS.jsonl) if FLAGS.jsonl
+                else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
+    shots = corpora.reasoning_problems("train", max(FLAGS.shots, 1))[:FLAGS.shots]
+    ks = [int(k) for k in FLAGS.k]
+    reasoning, examples = E.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
+                                           FLAGS.max_new_tokens, FLAGS.temperature,
+                                           fallback=FLAGS.answer_fallback)
+    report.update(reasoning)
+    report["examples"] = examples
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(report, f, indent=2)
+  if desc["kind"] == "checkpoint":
+    from tensorboardX import SummaryWriter
+    with SummaryWriter(os.path.join(FLAGS.model, "tb")) as w:
+      for k, v in report.items():
+        if isinstance(v, float):
+          w.add_scalar(k, v, desc["step"])
+  print(json.dumps({k: v for k, v in report.items() if k != "examples"}))
+  print(out)
 
 
 def run():
-  app.run(main)
+  cli.run(main, sys.modules[__name__], "rlp-eval")
 
 
 if __name__ == "__main__":
   run()
+

@@ -10,6 +10,8 @@ import sys
 
 from absl import app, flags
 
+from launch import cli
+
 flags.DEFINE_string("out", None, "PNG path")
 flags.DEFINE_list("labels", None, "legend labels, one per run")
 FLAGS = flags.FLAGS
@@ -26,18 +28,14 @@ def main(argv):
   else:
     out = FLAGS.out or (os.path.join(dirs[0], "curves.png") if len(dirs) == 1
                         else "runs_comparison.png")
-  try:
-    if reports:
-      print(plot.plot_pass_at_k(dirs, out, FLAGS.labels))
-    else:
-      print(plot.plot_runs(dirs, out, FLAGS.labels))
-  except plot.PlotError as e:
-    print(f"rlp-plot: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if reports:
+    print(plot.plot_pass_at_k(dirs, out, FLAGS.labels))
+  else:
+    print(plot.plot_runs(dirs, out, FLAGS.labels))
 
 
 def run():
-  app.run(main)
+  cli.run(main, sys.modules[__name__], "rlp-plot")
 
 
 if __name__ == "__main__":

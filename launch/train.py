@@ -1,42 +1,56 @@
 """rlp-train --config=configs/NAME.py [--config.a.b=value ...] --workdir=DIR
 
-Runs, or resumes when DIR holds a checkpoint, the experiment a config file describes.
+Runs, or resumes when DIR holds a checkpoint, the experiment a config file describes. Any config
+field can be set with --config.FIELD=VALUE (e.g. --config.rlp.group_size=8); list every field
+with its value and comment with
+
+  rlp-train --config=configs/NAME.py --print_config
+
 Multi-host runs (TPU pods, SLURM, explicit --coordinator) call jax.distributed.initialize first.
 """
 
-import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+from launch import cli
+
+config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)",
+                                lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, config.json)")
+flags.DEFINE_bool("print_config", False, "print every config field with its value and comment, "
+                  "then exit")
 flags.DEFINE_string("coordinator", None, "host:port of process 0 for multi-process runs")
 flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
 flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")
-flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    cli.die("rlp-train", f"unexpected arguments {argv[1:]}; flags are written --name=value")
+  if FLAGS.config is None:
+    cli.die("rlp-train", "--config=configs/NAME.py is required (see rlp-train --help)")
+  if FLAGS.print_config:
+    from configs import describe
+    print(describe.describe(FLAGS.config))
+    return
+  if not FLAGS.workdir:
+    cli.die("rlp-train", "--workdir=DIR is required (see rlp-train --help)")
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax / grain INFO lines drown the progress bar
   from launch import distributed
   distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-  from rlp import configuration, data, loop
-  import models
-  try:
-    loop.train(FLAGS.config, FLAGS.workdir)
-  except (configuration.ConfigError, data.DataError, data.TokenizerError,
-          models.WeightsError, loop.TrainingError) as e:
-    print(f"rlp-train: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  from rlp import loop
+  result = loop.train(FLAGS.config, FLAGS.workdir)
+  if result.get("interrupted"):
+    raise cli.Interrupted(result["interrupted"], f"stopped at step {result.get('step')} by a "
+                          "signal; rerun the same command to resume")
 
 
 def run():
-  app.run(main)
+  cli.run(main, sys.modules[__name__], "rlp-train", load=("config",))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""What every console script shares: --help that lists the script's flags, one-line errors for bad
+input, and exit codes a scheduler can act on.
+
+Exit codes (also in README):
+  0    finished (or, for rlp-train, the run was already complete)
+  1    an unexpected error (a bug: the traceback is printed)
+  2    bad input: flags, config, data, weights, checkpoint or paths; the line says what and how
+  3    training stopped on its own (e.g. repeated non-finite losses); checkpoints are kept
+  130  interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: rlp-train wrote a checkpoint first when it
+       had started training; rerun the same command to resume
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from absl import app, flags
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 3
+_HELP = ("-h", "--help", "-help", "--h", "-?")
+
+
+class Interrupted(Exception):
+  """A run stopped by a signal after saving what it had (exit 128 + signal)."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum
+
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+  """Exception types that mean 'the user gave us something wrong' (one line, exit 2)."""
+  import models
+  from rlp import checkpoint, configuration, data, evaluate, plot
+  return (configuration.ConfigError, data.DataError, data.TokenizerError, models.WeightsError,
+          checkpoint.CheckpointError, evaluate.EvalError, plot.PlotError, app.UsageError,
+          FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+          PermissionError)
+
+
+def die(prog: str, message: str, code: int = EXIT_BAD_INPUT):
+  print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def help_text(prog: str, module) -> str:
+  """The module's docstring, then its flags with their help and defaults."""
+  lines = [(module.__doc__ or prog).strip(), "", "flags:"]
+  for flag in sorted(flags.FLAGS.get_flags_for_module(module.__name__), key=lambda f: f.name):
+    default = "" if flag.default is None else f" (default: {flag.default!r})"
+    lines.append(f"  --{flag.name}: {flag.help}{default}")
+  lines += ["  --help: this message", "", __doc__.split("\n\n", 1)[1].strip()]
+  return "\n".join(lines)
+
+
+def _parser(prog: str, load: tuple[str, ...]):
+  def parse(argv):
+    try:
+      rest = flags.FLAGS(argv)
+      for name in load:  # a config file that failed to load raises on first use: use it here
+        getattr(getattr(flags.FLAGS, name), "lock", None)
+      return rest
+    except flags.Error as e:
+      die(prog, f"{e} (see {prog} --help)")
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+      die(prog, _config_message(e))
+  return parse
+
+
+def _config_message(e: BaseException) -> str:
+  """ml_collections reports an unknown field or a bad config file as a nested exception whose text
+  carries the useful part (`'grop_size' Did you mean "group_size"`); keep that part."""
+  raw = str(e.args[0] if e.args else e)
+  missing = re.search(r"No such file or directory: '([^']*)'", raw)
+  if missing:
+    return f"config file {missing.group(1)} not found (configs/*.py lists the shipped ones)"
+  close = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', raw)
+  if close:
+    return (f"unknown config field '{close.group(2)}' (did you mean '{close.group(1)}'?); list "
+            "the fields with --print_config")
+  text = " ".join(raw.replace("\\n", " ").replace("\\'", "'").split())[:300]
+  if isinstance(e, (AttributeError, KeyError)):
+    return f"unknown config field {text}; list the fields with --print_config"
+  if isinstance(e, OSError):
+    return f"cannot load the config file: {text}"
+  return f"bad flag value: {text}"
+
+
+def run(main, module, prog: str, load: tuple[str, ...] = ()):
+  """app.run(main) with --help listing `module`'s flags (exit 0), flag / config errors in one line
+  (exit 2) and the exit codes above. `load`: config flags to load while parsing flags."""
+  if any(a in _HELP for a in sys.argv[1:]):
+    print(help_text(prog, module))
+    sys.exit(0)
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except KeyboardInterrupt:
+      print(f"\n{prog}: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+      sys.exit(130)
+    except Interrupted as e:
+      print(f"{prog}: {e}", file=sys.stderr, flush=True)
+      sys.exit(128 + e.signum)
+    except bad_input_errors() as e:
+      die(prog, " ".join(str(e).split()) if "\n" not in str(e) else str(e))
+    except _training_errors() as e:
+      die(prog, str(e), EXIT_FAILED)
+
+  try:
+    app.run(wrapped, flags_parser=_parser(prog, load))
+  except KeyboardInterrupt:  # during start-up, before main
+    print(f"\n{prog}: interrupted during start-up; nothing was written", file=sys.stderr)
+    sys.exit(130)
+
+
+def _training_errors():
+  from rlp import loop
+  return (loop.TrainingError,)
+

@@ -1,0 +1,101 @@
+"""What a user meets first at the command line: --help, one-line errors with a fix, exit codes,
+and a workdir that is never thrown away by a changed config."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPTS = {"train": "rlp-train", "evaluate": "rlp-eval", "data": "rlp-data", "bench": "rlp-bench",
+           "plot": "rlp-plot", "export": "rlp-export"}
+
+
+def _cli(module, *args, timeout=300):
+  return subprocess.run([sys.executable, "-m", f"launch.{module}", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(r, code=2):
+  assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+  errors = [l for l in r.stderr.splitlines() if " error: " in l]
+  assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  return errors[0]
+
+
+@pytest.mark.parametrize("module", sorted(SCRIPTS))
+def test_help_lists_the_flags_and_exits_0(module):
+  r = _cli(module, "--help")
+  assert r.returncode == 0, r.stderr
+  assert "flags:" in r.stdout and "Exit codes" in r.stdout
+  assert r.stdout.count("\n  --") >= 2  # the script's own flags with their help
+  assert SCRIPTS[module] in r.stdout
+
+
+def test_print_config_lists_every_field_with_value_and_comment():
+  r = _cli("train", "--config=configs/tiny.py", "--print_config", "--config.rlp.group_size=8")
+  assert r.returncode == 0, r.stderr
+  lines = r.stdout.splitlines()
+  assert "rlp.group_size = 8  # G thoughts per context (the paper: 16)" in lines
+  assert any(l.startswith("train.steps = 10  # ") for l in lines)
+  from configs import tiny
+  from configs.describe import _leaves
+  assert len(lines) == len(list(_leaves(tiny.get_config())))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--config=configs/tiny.py", "--config.rlp.grop_size=4", "--workdir=/tmp/x"),
+     "unknown config field 'grop_size' (did you mean 'group_size'?)"),
+    (("--config=configs/nope.py", "--workdir=/tmp/x"), "config file configs/nope.py not found"),
+    (("--config=configs/tiny.py", "--config.rlp.group_size=abc", "--workdir=/tmp/x"),
+     "--config.rlp.group_size=abc"),
+    (("--config=configs/tiny.py",), "--workdir=DIR is required"),
+    (("--config=configs/tiny.py", "--workdir=/tmp/x", "--nosuch=1"), "Unknown command line flag"),
+])
+def test_train_flag_errors_are_one_line(args, needle):
+  assert needle in _one_line_error(_cli("train", *args))
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  f = tmp_path / "f"
+  f.write_text("keep me")
+  line = _one_line_error(_cli("train", "--config=configs/tiny.py", f"--workdir={f}"))
+  assert "is a file" in line and f.read_text() == "keep me"
+
+
+def test_eval_bad_models_are_one_line(tmp_path):
+  f = tmp_path / "w.gguf"
+  f.write_bytes(b"not a gguf at all")
+  assert "is not a GGUF file" in _one_line_error(_cli("evaluate", f"--model={f}"))
+  d = tmp_path / "hf"
+  d.mkdir()
+  (d / "model.safetensors").write_bytes(b"")
+  assert "not a GGUF file, an HF directory" in _one_line_error(_cli("evaluate", f"--model={d}"))
+
+
+def test_empty_text_builds_no_dataset(tmp_path):
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n\n")
+  out = tmp_path / "ds"
+  line = _one_line_error(_cli("data", "build", f"--source=text:{empty}", "--tokenizer=bytes",
+                              f"--output={out}"))
+  assert "no document" in line and not out.exists()
+
+
+def test_changed_model_is_refused_and_nothing_is_renamed(tmp_path):
+  wd = tmp_path / "run"
+  base = ("--config=configs/tiny.py", "--config.train.steps=2", "--config.train.checkpoint_every=2",
+          "--config.train.eval_docs=0", "--config.train.plot=false",
+          "--config.train.progress=false", f"--workdir={wd}")
+  r = _cli("train", *base)
+  assert r.returncode == 0, r.stderr[-2000:]
+  before = sorted(os.listdir(wd / "checkpoints")), (wd / "metrics.jsonl").read_text()
+  line = _one_line_error(_cli("train", *base, "--config.model.d_model=32"))
+  assert "model.d_model: 64 -> 32" in line and "params/embed" in line
+  assert "new --workdir" in line and "model.init=checkpoint" in line
+  assert (sorted(os.listdir(wd / "checkpoints")), (wd / "metrics.jsonl").read_text()) == before
+  assert not any(".damaged" in n for n in os.listdir(wd / "checkpoints"))
+  # the unchanged command still resumes the run (here: already complete)
+  r = _cli("train", *base)
+  assert r.returncode == 0 and "already complete" in r.stderr
