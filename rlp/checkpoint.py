@@ -1,7 +1,9 @@
 """Orbax checkpoints of a run: train state, data-iterator state and run metadata.
 
 A damaged newest checkpoint (missing or truncated file) is reported, moved aside to
-`<step>.damaged-<n>` (never deleted) and the previous one is used.
+`<step>.damaged-<n>` (never deleted) and the previous one is used. A readable checkpoint whose
+arrays do not fit the run's state (the config changed the model, the optimizer or the reference)
+is not damage: restoring refuses with `CheckpointError` and renames nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,36 @@ def abstract_like(state, shardings=None):
                         state)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
                       shardings)
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that is readable but does not fit the run (incompatible, not damaged)."""
+
+
+def _key(k) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  """'params/embed' -> shape for every array leaf of a state, a target or a checkpoint's
+  metadata tree (dataclass fields, dict keys and tuple indices all become path parts)."""
+  return {"/".join(_key(k) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+          if hasattr(leaf, "shape")}
+
+
+def describe_mismatch(saved: dict, wanted: dict, limit: int = 4) -> list[str]:
+  diffs = []
+  params_first = lambda n: (not n.startswith("params/"), n)  # noqa: E731
+  for name in sorted(set(saved) | set(wanted), key=params_first):
+    a, b = saved.get(name), wanted.get(name)
+    if a != b:
+      diffs.append(f"{name}: checkpoint {'absent' if a is None else a}, "
+                   f"this config {'absent' if b is None else b}")
+  return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])
 
 
 class Checkpointer:
@@ -52,7 +84,16 @@ class Checkpointer:
     different mesh than the one the checkpoint was written from.
     """
     target = abstract_state
+    wanted = _shapes(target)
     for step in reversed(self.steps()):
+      saved = self._saved_shapes(step)
+      if saved is not None and saved != wanted:
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} was written by a run whose state has "
+            "other shapes than this config's (" + "; ".join(describe_mismatch(saved, wanted))
+            + "). Nothing was changed. Use a new --workdir, or start a new workdir from this "
+            "run's weights with --config.model.init=checkpoint --config.model.path=<this "
+            "workdir> (same model shapes); or rerun with the run's own config.json")
       try:
         args = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
         if os.path.isdir(os.path.join(self.directory, str(step), "data")):
@@ -65,6 +106,21 @@ class Checkpointer:
         log(f"rlp: checkpoint step {step} in {self.directory} is damaged "
             f"({type(e).__name__}: {str(e)[:300]}); moved it to {moved} and trying the previous one")
     return None
+
+  def _saved_shapes(self, step: int) -> dict | None:
+    """The array shapes stored in a checkpoint's state item, or None when they cannot be read
+    (a damaged checkpoint: the restore below then reports it)."""
+    from absl import logging
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # orbax warns that a step-level metadata file is absent
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        md = reader.metadata(os.path.join(self.directory, str(step), "state"))
+      return _shapes(getattr(md, "item_metadata", md))
+    except Exception:  # noqa: BLE001  any unreadable metadata is damage, handled by the restore
+      return None
+    finally:
+      logging.set_verbosity(level)
 
   def _set_aside(self, step: int) -> str:
     src = os.path.join(self.directory, str(step))

@@ -114,7 +114,9 @@ def validate(config, n_devices: int | None = None) -> None:
         errors.append(f"config.data.batch_size = {config.data.batch_size} is invalid: must be a "
                       f"multiple of mesh data x fsdp ({div})")
     except sharding.MeshError as e:
-      errors.append(f"config.mesh = {dims} is invalid: {e}")
+      import jax
+      errors.append(f"config.mesh = {dims} is invalid: {e} (JAX sees {n_devices} "
+                    f"{jax.default_backend()} device(s); see README: Accelerators)")
   if errors:
     raise ConfigError("\n".join(errors))
 
@@ -128,8 +130,12 @@ def model_config(config) -> models.ModelConfig:
 
 
 def _runtime(config) -> dict:
+  """Compute settings; cuDNN attention falls back to XLA's where there is no NVIDIA GPU (the run
+  warns about it at start: launch/cli.environment_warnings)."""
+  import jax
   m = config.model
-  return dict(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.attention)
+  attention = m.attention if jax.default_backend() == "gpu" else "xla"
+  return dict(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=attention)
 
 
 def load_model_and_tokenizer(config) -> tuple[models.Transformer, Tokenizer]:

@@ -62,13 +62,15 @@ class _StopFlag:
 
 def _fault_injection():
   """RLP_FAULT_AT_STEP=STEP:KILL|TERM[:PROCESS] sends this process the signal after dispatching
-  STEP: the fault-tolerance tests kill -9 / preempt a real run at a chosen point this way."""
+  STEP (STEP=final-eval: after the last checkpoint is on disk, before the final eval): the
+  fault-tolerance tests kill -9 / preempt a real run at a chosen point this way."""
   spec = os.environ.get("RLP_FAULT_AT_STEP")
   if not spec:
     return None
   parts = spec.split(":")
   sig = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[parts[1]]
-  return int(parts[0]), sig, int(parts[2]) if len(parts) > 2 else None
+  at = -1 if parts[0] == "final-eval" else int(parts[0])
+  return at, sig, int(parts[2]) if len(parts) > 2 else None
 
 
 def _write_config(config, workdir, step, log):
@@ -84,6 +86,41 @@ def _write_config(config, workdir, step, log):
     log(f"rlp: config changed since the last run; the previous one is kept as {keep}")
   with open(path, "w") as f:
     f.write(new)
+
+
+def _config_changes(config, workdir, limit: int = 6) -> list[str]:
+  """'model.d_model: 64 -> 32' for each field that differs from the workdir's config.json."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  out = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
+         for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+  return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _environment_warnings(config, log) -> None:
+  """One line per request the visible devices cannot serve (bf16 or cuDNN attention without an
+  accelerator; a mesh larger than the visible devices is refused by config validation)."""
+  platform = jax.default_backend()
+  if platform == "cpu" and config.model.dtype != "float32":
+    log(f"rlp: warning: model.dtype={config.model.dtype} but JAX sees only the CPU, where it is "
+        "slow and imprecise; install JAX for your accelerator (README: Accelerators)")
+  if platform != "gpu" and config.model.attention == "cudnn":
+    log(f"rlp: warning: model.attention=cudnn needs an NVIDIA GPU; JAX sees {platform}, so XLA "
+        "attention is used")
 
 
 def _build_data(config, tok, model_vocab, warmup: bool = False):
@@ -168,6 +205,17 @@ def _restore_init_checkpoint(config, state, shardings, log):
                        ref=None if state.ref is None else jax.tree.map(jax.numpy.copy, params))
 
 
+def _agreed_stop(local_signal):
+  """The stop decision of all processes: a signal any process received (its number), or None.
+  Every process then checkpoints the same step and exits together; deciding alone would leave
+  the others waiting in the next collective (the checkpoint save is one) forever."""
+  if jax.process_count() == 1:
+    return local_signal
+  from jax.experimental import multihost_utils
+  got = multihost_utils.process_allgather(np.int32(local_signal or 0))
+  return int(np.max(got)) or None
+
+
 def _local(x):
   """This process's first shard of a global array (rows of its own host batch come first)."""
   return np.asarray(x) if x.is_fully_addressable else np.asarray(x.addressable_shards[0].data)
@@ -193,7 +241,11 @@ def train(config, workdir: str, log=None) -> dict:
   if "://" in workdir:
     raise CFG.ConfigError(f"--workdir={workdir} is a URL; use a local or mounted path (e.g. a "
                           "gcsfuse mount of the bucket) shared by all processes")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise CFG.ConfigError(f"--workdir={workdir} is a file; give a directory (new, or a run's "
+                          "workdir to resume it)")
   os.makedirs(workdir, exist_ok=True)
+  _environment_warnings(config, log)
   mesh = SH.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
   if config.model.init == "checkpoint":
     with open(os.path.join(config.model.path, "config.json")) as f:
@@ -221,7 +273,14 @@ def train(config, workdir: str, log=None) -> dict:
     ckpt = C.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     writer = M.MetricsWriter(workdir, config.train.tensorboard)
     start = 0
-    restored = ckpt.restore_latest(C.abstract_like(state, shardings), log=log)
+    try:
+      restored = ckpt.restore_latest(C.abstract_like(state, shardings), log=log)
+    except C.CheckpointError as e:
+      ckpt.close()
+      changed = _config_changes(config, workdir)
+      raise C.CheckpointError(
+          f"{workdir} holds a run this config cannot resume"
+          + (f" (changed since it: {'; '.join(changed)})" if changed else "") + f": {e}") from None
     if restored is not None:
       state, data_state, meta, start = restored
       if data_state is not None:
@@ -248,11 +307,12 @@ def train(config, workdir: str, log=None) -> dict:
     peak, peak_src = M.device_peak_flops(config.model.dtype)
     eval_docs = _eval_docs(config, tok)
     result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
-                        peak, eval_docs, graphdef, model_cfg, log)
+                        peak, eval_docs, graphdef, model_cfg, log, workdir)
     writer.close()
     ckpt.close()
   del iterator
-  if config.train.plot and jax.process_index() == 0 and result.get("step"):
+  if (config.train.plot and jax.process_index() == 0 and result.get("step")
+      and not result.get("interrupted")):
     from rlp import plot
     path = plot.plot_runs([workdir], os.path.join(workdir, "curves.png"))
     log(f"rlp: curves written to {path}")
@@ -276,8 +336,28 @@ class _Phases:
     return self.main_fn(state, batch)
 
 
+def _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef, state, log):
+  """A rerun of a finished run: writes what a run killed after its last checkpoint still owed
+  (the final held-out eval, then the curves, via the returned step), else only says it is done."""
+  rows = M.read_metrics(workdir)
+  has_eval = any(r.get("step") == total and "eval/nll" in r for r in rows)
+  owed_eval = bool(eval_docs) and not has_eval
+  owed_plot = config.train.plot and not os.path.exists(os.path.join(workdir, "curves.png"))
+  if not (owed_eval or owed_plot):
+    log(f"rlp: the run is already complete at step {start} of {total} (warmup.steps + "
+        "train.steps); raise --config.train.steps to continue it")
+    return {}
+  last = {"step": start}
+  if owed_eval:
+    log(f"rlp: the run reached step {start} but its final eval was not written; writing it")
+    ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
+    writer.write(start, ev)
+    last.update(ev)
+  return last
+
+
 def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta, peak,
-               eval_docs, graphdef, model_cfg, log):
+               eval_docs, graphdef, model_cfg, log, workdir):
   t_cfg, d = config.train, config.data
   warm = config.warmup.steps
   total = t_cfg.steps + warm
@@ -285,9 +365,7 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
     main_fn = step_fn
     step_fn = lambda state, batch, step: main_fn(state, batch)  # noqa: E731
   if start >= total:
-    log(f"rlp: the run is already at step {start} of {total} (warmup.steps + train.steps); "
-        "raise --config.train.steps to continue it")
-    return {}
+    return _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef, state, log)
   progress = None
   if t_cfg.progress and jax.process_index() == 0:
     from tqdm import tqdm
@@ -319,6 +397,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
                                thought_len=host.get("rlp/thought_len_mean", 0) + 1,
                                updates=config.rlp.num_updates,
                                ema_forward=ema_forward)
+    if step == start + 1:
+      host["perf/includes_compile"] = 1.0  # the first step of a process also compiles
     host["perf/step_seconds"] = dt
     host["perf/tokens_per_sec"] = tokens / max(dt, 1e-9)
     host["perf/mfu"] = flops / max(dt, 1e-9) / peak
@@ -330,7 +410,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
       writer.text(step, "samples/thoughts", text)
       (progress.write if progress else log)(f"[step {step}] sample thoughts:\n{text}")
     if progress is not None:
-      post = {"s/step": f"{dt:.2f}", "tok/s": f"{host['perf/tokens_per_sec']:.0f}",
+      post = {"s/step": f"{dt:.2f}" + (" (compiling)" if step == start + 1 else ""),
+              "tok/s": f"{host['perf/tokens_per_sec']:.0f}",
               "loss": f"{host.get('loss', 0):.4f}"}
       if "rlp/reward_mean" in host:
         post["reward"] = f"{host['rlp/reward_mean']:.3f}"
@@ -344,11 +425,22 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   fault = _fault_injection()
 
   def evaluate(step):
+    nonlocal t_last
     if eval_docs:
       writer.write(step, _evaluate(config, tok, graphdef, state.params, eval_docs))
+      t_last = time.perf_counter()  # the eval's time is not the next step's
+
+  def flush():
+    nonlocal pending, t_last
+    if pending is not None:
+      jax.block_until_ready(pending[1])
+      now = time.perf_counter()
+      emit(*pending, now - t_last)
+      t_last, pending = now, None
 
   if start == 0 and t_cfg.eval_every:
     evaluate(0)  # the starting point of the held-out curves
+  stopping = None
   with _StopFlag() as stop:
     step = start
     while step < total:
@@ -356,28 +448,36 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
       gbatch = SH.shard_batch(batch, mesh)
       state, m, ro = step_fn(state, gbatch, step)
       step += 1
-      if pending is not None:
-        now = time.perf_counter()
-        emit(*pending, now - t_last)
-        t_last = now
+      flush()  # the previous step's metrics, read while this step runs
       pending = (step, m, ro, batch)
       if fault and fault[0] == step and (fault[2] is None or fault[2] == jax.process_index()):
         os.kill(os.getpid(), fault[1])
-      due = step % t_cfg.checkpoint_every == 0 or step == total or stop.signal is not None
+      stopping = _agreed_stop(stop.signal)
+      due = step % t_cfg.checkpoint_every == 0 or step == total or stopping is not None
+      if due:
+        flush()  # a checkpointed step's metrics are written before its checkpoint exists
       if step < total and ((t_cfg.eval_every and step % t_cfg.eval_every == 0)
                            or (warm and step == warm)):
+        flush()
         evaluate(step)
       if due:
         ckpt.save(step, state, iterator.get_state(), {**meta, "step": step})
-      if stop.signal is not None:
-        log(f"rlp: signal {stop.signal} received; checkpoint at step {step} written, exiting")
+      if stopping is not None:
         break
-    if pending is not None:
-      jax.block_until_ready(state)
-      emit(*pending, time.perf_counter() - t_last)
+    flush()
   if progress is not None:
     progress.close()
-  if eval_docs and stop.signal is None and step == total:
+  if stopping is not None:
+    ckpt.wait()
+    name = signal.Signals(stopping).name
+    who = "" if stop.signal else " by another process"
+    log(f"rlp: {name} received{who}; checkpoint at step {step} written; rerun the same command "
+        "to resume")
+    return {**last, "interrupted": int(stopping)}
+  if fault and fault[0] == -1:
+    ckpt.wait()
+    os.kill(os.getpid(), fault[1])
+  if eval_docs and step == total:
     ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
     writer.write(step, ev)
     last.update(ev)

@@ -1,5 +1,6 @@
-"""Two local CPU processes with jax.distributed (gloo): train, checkpoint, resume; a dead peer
-makes the survivor exit non-zero within 60 s instead of hanging."""
+"""Two local CPU processes with jax.distributed (gloo): train, checkpoint, resume; SIGTERM to one
+process stops both at the same checkpoint; a dead peer makes the survivor exit non-zero within
+60 s instead of hanging."""
 
 import json
 import os
@@ -51,6 +52,35 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     steps = [json.loads(l)["step"] for l in f if '"loss"' in l]
   assert steps == list(range(1, 9))  # one writer (process 0), no duplicates
+
+
+def _stream(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(l).items() if not k.startswith("perf/")} for l in f]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_checkpoint(tmp_path):
+  wd = str(tmp_path / "run")
+  procs = _launch(wd, 8, fault="4:TERM:1")
+  t = time.time()
+  try:
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    pytest.fail("SIGTERM to one process left the run hanging")
+  assert [p.returncode for p in procs] == [143, 143], outs[0][-3000:] + outs[1][-3000:]
+  assert all("checkpoint at step 4 written" in o for o in outs)
+  assert "4" in os.listdir(os.path.join(wd, "checkpoints"))
+  procs = _launch(wd, 8)
+  outs = [p.communicate(timeout=400)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:]
+  assert all("step 4" in o for o in outs)
+  ref = str(tmp_path / "ref")
+  procs = _launch(ref, 8)
+  assert [p.communicate(timeout=400) and p.returncode for p in procs] == [0, 0]
+  assert _stream(wd) == _stream(ref)  # the preempted-and-resumed run is the uninterrupted one
+  assert time.time() - t < 1200
 
 
 def test_dead_peer_makes_survivor_exit(tmp_path):
