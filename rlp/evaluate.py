@@ -36,7 +36,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
   return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-_NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?|-?\.\d+"
+# A number, with a sign only when the minus is attached to it and not part of an expression
+# ("12 - 4" and "12-4" are not -4).
+_NUM = r"(?:(?<![\w)\]])-)?(?:\$\s?)?\d[\d,]*(?:\.\d+)?|(?:(?<![\w)\]])-)?\.\d+"
 
 
 def _clean_number(s: str) -> str | None:
@@ -50,14 +52,21 @@ def _clean_number(s: str) -> str | None:
   return repr(v)
 
 
-def extract_answer(text: str) -> str | None:
-  """The final answer of a solution: `#### N`, then `\\boxed{N}`, then the last number."""
+def extract_answer(text: str, fallback: bool = False) -> str | None:
+  """The final answer of a solution in an explicit form: `#### N`, then `\\boxed{N}`, then "the
+  (final) answer is N". With fallback=True, else the last number in the text (reported apart:
+  it credits a model that writes numbers at random)."""
   m = re.search(r"####\s*(" + _NUM + ")", text)
   if m:
     return _clean_number(m.group(1))
   m = re.findall(r"\\boxed\{\s*(" + _NUM + r")\s*\}", text)
   if m:
     return _clean_number(m[-1])
+  m = re.findall(r"answer is[:\s]*(" + _NUM + ")", text, flags=re.IGNORECASE)
+  if m:
+    return _clean_number(m[-1])
+  if not fallback:
+    return None
   nums = re.findall(_NUM, text)
   for n in reversed(nums):
     v = _clean_number(n)
@@ -288,7 +297,7 @@ def _generate(graphdef, params, prompt, pad_len, key, steps, temperature, top_p)
 def generate(model, tok, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0) -> list[list[int]]:
   graphdef, params = nnx.split(model)
-  ids = [tok.encode(p) for p in prompts]
+  ids = [tok.encode_document(p) for p in prompts]
   width = max(len(x) for x in ids)
   arr = np.zeros((len(ids), width), np.int32)
   pad = np.zeros((len(ids),), np.int32)
@@ -302,15 +311,21 @@ def generate(model, tok, prompts: Sequence[str], max_new_tokens: int, temperatur
 
 
 def _completion(tok, ids: list[int]) -> str:
-  text = tok.decode([i for i in ids if i != tok.eos_id])
-  return re.split(r"\n\s*Question:", text)[0]
+  """The generated text up to the first EOS (what follows it is not the model's answer) and
+  before the next few-shot "Question:"."""
+  if tok.eos_id is not None and tok.eos_id in ids:
+    ids = ids[:ids.index(tok.eos_id)]
+  return re.split(r"\n\s*Question:", tok.decode(ids))[0]
 
 
 def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], samples: int,
                    ks: Sequence[int], max_new_tokens: int = 160, temperature: float = 0.7,
-                   seed: int = 0, batch_size: int = 8) -> dict:
-  """Greedy pass@1 and sampled pass@k over `samples` answers per problem, plus diversity."""
+                   seed: int = 0, batch_size: int = 8, fallback: bool = False) -> dict:
+  """Greedy pass@1 and sampled pass@k over `samples` answers per problem, plus diversity.
+  Answers count only in an explicit form (extract_answer); with fallback=True the same metrics
+  with the last-number fallback are added under `reasoning_fallback/`."""
   prompts = [few_shot_prompt(p["question"], shots) for p in problems]
+  greedy_fb, counts_fb = [], []
   greedy_ok, counts, div = [], [], {"distinct_1": [], "distinct_2": [], "edit": [], "entropy": []}
   examples = []
   for i in range(0, len(prompts), batch_size):
@@ -320,6 +335,7 @@ def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], 
       pred = extract_answer(text)
       gold = problems[i + j]["answer"]
       greedy_ok.append(answers_match(pred, gold))
+      greedy_fb.append(answers_match(extract_answer(text, fallback=True), gold))
       if len(examples) < 3:
         examples.append({"question": problems[i + j]["question"], "completion": text,
                          "extracted": pred, "gold": gold})
@@ -327,6 +343,8 @@ def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], 
     outs = generate(model, tok, [prompt] * samples, max_new_tokens, temperature, seed=seed + n)
     texts = [_completion(tok, o) for o in outs]
     counts.append(sum(answers_match(extract_answer(t), problems[n]["answer"]) for t in texts))
+    counts_fb.append(sum(answers_match(extract_answer(t, fallback=True), problems[n]["answer"])
+                         for t in texts))
     toks = [tok.encode(t) for t in texts]
     div["distinct_1"].append(distinct_n(toks, 1))
     div["distinct_2"].append(distinct_n(toks, 2))
@@ -334,9 +352,14 @@ def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], 
     div["entropy"].append(unigram_entropy(toks))
   report = {"reasoning/problems": len(problems), "reasoning/samples": samples,
             "reasoning/pass@1_greedy": float(np.mean(greedy_ok))}
+  if fallback:
+    report["reasoning_fallback/pass@1_greedy"] = float(np.mean(greedy_fb))
   for k in ks:
     if k <= samples:
       report[f"reasoning/pass@{k}"] = float(np.mean([pass_at_k(samples, c, k) for c in counts]))
+      if fallback:
+        report[f"reasoning_fallback/pass@{k}"] = float(
+            np.mean([pass_at_k(samples, c, k) for c in counts_fb]))
   report.update({"diversity/distinct_1": float(np.mean(div["distinct_1"])),
                  "diversity/distinct_2": float(np.mean(div["distinct_2"])),
                  "diversity/pairwise_edit": float(np.mean(div["edit"])),

@@ -37,20 +37,37 @@ def test_pass_at_k_rejects_bad_input():
     E.pass_at_k(4, 5, 1)
 
 
-@pytest.mark.parametrize("text,want", [
-    ("so 12 + 3 = 15\n#### 15", "15"),
-    ("#### 1,234", "1234"),
-    ("The answer is \\boxed{-7}.", "-7"),
-    ("costs $3.50 in total", "3.5"),
-    ("she ends with 42 apples.", "42"),
-    ("about -0.25 meters", "-0.25"),
-    ("first 3, then 4, finally 12 dollars", "12"),
-    ("#### 7 \n then 99 more text", "7"),
-    ("no number here", None),
-    ("", None),
+@pytest.mark.parametrize("text,want,fallback", [
+    # explicit forms: what counts by default
+    ("so 12 + 3 = 15\n#### 15", "15", "15"),
+    ("#### 1,234", "1234", "1234"),
+    ("#### -5", "-5", "-5"),
+    ("The answer is \\boxed{-7}.", "-7", "-7"),
+    ("The answer is 5. Then 2019 was a year", "5", "5"),
+    ("so the final answer is: $3.50", "3.5", "3.5"),
+    ("#### 7 \n then 99 more text", "7", "7"),
+    # no explicit form: nothing by default, the last number only with the fallback
+    ("costs $3.50 in total", None, "3.5"),
+    ("she ends with 42 apples.", None, "42"),
+    ("about -0.25 meters", None, "-0.25"),
+    ("first 3, then 4, finally 12 dollars", None, "12"),
+    ("12 - 4", None, "4"),  # an expression, not the number -4
+    ("12-4", None, "4"),
+    ("no number here", None, None),
+    ("", None, None),
 ])
-def test_answer_extraction(text, want):
+def test_answer_extraction(text, want, fallback):
   assert E.extract_answer(text) == want
+  assert E.extract_answer(text, fallback=True) == fallback
+
+
+def test_completion_stops_at_the_first_eos():
+  from models.tokenizer import load_tokenizer
+  tok = load_tokenizer("bytes")
+  ids = tok.encode("The answer is 5.") + [tok.eos_id] + tok.encode(" 2019 was a year")
+  text = E._completion(tok, ids)
+  assert text == "The answer is 5." and E.extract_answer(text) == "5"
+  assert E._completion(tok, tok.encode("#### 3\nQuestion: next")) == "#### 3"
 
 
 def test_answers_match_numerically():
@@ -88,12 +105,19 @@ def test_tiny_model_end_to_end():
   problems = [{"question": "What is 2 + 3?", "answer": "5"}, {"question": "7 - 1?", "answer": "6"}]
   shots = [{"question": "1 + 1?", "solution": "1 + 1 = 2\n#### 2"}]
   report, examples = E.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1, 2, 4],
-                                      max_new_tokens=12)
+                                      max_new_tokens=12, fallback=True)
   for k in ("reasoning/pass@1_greedy", "reasoning/pass@1", "reasoning/pass@4",
-            "diversity/distinct_1", "diversity/pairwise_edit", "diversity/token_entropy"):
-    assert k in report and 0 <= report[k] <= max(1.0, report[k])
+            "reasoning_fallback/pass@1_greedy", "reasoning_fallback/pass@4",
+            "diversity/distinct_1", "diversity/distinct_2"):
+    assert 0.0 <= report[k] <= 1.0, k
+  # a random byte model writes no explicit answer: strict scores are exactly 0
+  assert report["reasoning/pass@1_greedy"] == 0.0 and report["reasoning/pass@4"] == 0.0
+  assert report["reasoning_fallback/pass@4"] >= report["reasoning/pass@4"]
+  assert report["diversity/pairwise_edit"] >= 0 and np.isfinite(report["diversity/token_entropy"])
   assert report["reasoning/pass@1"] <= report["reasoning/pass@2"] <= report["reasoning/pass@4"]
   assert len(examples) == 2
+  strict, _ = E.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1], max_new_tokens=12)
+  assert not any(k.startswith("reasoning_fallback/") for k in strict)
 
 
 def _explicit_thought_eval(model, docs, scfg, cuts):
