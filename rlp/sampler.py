@@ -65,7 +65,8 @@ class Rollout:
   logp: jax.Array  # [B, K, G, T] sampling-policy log-probs of sampled tokens (0 elsewhere)
   mask: jax.Array  # [B, K, G, T] 1 on tokens the policy sampled (these get gradient)
   valid: jax.Array  # [B, K, G, T] 1 on every token of the thought incl. appended </think>
-  lengths: jax.Array  # [B, K, G] number of sampled tokens
+  lengths: jax.Array  # [B, K, G] thought length: the tokens before the closer, whether the closer
+  #                     was sampled or appended at truncation (the closer itself never counts)
   truncated: jax.Array  # [B, K, G] bool: hit max_thought_len, </think> appended
   s_pred: jax.Array  # [B, K, G] log p_theta(x_t | x_<t, thought)
   targets: jax.Array  # [B, K] x_t
@@ -92,6 +93,8 @@ def sample_logits(key, logits, temperature, top_k=0, top_p=1.0, ban=None):
     kth = jax.lax.top_k(masked, top_k)[0][..., -1:]
     masked = jnp.where(masked < kth, -jnp.inf, masked)
   if top_p < 1.0:
+    # nucleus over what the ban and top-k left, renormalised (the standard order of filters)
+    masked = jax.nn.log_softmax(masked, axis=-1)
     srt = jnp.sort(masked, axis=-1)[..., ::-1]
     cum = jnp.cumsum(jnp.exp(srt), axis=-1)
     # keep the smallest prefix whose mass reaches top_p (always at least the top token)
@@ -146,7 +149,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
   init = dict(i=jnp.zeros((), jnp.int32), logits=logits, tkv=tkv,
               buf=jnp.zeros((b, n, tb), jnp.int32), logp=jnp.zeros((b, n, tb), jnp.float32),
               mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
-              phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i,
+              phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i, thought_len=zeros_i,
               truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
               pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
 
@@ -188,12 +191,17 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     gen_len = st["gen_len"] + (phase == PHASE_GEN)
     # has the policy written a whole closer? (its last tokens equal one tokenization of </think>)
     closed = jnp.zeros_like(gen)
+    closer_len = jnp.zeros_like(gen_len)
     for ids in cfg.closers:
       idx = jnp.clip(i - len(ids) + 1 + jnp.arange(len(ids)), 0, tb - 1)
       tail = jnp.take(buf, idx, axis=2)
-      closed = closed | ((gen_len >= len(ids)) & jnp.all(tail == jnp.asarray(ids), axis=-1))
+      hit = (gen_len >= len(ids)) & jnp.all(tail == jnp.asarray(ids), axis=-1) & ~closed
+      closer_len = jnp.where(hit, len(ids), closer_len)
+      closed = closed | hit
     closed = closed & (phase == PHASE_GEN)
     hit_limit = (phase == PHASE_GEN) & ~closed & (gen_len >= cfg.max_thought_len)
+    thought_len = jnp.where(closed, gen_len - closer_len,
+                            jnp.where(hit_limit, gen_len, st["thought_len"]))
     new_phase = jnp.where(scoring, PHASE_DONE, jnp.where(closed | hit_limit, PHASE_CLOSE, phase))
     new_close = jnp.where(closed, m, jnp.where(hit_limit, 0, close_pos + forcing))
     truncated = st["truncated"] | hit_limit
@@ -201,13 +209,14 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     logits, tkv = feed(nxt[..., None], pos, st["tkv"], p_len + i)
     return dict(i=i + 1, logits=logits, tkv=tkv, buf=buf, logp=logp, mask=mask, valid=valid,
                 phase=new_phase, close_pos=new_close, gen_len=gen_len, truncated=truncated,
+                thought_len=thought_len,
                 s_pred=s_pred, pred=st["pred"], top=top)
 
   st = jax.lax.while_loop(cond, body, init)
   shape4 = (b, k, g, tb)
   return Rollout(tokens=st["buf"].reshape(shape4), logp=st["logp"].reshape(shape4),
                  mask=st["mask"].reshape(shape4), valid=st["valid"].reshape(shape4),
-                 lengths=st["gen_len"].reshape(b, k, g),
+                 lengths=st["thought_len"].reshape(b, k, g),
                  truncated=st["truncated"].reshape(b, k, g), s_pred=st["s_pred"].reshape(b, k, g),
                  targets=targets, prediction=st["pred"].reshape(b, k, g),
                  pred_argmax=st["top"].reshape(b, k, g))

@@ -51,9 +51,10 @@ def _check_against_full_forward(model, docs, cuts, ro, cfg):
         want = np.take_along_axis(np.asarray(lp), thought[:, None], -1)[:, 0]
         m = np.asarray(ro.mask[i, j, h, :n_valid]).astype(bool)
         np.testing.assert_allclose(np.asarray(ro.logp[i, j, h, :n_valid])[m], want[m], atol=1e-4)
-        # the thought ends with </think> and the sampled part has the reported length
+        # the thought ends with </think>; its length is what comes before the closer
         assert tuple(thought[-len(CLOSE):]) == CLOSE
-        assert m.sum() == int(ro.lengths[i, j, h])
+        assert int(ro.lengths[i, j, h]) == n_valid - len(CLOSE)
+        assert m.sum() == n_valid - len(CLOSE) * bool(ro.truncated[i, j, h])
         s_pred = jax.nn.log_softmax(logits[-2])[int(docs[i, t])]
         np.testing.assert_allclose(float(ro.s_pred[i, j, h]), float(s_pred), atol=1e-4)
 
@@ -67,14 +68,38 @@ def test_logp_and_s_pred_equal_teacher_forced_forward(model, docs):
   np.testing.assert_array_equal(np.asarray(ro.targets), np.take_along_axis(np.asarray(d), np.asarray(cuts), 1))
 
 
+def test_logp_at_temperature_0p7_with_top_k_top_p(model, docs):
+  """Log-probs are the tempered policy's (unfiltered), checked against explicit full forwards;
+  every sampled token lies inside that step's top-k set."""
+  d, cuts = docs
+  cfg = scfg(temperature=0.7, top_k=5, top_p=0.9)
+  ro = S.rollout(model, d, cuts, jax.random.key(3), cfg)
+  _check_against_full_forward(model, d, cuts, ro, cfg)
+  for i, j, h in [(0, 0, 0), (1, 1, 2)]:
+    t = int(cuts[i, j])
+    n = int(np.asarray(ro.mask[i, j, h]).sum())
+    toks = np.asarray(ro.tokens[i, j, h, :n])
+    seq = np.concatenate([np.asarray(d[i, :t]), cfg.prompt_ids, toks])
+    logits = np.asarray(model(jnp.asarray(seq[None], jnp.int32))[0])
+    start = t + len(cfg.prompt_ids) - 1
+    for step, tok in enumerate(toks):
+      top5 = np.argsort(logits[start + step])[::-1][:5]
+      assert tok in top5
+
+
 def test_truncation_appends_close_and_is_flagged(model, docs):
   d, cuts = docs
   # a close sequence the model cannot produce quickly: every thought hits the limit
   cfg = scfg(max_thought_len=3, temperature=0.0)
   ro = S.rollout(model, d, cuts, jax.random.key(1), cfg)
   lengths, trunc = np.asarray(ro.lengths), np.asarray(ro.truncated)
-  assert np.all(lengths <= 3)
-  assert np.all(trunc == (lengths == 3) & (np.asarray(ro.valid).sum(-1) == 3 + len(CLOSE)))
+  valid, mask = np.asarray(ro.valid).sum(-1), np.asarray(ro.mask).sum(-1)
+  assert trunc.any()  # the case under test happens
+  # truncated: 3 sampled tokens, the closer appended (valid, not policy actions)
+  assert np.all(lengths[trunc] == 3) and np.all(mask[trunc] == 3)
+  assert np.all(valid[trunc] == 3 + len(CLOSE))
+  # any natural stop: the closer was sampled (mask covers it) and is not in the length
+  assert np.all(mask[~trunc] == lengths[~trunc] + len(CLOSE))
   _check_against_full_forward(model, d, cuts, ro, cfg)
 
 
@@ -127,6 +152,13 @@ def test_top_k_top_p_restrict_support():
   assert set(np.asarray(tk).ravel().tolist()) == {0, 1}
   tp = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_p=0.9)[0])(keys)
   assert set(np.asarray(tp).ravel().tolist()) == {0, 1, 2}
+  # top-p after top-k renormalises: top-2 leaves [.625, .375], so top-p 0.6 keeps one token
+  both = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_k=2, top_p=0.6)[0])(keys)
+  assert set(np.asarray(both).ravel().tolist()) == {0}
+  # ... and after a ban: the banned top token's mass does not count toward the nucleus
+  ban = jnp.asarray([[True, False, False, False]])
+  bp = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_p=0.5, ban=ban)[0])(keys)
+  assert set(np.asarray(bp).ravel().tolist()) == {1}  # .3/.5 = .6 >= 0.5 alone
   with pytest.raises(ValueError, match="min_thought_len"):
     S.SamplerConfig(min_thought_len=0)
 
@@ -174,20 +206,23 @@ def test_every_closer_tokenization_ends_a_thought():
   first = _table(P="A", A="X", X="Y", Y="Z", Z="D")
   ro = _scripted_rollout(first, first, close_alts=((X, Y, Z),))
   assert np.asarray(ro.tokens)[0, 0, 0, :4].tolist() == [A, X, Y, Z]
-  assert np.asarray(ro.lengths).ravel().tolist() == [4, 4]
+  assert np.asarray(ro.lengths).ravel().tolist() == [1, 1]  # one thought token, then ' </think>'
+  assert np.asarray(ro.mask).sum(-1).ravel().tolist() == [4, 4]  # the closer was sampled
   assert not np.asarray(ro.truncated).any()
   # without the alternative the same thought never closes: truncated, canonical closer appended
   ro = _scripted_rollout(first, first)
   assert np.asarray(ro.truncated).all()
   assert np.asarray(ro.tokens)[0, 0, 0, 6:9].tolist() == [W, Y, Z]
   assert np.asarray(ro.valid)[0, 0, 0].sum() == 9
+  assert np.asarray(ro.lengths).ravel().tolist() == [6, 6]  # the appended closer is not counted
+  assert np.asarray(ro.mask).sum(-1).ravel().tolist() == [6, 6]
 
 
 def test_natural_stop_on_the_canonical_closer():
   first = _table(P="A", A="W", W="Y", Y="Z", Z="D")
   ro = _scripted_rollout(first, first, close_alts=((X, Y, Z),))
   assert np.asarray(ro.tokens)[0, 0, 0, :4].tolist() == [A, W, Y, Z]
-  assert np.asarray(ro.lengths).ravel().tolist() == [4, 4]
+  assert np.asarray(ro.lengths).ravel().tolist() == [1, 1]
   assert not np.asarray(ro.truncated).any()
 
 
@@ -199,7 +234,7 @@ def test_min_length_bans_the_first_token_of_every_closer():
   ro = _scripted_rollout(first, second, close_alts=((X, Y, Z),), min_thought_len=3)
   toks = np.asarray(ro.tokens)[0, 0, 0]
   assert toks[:6].tolist() == [A, A, A, X, Y, Z]
-  assert int(np.asarray(ro.lengths)[0, 0, 0]) == 6
+  assert int(np.asarray(ro.lengths)[0, 0, 0]) == 3
   # min length 1 (a thought has a token) still bans a closer as the very first token
   ro = _scripted_rollout(first, second, close_alts=((X, Y, Z),), min_thought_len=1)
   assert np.asarray(ro.tokens)[0, 0, 0, :4].tolist() == [A, X, Y, Z]

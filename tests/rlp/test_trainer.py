@@ -1,4 +1,6 @@
-"""RLP / CPT / RPT train steps on a tiny model: gradients, EMA, learning signal, golden metrics."""
+"""RLP / CPT / RPT train steps on a tiny model: gradients, EMA, learning signal, regression pins."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +43,10 @@ def _run(step_cfg, lr=1e-3, steps=1, seed=0, batch=None):
   return state, out, ro
 
 
-def test_golden_one_step_metrics():
-  """Pinned to 6 digits on CPU float32. Update only when a change is meant to alter the numbers."""
+def test_regression_pin_one_step_metrics():
+  """A regression pin, not an independent check: the code's own output at one commit, to 6 digits
+  on CPU float32, so any change to the numbers is noticed. Update only when a change is meant to
+  alter them. The independent checks are the explicit-expression tests below."""
   _, (m,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2))
   got = {k: round(float(m[k]), 6) for k in ("loss", "grad_norm", "rlp/reward_mean",
                                            "rlp/s_pred_mean", "rlp/s_ema_mean", "rlp/entropy")}
@@ -77,18 +81,24 @@ def _explicit_loss(params, docs, cuts, thought, mask, adv, temperature):
   return total / count
 
 
-def test_only_thought_tokens_are_trained():
+@pytest.mark.parametrize("scfg", [SCFG, dataclasses.replace(SCFG, temperature=0.7, top_k=5,
+                                                             top_p=0.9)],
+                         ids=["T1", "T0.7-topk5-topp0.9"])
+def test_only_thought_tokens_are_trained(scfg):
   model = _model()
   state = T.init_state(model, T.make_optimizer(1e-3))
   batch = _batch(1)
-  ro = S.rollout(model, batch["tokens"], batch["positions"], jax.random.key(0), SCFG)
+  ro = S.rollout(model, batch["tokens"], batch["positions"], jax.random.key(0), scfg)
   adv = O.group_advantages(jax.random.normal(jax.random.key(1), ro.s_pred.shape))
   mb = {"tokens": batch["tokens"], "lengths": batch["lengths"], "cuts": batch["positions"],
         "thought": ro.tokens, "old_logp": ro.logp, "adv": adv, "mask": ro.mask}
-  cfg = T.StepConfig(sampler=SCFG)
+  cfg = T.StepConfig(sampler=scfg)
   g_ours = jax.grad(lambda p: T._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(state.params)
   g_ref = jax.grad(_explicit_loss)(state.params, batch["tokens"], batch["positions"], ro.tokens,
-                                   ro.mask, adv, SCFG.temperature)
+                                   ro.mask, adv, scfg.temperature)
+  # the rollout's old log-probs are the tempered, unfiltered policy's: ratio 1 at the start
+  loss0, aux = T._pg_loss(state.params, nnx.graphdef(model), mb, cfg, None)
+  assert abs(float(loss0)) < 1e-5
   for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6, rtol=1e-4)
   assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g_ours)) > 1e-4
