@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Sequence
 
@@ -21,12 +22,13 @@ class Tokenizer:
   """
 
   def __init__(self, backend, kind: str, fingerprint: str, eos_id: int | None = None,
-               bos_id: int | None = None):
+               bos_id: int | None = None, add_bos: bool = False):
     self._backend = backend
     self.kind = kind
     self.fingerprint = fingerprint
     self.eos_id = eos_id
     self.bos_id = bos_id
+    self.add_bos = bool(add_bos and bos_id is not None)  # documents start with BOS
     self.think_open_ids = self._marker(THINK_OPEN)
     self.think_close_ids = self._marker(THINK_CLOSE)
 
@@ -76,6 +78,12 @@ class Tokenizer:
     if self.kind == "sentencepiece":
       return list(self._backend.encode(text))
     return list(self._backend.encode(text, add_special_tokens=False).ids)
+
+  def encode_document(self, text: str) -> list[int]:
+    """A document's ids as the model was trained on them: BOS first when the tokenizer adds it
+    (Llama-3, Llama-2 style), no EOS (the data pipeline appends it)."""
+    ids = self.encode(text)
+    return [int(self.bos_id)] + ids if self.add_bos else ids
 
   def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
     ids = [int(i) for i in ids]
@@ -134,7 +142,8 @@ def tokenizer_from_gguf(reader, path: str) -> Tokenizer:
     tok.add_tokens(user)
   fp = _sha("\n".join(tokens).encode(), "\n".join(" ".join(m) for m in merges).encode())
   return Tokenizer(tok, "gguf", fp, eos_id=field("tokenizer.ggml.eos_token_id"),
-                   bos_id=field("tokenizer.ggml.bos_token_id"))
+                   bos_id=field("tokenizer.ggml.bos_token_id"),
+                   add_bos=bool(field("tokenizer.ggml.add_bos_token")))
 
 
 class _Bytes:
@@ -181,6 +190,53 @@ def byte_tokenizer() -> Tokenizer:
   return Tokenizer(_Bytes(), "bytes", "bytes-v1", eos_id=258)
 
 
+_EOS_GUESSES = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "<|im_end|>")
+_BOS_GUESSES = ("<|begin_of_text|>", "<s>", "<bos>")
+
+
+def _json(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      got = json.load(f)
+    return got if isinstance(got, dict) else {}
+  except (OSError, ValueError) as e:
+    raise TokenizerError(f"{path} is not valid JSON ({e}); fix or remove it") from e
+
+
+def hf_special_tokens(tok, directory: str) -> tuple[int | None, int | None, bool]:
+  """(eos_id, bos_id, add_bos) of an HF tokenizer, read as transformers reads them: the
+  directory's tokenizer_config.json, then special_tokens_map.json, then generation_config.json /
+  config.json ids; a fixed list of common names only when none of them says. add_bos: the
+  config's `add_bos_token`, else whether tokenizer.json's post-processor inserts BOS."""
+  cfg = _json(os.path.join(directory, "tokenizer_config.json"))
+  special = _json(os.path.join(directory, "special_tokens_map.json"))
+  gen = _json(os.path.join(directory, "generation_config.json"))
+  model_cfg = _json(os.path.join(directory, "config.json"))
+
+  def token_id(name: str, guesses) -> int | None:
+    for src in (cfg, special):
+      t = src.get(f"{name}_token")
+      t = t.get("content") if isinstance(t, dict) else t
+      if isinstance(t, str) and tok.token_to_id(t) is not None:
+        return tok.token_to_id(t)
+    for src in (gen, model_cfg):
+      i = src.get(f"{name}_token_id")
+      i = i[0] if isinstance(i, list) and i else i
+      if isinstance(i, int):
+        return i
+    return next((tok.token_to_id(t) for t in guesses if tok.token_to_id(t) is not None), None)
+
+  eos, bos = token_id("eos", _EOS_GUESSES), token_id("bos", _BOS_GUESSES)
+  if isinstance(cfg.get("add_bos_token"), bool):
+    add_bos = cfg["add_bos_token"]
+  else:
+    with_special = tok.encode("a", add_special_tokens=True).ids
+    add_bos = bos is not None and bool(with_special) and with_special[0] == bos
+  return eos, bos, add_bos
+
+
 def load_tokenizer(path: str) -> Tokenizer:
   """A tokenizer from tokenizer.json (or a directory holding it), a SentencePiece .model, a .gguf,
   or "bytes" (UTF-8 bytes plus <think>, </think>, <eos>, <pad>: 260 ids)."""
@@ -204,9 +260,8 @@ def load_tokenizer(path: str) -> Tokenizer:
       tok = HFTokenizer.from_str(data.decode("utf-8"))
     except Exception as e:
       raise TokenizerError(f"{path} is not a valid tokenizer.json ({e})") from e
-    eos = next((tok.token_to_id(t) for t in ("<|endoftext|>", "</s>", "<|im_end|>", "<eos>")
-                if tok.token_to_id(t) is not None), None)
-    return Tokenizer(tok, "hf", _sha(data), eos_id=eos)
+    eos, bos, add_bos = hf_special_tokens(tok, os.path.dirname(os.path.abspath(path)))
+    return Tokenizer(tok, "hf", _sha(data), eos_id=eos, bos_id=bos, add_bos=add_bos)
   import sentencepiece as spm
   sp = spm.SentencePieceProcessor()
   try:
@@ -215,3 +270,50 @@ def load_tokenizer(path: str) -> Tokenizer:
     raise TokenizerError(f"{path} is not a SentencePiece model, tokenizer.json or GGUF file ({e})") from e
   return Tokenizer(sp, "sentencepiece", _sha(data), eos_id=sp.eos_id() if sp.eos_id() >= 0 else None,
                    bos_id=sp.bos_id() if sp.bos_id() >= 0 else None)
+
+
+def _bytes_as_hf():
+  """The byte tokenizer as an HF `tokenizers` object with the same ids: byte-level BPE without
+  merges (each byte one token, id = its value), <think> </think> <eos> <pad> at 256-259."""
+  from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+  alphabet = {b: c for b, c in zip(range(256), _byte_alphabet())}
+  vocab = {alphabet[b]: b for b in range(256)}
+  for i, name in enumerate(_Bytes.SPECIALS):
+    vocab[name] = 256 + i
+  tok = HFTokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in _Bytes.SPECIALS])
+  return tok
+
+
+def save_hf_tokenizer(tok: Tokenizer, out_dir: str) -> list[str]:
+  """Writes the tokenizer files transformers' AutoTokenizer loads (tokenizer.json or
+  tokenizer.model, tokenizer_config.json with BOS / EOS); returns the file names written."""
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  if tok.kind == "sentencepiece":
+    with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
+      f.write(tok._backend.serialized_model_proto())
+    written.append("tokenizer.model")
+    cls = "LlamaTokenizer"
+  else:
+    backend = _bytes_as_hf() if tok.kind == "bytes" else tok._backend
+    backend.save(os.path.join(out_dir, "tokenizer.json"))
+    written.append("tokenizer.json")
+    cls = "PreTrainedTokenizerFast"
+
+  def name(i):
+    if i is None:
+      return None
+    return (tok._backend.id_to_piece(int(i)) if tok.kind == "sentencepiece"
+            else _Bytes.SPECIALS[int(i) - 256] if tok.kind == "bytes"
+            else tok._backend.id_to_token(int(i)))
+
+  config = {"tokenizer_class": cls, "bos_token": name(tok.bos_id), "eos_token": name(tok.eos_id),
+            "add_bos_token": tok.add_bos, "add_eos_token": False,
+            "clean_up_tokenization_spaces": False}
+  with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+    json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2)
+  written.append("tokenizer_config.json")
+  return written

@@ -98,7 +98,7 @@ def tokenize_documents(texts: Iterable[str], tokenizer: Tokenizer, min_tokens: i
     if not text or not text.strip():
       stats.skipped_empty += 1
       continue
-    ids = tokenizer.encode(text)
+    ids = tokenizer.encode_document(text)
     if add_eos and tokenizer.eos_id is not None:
       ids.append(int(tokenizer.eos_id))
     if len(ids) < min_tokens:
@@ -116,6 +116,10 @@ def write_shards(token_docs: Sequence[np.ndarray], out_dir: str, tokenizer: Toke
                  progress: bool = True) -> dict:
   """Writes token documents as int32 ArrayRecord shards plus manifest.json."""
   from array_record.python import array_record_module as arm
+  if not len(token_docs):
+    st = stats or DataStats()
+    raise DataError(f"no document to write to {out_dir} (skipped {st.skipped_empty} empty, "
+                    f"{st.skipped_short} short); check the source and --min_tokens")
   manifest_path = os.path.join(out_dir, "manifest.json")
   if os.path.exists(manifest_path) and not overwrite:
     raise DataError(f"{out_dir} already holds a dataset (manifest.json); choose another --output "
@@ -231,6 +235,9 @@ def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
   elif kind == "arrayrecord":
     ds, manifest = open_shards(arg, tokenizer)
     stats.documents, stats.tokens = len(ds), manifest.get("tokens", 0)
+    if not len(ds):
+      raise DataError(f"data source {spec!r} holds no documents; rebuild it from a source "
+                      "with text (rlp-data build)")
     stats.skipped_empty = manifest.get("skipped_empty", 0)
     stats.skipped_short = manifest.get("skipped_short", 0)
     return ds, stats
@@ -261,7 +268,10 @@ def _tfds_documents(arg: str, tokenizer: Tokenizer, min_tokens: int) -> grain.Ma
   def tok(ex):
     text = ex["text"]
     text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
-    return np.asarray(tokenizer.encode(text), np.int32)
+    ids = tokenizer.encode_document(text)
+    if tokenizer.eos_id is not None:
+      ids.append(int(tokenizer.eos_id))
+    return np.asarray(ids, np.int32)
 
   return grain.MapDataset.source(src).map(tok).filter(lambda d: len(d) >= min_tokens)
 

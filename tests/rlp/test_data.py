@@ -189,7 +189,8 @@ def test_tfds_builder_round_trip(tmp_path, tok):
 
   RlpTinyText(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
   ds, _ = D.open_documents(f"tfds:rlp_tiny_text:train@{tmp_path}", tok)
-  texts = sorted(tok.decode(ds[i]) for i in range(len(ds)))
+  assert all(int(ds[i][-1]) == tok.eos_id for i in range(len(ds)))  # like every other source
+  texts = sorted(tok.decode(ds[i][:-1]) for i in range(len(ds)))
   assert texts == sorted(f"document number {i} says hello" for i in range(6))
 
 
@@ -262,3 +263,47 @@ def test_testbed_corpus_worked_steps_and_splits():
   with pytest.raises(D.DataError, match="worked fraction"):
     from models.tokenizer import byte_tokenizer
     D.open_documents("toy:train:lots", byte_tokenizer())
+
+
+def _llama3_style_dir(tmp_path, tokenizer_config=None, generation_config=None):
+  """A small tokenizer.json built like Llama-3's: its post-processor prepends <|begin_of_text|>,
+  the end-of-document token is <|end_of_text|> (a name the old fixed list did not know)."""
+  from tokenizers import Tokenizer as HFTokenizer, models as hm, pre_tokenizers, processors
+  vocab = {w: i for i, w in enumerate(["[UNK]", "the", "cat", "sat", "<|begin_of_text|>",
+                                       "<|end_of_text|>", "<|eot_id|>"])}
+  tok = HFTokenizer(hm.WordLevel(vocab=vocab, unk_token="[UNK]"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+  tok.post_processor = processors.TemplateProcessing(
+      single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 4)])
+  d = tmp_path / "llama3ish"
+  d.mkdir()
+  tok.save(str(d / "tokenizer.json"))
+  if tokenizer_config is not None:
+    (d / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+  if generation_config is not None:
+    (d / "generation_config.json").write_text(json.dumps(generation_config))
+  return str(d)
+
+
+def test_hf_tokenizer_reads_bos_eos_from_its_directory(tmp_path):
+  d = _llama3_style_dir(tmp_path, {"bos_token": "<|begin_of_text|>",
+                                   "eos_token": "<|end_of_text|>"})
+  tok = D.load_tokenizer(d)
+  assert (tok.bos_id, tok.eos_id, tok.add_bos) == (4, 5, True)
+  docs = D.tokenize_documents(["the cat sat"], tok, 1, D.DataStats())
+  assert docs[0].tolist() == [4, 1, 2, 3, 5]  # BOS, the text, EOS
+  # the config can turn BOS off; an instruct-style generation config names EOS by id
+  tok = D.load_tokenizer(_llama3_style_dir(_sub(tmp_path, "b"), {"add_bos_token": False},
+                                           {"eos_token_id": [6, 5]}))
+  assert (tok.eos_id, tok.add_bos) == (6, False)
+  assert D.tokenize_documents(["the cat"], tok, 1, D.DataStats())[0].tolist() == [1, 2, 6]
+  # no config files: the post-processor says BOS is added; EOS by its well-known name
+  tok = D.load_tokenizer(_llama3_style_dir(_sub(tmp_path, "c")))
+  assert (tok.bos_id, tok.eos_id, tok.add_bos) == (4, 5, True)
+
+
+def _sub(path, name):
+  path = path / name
+  path.mkdir()
+  return path
