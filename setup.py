@@ -20,6 +20,11 @@ CORE = [
 ]
 EXTRAS = {
     "tfds": ["tensorflow-datasets>=4.9"],
+    # Accelerators: JAX's CUDA 12 wheels (NVIDIA GPUs) or TPU runtime (TPU VMs; pip needs
+    # -f https://storage.googleapis.com/jax-releases/libtpu_releases.html). See README.
+    "cuda12": ["jax[cuda12]>=0.10"],
+    "tpu": ["jax[tpu]>=0.10"],
+    "tensorboard": ["tensorboard>=2.15"],  # the viewer for WORKDIR/tb (the writer is core)
     "corpora": ["reasoning-gym>=0.1.20"],
     "dev": [
         "pytest>=8",
@@ -50,6 +55,7 @@ setup(
             "rlp-data=launch.data:run",
             "rlp-bench=launch.bench:run",
             "rlp-plot=launch.plot:run",
+            "rlp-export=launch.export:run",
         ]
     },
 )

@@ -117,6 +117,7 @@ def test_launcher_dry_runs():
   assert r.returncode == 0
   assert "gcloud compute tpus tpu-vm ssh v5p-64 --zone=us-east5-a --worker=all" in r.stdout
   assert "rlp-train\\ --config=configs/llama3_8b_rlp_tpu.py\\ --workdir=/mnt/gcs/run" in r.stdout
+  assert "make\\ venv-tpu" in r.stdout  # the TPU build of JAX, not the CPU test stack
   sys.path.insert(0, ROOT)
   from launch import sweep
   cmds = sweep.main(["configs/ablations/group_size.py", "--dry-run", "--workdir=w",
