@@ -12,7 +12,9 @@ Exit codes (also in README):
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 
 from absl import app, flags
@@ -94,6 +96,19 @@ def run(main, module, prog: str, load: tuple[str, ...] = ()):
   if any(a in _HELP for a in sys.argv[1:]):
     print(help_text(prog, module))
     sys.exit(0)
+
+  def exit_now(signum, frame):
+    # outside rlp-train's training loop (which checkpoints first): stop at once, exit 128+signal.
+    # A KeyboardInterrupt could land in a callback that swallows it (JAX's gc hook) and the
+    # command would go on as if nothing happened.
+    name = signal.Signals(signum).name
+    print(f"\n{prog}: interrupted ({name}); checkpoints already written are kept, rerun the "
+          "same command to resume", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, exit_now)
 
   def wrapped(argv):
     try:

@@ -474,13 +474,12 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
     log(f"rlp: {name} received{who}; checkpoint at step {step} written; rerun the same command "
         "to resume")
     return {**last, "interrupted": int(stopping)}
+  ckpt.wait()  # the final checkpoint is on disk before the final eval (a rerun completes the eval)
   if fault and fault[0] == -1:
-    ckpt.wait()
     os.kill(os.getpid(), fault[1])
   if eval_docs and step == total:
     ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
     writer.write(step, ev)
     last.update(ev)
-  ckpt.wait()
   return last
 

@@ -99,3 +99,18 @@ def test_changed_model_is_refused_and_nothing_is_renamed(tmp_path):
   # the unchanged command still resumes the run (here: already complete)
   r = _cli("train", *base)
   assert r.returncode == 0 and "already complete" in r.stderr
+
+
+@pytest.mark.parametrize("delay", [1.5, 6.0, 12.0])
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path, delay):
+  """Ctrl-C during start-up (imports, model build) or early training: exit 130, one line."""
+  import signal
+  import time
+  p = subprocess.Popen([sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
+                        "--config.train.progress=false", f"--workdir={tmp_path / 'run'}"],
+                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(delay)
+  p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=300)
+  assert p.returncode == 130, err[-2000:]
+  assert "Traceback" not in err and "interrupted" in err.lower(), err[-2000:]
