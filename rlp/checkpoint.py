@@ -116,7 +116,11 @@ class Checkpointer:
     try:
       with ocp.StandardCheckpointer() as reader:
         md = reader.metadata(os.path.join(self.directory, str(step), "state"))
-      return _shapes(getattr(md, "item_metadata", md))
+      tree = getattr(md, "item_metadata", md)
+      leaves = jax.tree_util.tree_leaves(tree)
+      if not leaves or not all(hasattr(x, "shape") for x in leaves):
+        return None  # metadata missing or partial: damage, not a different config
+      return _shapes(tree)
     except Exception:  # noqa: BLE001  any unreadable metadata is damage, handled by the restore
       return None
     finally:
