@@ -4,6 +4,14 @@
   rlp-data build --source=jsonl:corpus.jsonl --tokenizer=PATH --output=DIR
   rlp-data train-tokenizer --source=shakespeare --vocab_size=8000 --output=DIR/sp
   rlp-data inspect --output=DIR
+  rlp-data diversity SOURCE [--model=smollm2] [--proj_dim=1024] [--max_docs=N]
+  rlp-data select SOURCE --by=gvendi [--method=cluster|greedy] --n=N --output=DIR
+
+diversity prints one JSON line: the G-Vendi score of the documents (gradient diversity under the
+proxy --model: smollm2, a GGUF file, an HF directory or a run's workdir; rlp/diversity.py), n,
+proj_dim, model and seconds. select writes the N most diverse documents of the pool as an
+ArrayRecord dataset (data.source=arrayrecord:DIR) in the proxy's tokenizer, with the G-Vendi of
+the selection and of a random subset of the same size.
 """
 
 from __future__ import annotations
@@ -26,8 +34,19 @@ flags.DEFINE_integer("num_docs", None, "limit the number of documents")
 flags.DEFINE_enum("invalid_utf8", "replace", ["replace", "reject"], "invalid UTF-8 input")
 flags.DEFINE_integer("vocab_size", 8000, "train-tokenizer: vocabulary size")
 flags.DEFINE_bool("overwrite", False, "replace an existing dataset in --output")
+flags.DEFINE_string("model", "smollm2", "diversity / select: the proxy model (smollm2, GGUF, HF "
+                    "directory or a run's workdir)")
+flags.DEFINE_integer("proj_dim", 1024, "diversity / select: projected gradient dimension d")
+flags.DEFINE_integer("max_docs", None, "diversity / select: at most this many documents")
+flags.DEFINE_integer("seq_len", 256, "diversity / select: tokens per document (truncated)")
+flags.DEFINE_integer("batch", 4, "diversity / select: documents per gradient batch")
+flags.DEFINE_integer("seed", 0, "diversity / select: projection and selection seed")
+flags.DEFINE_enum("by", "gvendi", ["gvendi"], "select: the criterion")
+flags.DEFINE_enum("method", "cluster", ["cluster", "greedy"], "select: the paper's cluster "
+                  "filter or greedy order-2 Vendi")
+flags.DEFINE_integer("n", None, "select: documents to keep")
 FLAGS = flags.FLAGS
-COMMANDS = ("build", "train-tokenizer", "inspect")
+COMMANDS = ("build", "train-tokenizer", "inspect", "diversity", "select")
 
 
 def _tokenizer():
@@ -102,9 +121,59 @@ def inspect():
                     "mean_doc_tokens_sampled": sum(lengths) / max(len(lengths), 1)}))
 
 
+def _gradient_pool(source):
+  """The proxy model, its tokenizer, the documents of `source` and their G-Vendi measurement."""
+  import numpy as np
+  from rlp import data as D, diversity, evaluate
+  model, tok, desc = evaluate.load_for_eval(FLAGS.model)
+  ds, _ = D.open_documents(source, tok, min_tokens=2, num_docs=FLAGS.max_docs)
+  docs = [np.asarray(ds[i]) for i in range(len(ds) if FLAGS.max_docs is None
+                                           else min(len(ds), FLAGS.max_docs))]
+  got = diversity.measure(model, docs, seq_len=FLAGS.seq_len, proj_dim=FLAGS.proj_dim,
+                          batch_size=FLAGS.batch, seed=FLAGS.seed, progress=True)
+  return tok, docs, got, desc
+
+
+def diversity_cmd(source):
+  _, _, got, desc = _gradient_pool(source)
+  print(json.dumps({"g_vendi": got.g_vendi, "n": got.n, "proj_dim": got.proj_dim,
+                    "model": FLAGS.model, "source": source, "seq_len": FLAGS.seq_len,
+                    "seconds": round(got.seconds, 2)}))
+
+
+def select_cmd(source):
+  import numpy as np
+  from rlp import data as D, diversity
+  if not FLAGS.output or not FLAGS.n:
+    raise D.DataError("rlp-data select needs --n=N and --output=DIR")
+  if os.path.exists(os.path.join(FLAGS.output, "manifest.json")) and not FLAGS.overwrite:
+    raise D.DataError(f"{FLAGS.output} already holds a dataset (manifest.json); choose another "
+                      "--output or pass --overwrite")
+  tok, docs, got, _ = _gradient_pool(source)
+  try:
+    idx = diversity.select(got.z, FLAGS.n, by=FLAGS.method, seed=FLAGS.seed)
+  except diversity.DiversityError as e:
+    raise D.DataError(str(e)) from None
+  rand = np.random.default_rng(FLAGS.seed).choice(len(docs), FLAGS.n, replace=False)
+  manifest = D.write_shards([docs[i] for i in idx], FLAGS.output, tok, FLAGS.num_shards,
+                            overwrite=FLAGS.overwrite)
+  print(json.dumps({"selected": len(idx), "pool": len(docs), "method": FLAGS.method,
+                    "g_vendi_selected": diversity.g_vendi(got.z[idx]),
+                    "g_vendi_random": diversity.g_vendi(got.z[rand]),
+                    "g_vendi_pool": got.g_vendi, "output": FLAGS.output,
+                    "tokens": manifest["tokens"], "seconds": round(got.seconds, 2)}))
+
+
 def main(argv):
-  if len(argv) != 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f"usage: rlp-data {{{'|'.join(COMMANDS)}}} --flags (got {argv[1:]})")
+  if len(argv) < 2 or argv[1] not in COMMANDS or len(argv) > 3 or (
+      len(argv) == 3 and argv[1] not in ("diversity", "select")):
+    raise app.UsageError(f"usage: rlp-data {{{'|'.join(COMMANDS)}}} [SOURCE] --flags (got "
+                         f"{argv[1:]})")
+  source = argv[2] if len(argv) == 3 else FLAGS.source
+  if argv[1] == "diversity":
+    return diversity_cmd(source)
+  if argv[1] == "select":
+    return select_cmd(source)
   {"build": build, "train-tokenizer": train_tokenizer, "inspect": inspect}[argv[1]]()
 
 

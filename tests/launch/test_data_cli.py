@@ -57,3 +57,35 @@ def test_build_the_testbed_corpus(tmp_path):
   assert json.loads(r.stdout.strip().splitlines()[-1])["documents"] == 20
   r = _cli("build", "--source=toy:train:x", "--tokenizer=bytes", f"--output={tmp_path}/bad")
   assert r.returncode == 2 and "toy:train:x" in r.stderr
+
+
+def test_diversity_and_select_commands(tmp_path):
+  """rlp-data diversity / select with a small HF-directory proxy; the selection is a dataset the
+  trainer opens."""
+  from flax import nnx
+  import models
+  from models.tokenizer import byte_tokenizer, load_tokenizer, save_hf_tokenizer
+  proxy = str(tmp_path / "proxy")
+  model = models.Transformer(models.ModelConfig(vocab_size=260, d_model=32, n_layers=2,
+                                                n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64),
+                             rngs=nnx.Rngs(0))
+  models.save_hf(model, proxy)
+  save_hf_tokenizer(byte_tokenizer(), proxy)
+  common = [f"--model={proxy}", "--proj_dim=16", "--max_docs=12", "--seq_len=48", "--batch=4"]
+  r = _cli("diversity", "toy:train", *common)
+  assert r.returncode == 0, r.stderr[-2000:]
+  got = json.loads(r.stdout.strip().splitlines()[-1])
+  assert got["n"] == 12 and got["proj_dim"] == 16 and 1 <= got["g_vendi"] <= 12
+  assert got["model"] == proxy and got["seconds"] > 0
+  out = str(tmp_path / "sel")
+  for method in ("cluster", "greedy"):
+    r = _cli("select", "toy:train", *common, "--by=gvendi", f"--method={method}", "--n=5",
+             f"--output={out}-{method}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    sel = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sel["selected"] == 5 and sel["pool"] == 12
+    from rlp import data as D
+    ds, _ = D.open_documents(f"arrayrecord:{out}-{method}", load_tokenizer(proxy))
+    assert len(ds) == 5
+  r = _cli("select", "toy:train", *common, "--n=5", f"--output={out}-greedy")
+  assert r.returncode == 2 and "already holds a dataset" in r.stderr
