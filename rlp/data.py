@@ -46,6 +46,7 @@ class DataStats:
   skipped_short: int = 0
   invalid_utf8: int = 0
   tokens: int = 0
+  max_token_id: int | None = None  # stored datasets (arrayrecord): from the manifest
 
   def as_dict(self):
     return dataclasses.asdict(self)
@@ -235,6 +236,7 @@ def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
   elif kind == "arrayrecord":
     ds, manifest = open_shards(arg, tokenizer)
     stats.documents, stats.tokens = len(ds), manifest.get("tokens", 0)
+    stats.max_token_id = manifest.get("max_token_id")
     if not len(ds):
       raise DataError(f"data source {spec!r} holds no documents; rebuild it from a source "
                       "with text (rlp-data build)")

@@ -132,6 +132,8 @@ def _build_data(config, tok, model_vocab, warmup: bool = False):
   docs, stats = D.open_documents(source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs,
                                  thought_format=thought_format(tok, config.rlp.template),
                                  seed=config.seed)
+  if stats.max_token_id is not None:  # a stored dataset's ids must fit the model's embedding
+    D.check_vocab(tok, model_vocab, {"max_token_id": stats.max_token_id})
   per_process = d.batch_size // jax.process_count()
   common = dict(seq_len=d.seq_len, batch_size=per_process, seed=config.seed,
                 process_index=jax.process_index(), process_count=jax.process_count())

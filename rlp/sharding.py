@@ -98,10 +98,6 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
 
 
-def batch_divisor(mesh: Mesh) -> int:
-  return mesh.shape["data"] * mesh.shape["fsdp"]
-
-
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
   """Places a host batch on the mesh (batch axis over data x fsdp); multi-process aware."""
   out = {}

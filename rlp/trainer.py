@@ -174,7 +174,7 @@ def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=No
 
 
 # ---------------------------------------------------------------- RLP / RPT
-def _ema_scores(ema_params, graphdef, tokens, lengths, cfg: StepConfig):
+def _ema_scores(ema_params, graphdef, tokens, cfg: StepConfig):
   """EMA model on the plain documents: log p_phi(x_t | x_<t) and entropy at every t ([B, S])."""
   logits = nnx.merge(graphdef, ema_params)(tokens)[:, :-1]
   lp = O.token_logp(logits, tokens[:, 1:], cfg.baseline_exclude)
@@ -328,7 +328,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   s_ema = None  # log p_phi(x_t | x_<t) at the chosen positions [B, K]
   if cfg.scored_selection:
-    ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, lengths, cfg)
+    ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, cfg)
     cuts = _top_positions(ent if cfg.selection == "entropy" else -ema_lp, lengths,
                           cfg.positions_per_doc, cfg.min_prefix)
     s_ema = jnp.take_along_axis(ema_lp, cuts, 1)
@@ -337,7 +337,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
     if cfg.needs_ema_forward and _score_only_at_positions():
       s_ema = _ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
     elif cfg.needs_ema_forward:
-      s_ema = jnp.take_along_axis(_ema_scores(state.ema, graphdef, tokens, lengths, cfg)[0],
+      s_ema = jnp.take_along_axis(_ema_scores(state.ema, graphdef, tokens, cfg)[0],
                                   cuts, 1)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
   ro = S.rollout_fn(old, tokens, cuts, k_roll, scfg)

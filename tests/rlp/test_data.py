@@ -307,3 +307,23 @@ def _sub(path, name):
   path = path / name
   path.mkdir()
   return path
+
+
+def test_stored_dataset_ids_are_checked_against_the_model_vocab(tmp_path):
+  """An ArrayRecord dataset's max_token_id (manifest) must fit the model's embedding."""
+  from configs import tiny
+  from rlp import loop
+  tok = D.load_tokenizer("bytes")
+  out = str(tmp_path / "ds")
+  docs = D.tokenize_documents(["a first document with enough tokens to train on"] * 4, tok, 2,
+                              D.DataStats())
+  D.write_shards(docs, out, tok, progress=False)
+  c = tiny.get_config()
+  c.data.source, c.data.min_prefix = f"arrayrecord:{out}", 4
+  loop._build_data(c, tok, 260)  # fits
+  manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+  manifest["max_token_id"] = 400  # e.g. written for a larger vocabulary
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f)
+  with pytest.raises(D.DataError, match="token id 400 >= the model's vocab"):
+    loop._build_data(c, tok, 260)

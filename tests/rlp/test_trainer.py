@@ -307,7 +307,7 @@ def test_ema_logp_at_positions_equals_full_scores():
   model = _model(3)
   params = T.init_state(model, T.make_optimizer(1e-3)).params
   b = _batch(1, k=3)
-  full, _ = T._ema_scores(params, nnx.graphdef(model), b["tokens"], b["lengths"], T.StepConfig())
+  full, _ = T._ema_scores(params, nnx.graphdef(model), b["tokens"], T.StepConfig())
   at = T._ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["positions"])
   np.testing.assert_allclose(np.asarray(at),
                              np.asarray(jnp.take_along_axis(full, b["positions"], 1)), atol=1e-6)
