@@ -60,6 +60,9 @@ def get_config():
   r.normalize = "sequence"  # sequence (the paper) | token
   r.adv_scale = "none"  # none (the paper) | std (GRPO)
   r.kl_beta = 0.0  # KL to a frozen reference (0 = the paper: no reference kept)
+  r.kl_estimator = "k3"  # k1 | k2 | k3 (per-token estimators of KL(pi || ref))
+  r.truncated_reward = "keep"  # reward of a thought cut at max_thought_len: keep (the paper) |
+  #                              zero | a number, e.g. "-1.0" (shaping against runaway length)
   r.ema_tau = 0.999  # EMA decay of the no-think baseline (the paper: 0.999)
   r.num_updates = 1  # passes over each rollout batch (the paper: 1)
   r.minibatches = 1  # optimizer steps per pass (each moves the EMA; the paper: 1)

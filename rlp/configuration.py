@@ -56,6 +56,9 @@ def _checks(c):
   yield "rlp.normalize", r.normalize, r.normalize in ("sequence", "token"), "sequence | token"
   yield "rlp.adv_scale", r.adv_scale, r.adv_scale in ("none", "std"), "none | std"
   yield "rlp.kl_beta", r.kl_beta, r.kl_beta >= 0, ">= 0"
+  yield "rlp.kl_estimator", r.kl_estimator, r.kl_estimator in ("k1", "k2", "k3"), "k1 | k2 | k3"
+  yield "rlp.truncated_reward", r.truncated_reward, _truncated_reward(r.truncated_reward) \
+      is not None, "keep | zero | a number"
   yield "rlp.ema_tau", r.ema_tau, 0 <= r.ema_tau <= 1, "in [0, 1]"
   yield "rlp.num_updates", r.num_updates, r.num_updates >= 1, ">= 1"
   yield "rlp.minibatches", r.minibatches, r.minibatches >= 1 and d.batch_size % r.minibatches == 0, \
@@ -100,6 +103,15 @@ def _checks(c):
   elif m.init == "checkpoint":
     yield "model.path", m.path or '""', bool(m.path) and os.path.isdir(
         os.path.join(m.path, "checkpoints")), "a previous run's workdir (with checkpoints/)"
+
+
+def _truncated_reward(v):
+  if v in ("keep", "zero"):
+    return v
+  try:
+    return float(v)
+  except (TypeError, ValueError):
+    return None
 
 
 def validate(config, n_devices: int | None = None) -> None:
@@ -182,6 +194,8 @@ def step_config(config, tok: Tokenizer) -> T.StepConfig:
   return T.StepConfig(objective=config.objective, sampler=sampler_config(config, tok),
                       eps_low=r.eps_low, eps_high=r.eps_high, normalize=r.normalize,
                       adv_scale=r.adv_scale, kl_beta=r.kl_beta, ema_tau=r.ema_tau,
+                      kl_estimator=r.kl_estimator,
+                      truncated_reward=_truncated_reward(r.truncated_reward),
                       num_updates=r.num_updates, minibatches=r.minibatches,
                       grad_accum=r.get("grad_accum", 1),
                       ntp_weight=r.ntp_weight, scorer_weight=r.scorer_weight,

@@ -69,6 +69,22 @@ def clipped_surrogate_loss(logp, old_logp, advantages, mask, eps_low: float = 0.
   return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 
+def kl_estimate(logp, ref_logp, mask, estimator: str = "k3"):
+  """Mean per-token KL(pi || ref) estimate over masked tokens from sampled tokens' log-probs
+  (Schulman's estimators; d = log pi - log ref): k1 = d (unbiased, high variance), k2 = d^2 / 2
+  (its gradient is that of the KL for samples from pi), k3 = exp(-d) - 1 + d (unbiased, >= 0)."""
+  if estimator == "k3":
+    return kl_k3(logp, ref_logp, mask)
+  d = jnp.where(mask > 0, logp - jax.lax.stop_gradient(ref_logp), 0.0)
+  if estimator == "k1":
+    per = d
+  elif estimator == "k2":
+    per = 0.5 * d * d
+  else:
+    raise ValueError(f"kl estimator must be k1 | k2 | k3 (got {estimator!r})")
+  return (per * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
 def kl_k3(logp, ref_logp, mask):
   """Mean k3 estimator exp(ref - pol) - (ref - pol) - 1 over masked tokens."""
   d = jnp.where(mask > 0, jax.lax.stop_gradient(ref_logp) - logp, 0.0)

@@ -45,6 +45,10 @@ class StepConfig:
   normalize: str = "sequence"
   adv_scale: str = "none"
   kl_beta: float = 0.0
+  kl_estimator: str = "k3"  # k1 | k2 | k3 (objective.kl_estimate), with kl_beta > 0
+  # reward of a thought cut at the length limit: "keep" its information gain (the paper), "zero",
+  # or a number (ProRL-style shaping: a truncated thought earns that reward)
+  truncated_reward: str | float = "keep"
   ema_tau: float = 0.999
   num_updates: int = 1  # optimizer updates per rollout batch (> 1 makes the clip matter)
   minibatches: int = 1  # each update splits the rollout batch into this many minibatches
@@ -264,7 +268,8 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
     ref = nnx.merge(graphdef, ref_params)
     ref_logits = S.thought_logits(ref, mb["tokens"], mb["cuts"], mb["thought"], scfg)
     ref_logp = O.token_logp(S.policy_logits(ref_logits, scfg.temperature), mb["thought"])
-    kl = O.kl_k3(logp, jax.lax.stop_gradient(ref_logp), mb["mask"]) * w_tok
+    kl = O.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb["mask"],
+                       cfg.kl_estimator) * w_tok
     loss = loss + cfg.kl_beta * kl
     m["kl"] = kl
   if scorer:
@@ -352,6 +357,9 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   else:
     rewards = _rpt_rewards(ro.prediction, tokens, cuts, vocab_bytes, vocab_len,
                            cfg.rpt_lookahead)
+  if cfg.truncated_reward != "keep":
+    cut_value = 0.0 if cfg.truncated_reward == "zero" else float(cfg.truncated_reward)
+    rewards = jnp.where(ro.truncated, cut_value, rewards)
   adv = O.group_advantages(rewards, cfg.adv_scale)
   sampled = ro.mask.astype(jnp.float32)
   metrics.update({

@@ -121,3 +121,18 @@ def test_linear_cross_entropy_masked_rows_do_not_count():
   np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
   g = jax.grad(lambda x: O.linear_cross_entropy(x, w, t, m, 3))(x2)
   assert float(jnp.abs(g[:, 2:]).max()) == 0.0 and float(jnp.abs(g[:, :2]).max()) > 0
+
+
+def test_kl_estimators_hand_values_and_gradients():
+  lp, ref = jnp.asarray([[-1.0, -2.0, -0.5]]), jnp.asarray([[-1.5, -1.0, -9.0]])
+  mask = jnp.asarray([[1, 1, 0]])
+  d = np.array([0.5, -1.0])  # log pi - log ref on the masked tokens
+  assert float(O.kl_estimate(lp, ref, mask, "k1")) == pytest.approx(d.mean(), abs=1e-6)
+  assert float(O.kl_estimate(lp, ref, mask, "k2")) == pytest.approx((d ** 2 / 2).mean(), abs=1e-6)
+  assert float(O.kl_estimate(lp, ref, mask, "k3")) == pytest.approx(
+      (np.exp(-d) - 1 + d).mean(), abs=1e-6)
+  # k2's gradient in log pi is d (per token, / tokens); the unmasked token gets none
+  g = jax.grad(lambda x: O.kl_estimate(x, ref, mask, "k2"))(lp)
+  np.testing.assert_allclose(np.asarray(g)[0], [0.25, -0.5, 0.0], atol=1e-6)
+  with pytest.raises(ValueError, match="k1 \\| k2 \\| k3"):
+    O.kl_estimate(lp, ref, mask, "k4")

@@ -331,3 +331,20 @@ def test_grad_accum_is_the_same_update(normalize):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
   with pytest.raises(ValueError, match="grad_accum=3"):
     _run(T.StepConfig(**base, grad_accum=3))
+
+
+def test_truncated_reward_shaping_changes_only_truncated_thoughts():
+  # thoughts up to 16 tokens: some close (1/32 per token), some are cut
+  base = T.StepConfig(sampler=dataclasses.replace(SCFG, max_thought_len=16), positions_per_doc=2)
+  _, (keep,), ro = _run(base)
+  trunc = np.asarray(ro.truncated)
+  assert trunc.any() and not trunc.all()  # both kinds occur in this batch
+  got = {}
+  for shaping in ("zero", -2.5):
+    _, (m,), ro2 = _run(dataclasses.replace(base, truncated_reward=shaping))
+    np.testing.assert_array_equal(np.asarray(ro2.truncated), trunc)  # the same rollout
+    assert float(m["rlp/s_pred_mean"]) == pytest.approx(float(keep["rlp/s_pred_mean"]), abs=1e-6)
+    got[shaping] = float(m["rlp/reward_mean"])
+    assert got[shaping] != pytest.approx(float(keep["rlp/reward_mean"]), abs=1e-3)
+  # only the truncated thoughts' rewards moved: zero vs -2.5 differ by 2.5 x their share
+  assert got["zero"] - got[-2.5] == pytest.approx(2.5 * trunc.mean(), abs=1e-4)
