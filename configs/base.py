@@ -101,6 +101,8 @@ def get_config():
   t.eval_positions = 2  # per held-out document for the thought eval (information gain, accuracy
   #                       with and without a thought, by the run's sampler and selection); 0 = off
   t.sample_every = 5  # log decoded sample thoughts
+  t.collapse_frac = 0.2  # warn once when policy entropy or thought length falls below this
+  #                       fraction of its first value (watch/*_ratio metrics); 0 = off
   t.max_consecutive_skips = 5  # non-finite updates in a row before the run stops (exit 3)
   t.tensorboard = True  # event files in WORKDIR/tb (pip install tensorboard to view)
   t.progress = True  # progress bar on the console

@@ -79,6 +79,7 @@ def _checks(c):
     yield f"train.{name}", t[name], t[name] >= 1, ">= 1"
   yield "train.loss_chunk", t.get("loss_chunk", -1), t.get("loss_chunk", -1) >= -1, \
       ">= -1 (-1 = auto, 0 = materialise the logits)"
+  yield "train.collapse_frac", t.collapse_frac, 0 <= t.collapse_frac < 1, "in [0, 1) (0 = off)"
   for name in ("eval_every", "sample_every", "eval_docs", "eval_positions"):
     yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
   if m.init == "random":

@@ -322,6 +322,36 @@ def train(config, workdir: str, log=None) -> dict:
   return result
 
 
+class CollapseWatch:
+  """Policy entropy and thought length against their first values of the run's main phase:
+  `watch/<name>_ratio` every step, and one warning line when a ratio first falls below `frac`
+  (entropy collapse and thoughts shrinking to nothing precede a stalled RL run)."""
+
+  KEYS = {"entropy": "rlp/entropy", "thought_len": "rlp/thought_len_mean"}
+
+  def __init__(self, frac: float, log):
+    self.frac, self.log = frac, log
+    self.start, self.warned = {}, set()
+
+  def __call__(self, step: int, host: dict) -> None:
+    if self.frac <= 0:
+      return
+    for name, key in self.KEYS.items():
+      v = host.get(key)
+      if v is None or not np.isfinite(v):
+        continue
+      start = self.start.setdefault(name, v)
+      if start <= 0:
+        continue
+      ratio = v / start
+      host[f"watch/{name}_ratio"] = ratio
+      if ratio < self.frac and name not in self.warned:
+        self.warned.add(name)
+        self.log(f"rlp: warning: {key} fell to {ratio:.2f} of its starting value ({v:.3g} vs "
+                 f"{start:.3g}) at step {step}; a collapsing policy stops exploring (lower "
+                 "optim.lr, raise rlp.temperature, or add rlp.kl_beta)")
+
+
 class _Phases:
   """The format warm-up's step for the first `warmup_steps` steps, then the run's step; the
   switch (EMA <- theta, fresh optimizer state) is applied when step warmup_steps + 1 starts, so a
@@ -381,6 +411,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   ema_forward = T.StepConfig(compute_ema=config.rlp.compute_ema,
                              selection=d.selection).needs_ema_forward
   t_last = time.perf_counter()
+  watch = CollapseWatch(t_cfg.get("collapse_frac", 0.0),
+                        progress.write if progress is not None else log)
 
   def emit(step, m, ro, batch, dt):
     nonlocal skips, last
@@ -401,6 +433,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
                                ema_forward=ema_forward)
     if step == start + 1:
       host["perf/includes_compile"] = 1.0  # the first step of a process also compiles
+    if step > warm:
+      watch(step, host)
     host["perf/step_seconds"] = dt
     host["perf/tokens_per_sec"] = tokens / max(dt, 1e-9)
     host["perf/mfu"] = flops / max(dt, 1e-9) / peak
