@@ -196,18 +196,19 @@ def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_main_job_config_runs_two_steps(tmp_path):
-  """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2: 2 warm-up + 2 RLP steps
-  with the held-out thought eval at the switch and the end."""
+  """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2, as shipped but 2 steps:
+  RLP at the lowest no-think log-prob positions with the scorer term, the held-out thought eval
+  at the end (the in-run warm-up path: test_format_warmup_inside_one_run)."""
   from configs import smollm2_rlp
   c = smollm2_rlp.get_config()
-  c.warmup.steps = 2
+  assert c.data.selection == "low_logp" and c.rlp.scorer_weight > 0
   c.train.steps = 2
   c.train.eval_every = 0
   c.train.progress = False
   c.train.eval_docs = 2
   c.mesh.data = 1  # the suite fakes 8 CPU devices; the main job runs on one
   out = loop.train(c, str(tmp_path / "main"))
-  assert out["step"] == 4
+  assert out["step"] == 2 + c.warmup.steps
   assert math.isfinite(out["eval/information_gain"]) and "rlp/scorer_nll" in out
   assert math.isfinite(out["rlp/s_pred_mean"]) and math.isfinite(out["rlp/reward_mean"])
   assert os.path.exists(tmp_path / "main" / "curves.png")
