@@ -61,6 +61,11 @@ def get_config():
   r.adv_scale = "none"  # none (the paper) | std (GRPO)
   r.kl_beta = 0.0  # KL to a frozen reference (0 = the paper: no reference kept)
   r.kl_estimator = "k3"  # k1 | k2 | k3 (per-token estimators of KL(pi || ref))
+  r.ref_reset_every = 0  # ProRL reference reset every N steps of the run (0 = never): ref <- params,
+  #                        fresh optimizer state; step, EMA and data order continue
+  r.ref_reset_on_plateau = 0  # also reset when eval/information_gain has not improved for this
+  #                             many held-out evals (0 = off; needs train.eval_every)
+  r.dynamic_sampling = False  # drop groups whose G rewards are all equal (RPT's binary rewards)
   r.truncated_reward = "keep"  # reward of a thought cut at max_thought_len: keep (the paper) |
   #                              zero | a number, e.g. "-1.0" (shaping against runaway length)
   r.ema_tau = 0.999  # EMA decay of the no-think baseline (the paper: 0.999)

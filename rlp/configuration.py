@@ -56,6 +56,11 @@ def _checks(c):
   yield "rlp.normalize", r.normalize, r.normalize in ("sequence", "token"), "sequence | token"
   yield "rlp.adv_scale", r.adv_scale, r.adv_scale in ("none", "std"), "none | std"
   yield "rlp.kl_beta", r.kl_beta, r.kl_beta >= 0, ">= 0"
+  for name in ("ref_reset_every", "ref_reset_on_plateau"):
+    yield f"rlp.{name}", r[name], isinstance(r[name], int) and r[name] >= 0, ">= 0 (0 = off)"
+  if r.ref_reset_on_plateau:
+    yield "train.eval_every", t.eval_every, t.eval_every > 0, \
+        "> 0 with rlp.ref_reset_on_plateau (the plateau is measured on held-out evals)"
   yield "rlp.kl_estimator", r.kl_estimator, r.kl_estimator in ("k1", "k2", "k3"), "k1 | k2 | k3"
   yield "rlp.truncated_reward", r.truncated_reward, _truncated_reward(r.truncated_reward) \
       is not None, "keep | zero | a number"
@@ -195,7 +200,7 @@ def step_config(config, tok: Tokenizer) -> T.StepConfig:
   return T.StepConfig(objective=config.objective, sampler=sampler_config(config, tok),
                       eps_low=r.eps_low, eps_high=r.eps_high, normalize=r.normalize,
                       adv_scale=r.adv_scale, kl_beta=r.kl_beta, ema_tau=r.ema_tau,
-                      kl_estimator=r.kl_estimator,
+                      kl_estimator=r.kl_estimator, dynamic_sampling=r.dynamic_sampling,
                       truncated_reward=_truncated_reward(r.truncated_reward),
                       num_updates=r.num_updates, minibatches=r.minibatches,
                       grad_accum=r.get("grad_accum", 1),

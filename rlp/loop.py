@@ -306,10 +306,16 @@ def train(config, workdir: str, log=None) -> dict:
       step_fn = _Phases(warm_fn, step_fn, config.warmup.steps, reset)
     meta = {"objective": config.objective, "tokenizer": tok.fingerprint,
             "data": data_stats.as_dict()}
+    resets = RefReset(config.rlp.get("ref_reset_every", 0), config.rlp.get("ref_reset_on_plateau",
+                                                                          0),
+                      config.warmup.steps, restored[2].get("ref_reset") if restored else None)
+
+    def reset_ref(state):
+      return jax.device_put(T.reset_reference(state, tx), shardings)
     peak, peak_src = M.device_peak_flops(config.model.dtype)
     eval_docs = _eval_docs(config, tok)
     result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
-                        peak, eval_docs, graphdef, model_cfg, log, workdir)
+                        peak, eval_docs, graphdef, model_cfg, log, workdir, resets, reset_ref)
     writer.close()
     ckpt.close()
   del iterator
@@ -352,6 +358,45 @@ class CollapseWatch:
                  "optim.lr, raise rlp.temperature, or add rlp.kl_beta)")
 
 
+class RefReset:
+  """When to reset the reference (trainer.reset_reference): every `every` steps of the run's main
+  phase, and after `patience` held-out evals without a new best eval/information_gain. Its state
+  (best, evals since best) is saved in the checkpoint metadata, so a resumed run resets at the
+  same steps as an uninterrupted one."""
+
+  def __init__(self, every: int, patience: int, warm: int, saved: dict | None = None):
+    self.every, self.patience, self.warm = every, patience, warm
+    saved = saved or {}
+    self.best = saved.get("best")
+    self.since = saved.get("since", 0)
+    self.pending = saved.get("pending", False)
+
+  def state(self) -> dict:
+    return {"best": self.best, "since": self.since, "pending": self.pending}
+
+  def observe_eval(self, ev: dict) -> None:
+    gain = ev.get("eval/information_gain")
+    if not self.patience or gain is None or not np.isfinite(gain):
+      return
+    if self.best is None or gain > self.best:
+      self.best, self.since = gain, 0
+    else:
+      self.since += 1
+      if self.since >= self.patience:
+        self.pending, self.since, self.best = True, 0, None
+
+  def due(self, step: int) -> str | None:
+    """The reason to reset after `step` (before the next step runs), or None."""
+    if step <= self.warm:
+      return None
+    if self.pending:
+      self.pending = False
+      return "plateau"
+    if self.every and (step - self.warm) % self.every == 0:
+      return "every"
+    return None
+
+
 class _Phases:
   """The format warm-up's step for the first `warmup_steps` steps, then the run's step; the
   switch (EMA <- theta, fresh optimizer state) is applied when step warmup_steps + 1 starts, so a
@@ -389,7 +434,7 @@ def _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef
 
 
 def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta, peak,
-               eval_docs, graphdef, model_cfg, log, workdir):
+               eval_docs, graphdef, model_cfg, log, workdir, resets=None, reset_ref=None):
   t_cfg, d = config.train, config.data
   warm = config.warmup.steps
   total = t_cfg.steps + warm
@@ -459,11 +504,15 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
                           f"(last at step {step}); lower optim.lr or check the data")
 
   fault = _fault_injection()
+  say = progress.write if progress is not None else log
 
   def evaluate(step):
     nonlocal t_last
     if eval_docs:
-      writer.write(step, _evaluate(config, tok, graphdef, state.params, eval_docs))
+      ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
+      writer.write(step, ev)
+      if resets is not None and step > warm:
+        resets.observe_eval(ev)
       t_last = time.perf_counter()  # the eval's time is not the next step's
 
   def flush():
@@ -477,6 +526,12 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   if start == 0 and t_cfg.eval_every:
     evaluate(0)  # the starting point of the held-out curves
   stopping = None
+  if resets is not None and start < total and resets.due(start):
+    # resumed from the checkpoint written just before a reset: apply it as the first run did
+    state = reset_ref(state)
+    if not any(r.get("step") == start and "event/ref_reset" in r
+               for r in M.read_metrics(workdir)):
+      writer.write(start, {"event/ref_reset": 1.0})
   with _StopFlag() as stop:
     step = start
     while step < total:
@@ -497,9 +552,17 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
         flush()
         evaluate(step)
       if due:
-        ckpt.save(step, state, iterator.get_state(), {**meta, "step": step})
+        extra = {"ref_reset": resets.state()} if resets is not None else {}
+        ckpt.save(step, state, iterator.get_state(), {**meta, "step": step, **extra})
       if stopping is not None:
         break
+      why = resets.due(step) if resets is not None and step < total else None
+      if why:  # applied before step + 1, after step's checkpoint: a resume repeats it exactly
+        flush()
+        state = reset_ref(state)
+        writer.write(step, {"event/ref_reset": 1.0})
+        say(f"rlp: reference reset after step {step} ({why}): ref <- params, fresh optimizer "
+            "state")
     flush()
   if progress is not None:
     progress.close()

@@ -44,10 +44,13 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) ->
           ax.plot(xs, ys, marker="." if len(xs) < 30 else None,
                   label=f"{label}: {key}" if len(keys) > 1 or len(runs) > 1 else label)
           drawn = True
-    for label, rows in runs:  # the end of an in-run format warm-up
+    for label, rows in runs:  # the end of an in-run format warm-up; reference resets
       warm = [r["step"] for r in rows if r.get("warmup/nll") is not None]
       if warm:
         ax.axvline(max(warm), color="gray", lw=0.8, ls=":")
+      for r in rows:
+        if r.get("event/ref_reset"):
+          ax.axvline(r["step"], color="red", lw=0.6, ls="--", alpha=0.6)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
     if drawn:

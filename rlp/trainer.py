@@ -49,6 +49,9 @@ class StepConfig:
   # reward of a thought cut at the length limit: "keep" its information gain (the paper), "zero",
   # or a number (ProRL-style shaping: a truncated thought earns that reward)
   truncated_reward: str | float = "keep"
+  # drop groups whose G rewards are all equal (zero advantage, no signal) from the loss and its
+  # normalisation: DAPO / ProRL dynamic sampling, meant for RPT's binary rewards
+  dynamic_sampling: bool = False
   ema_tau: float = 0.999
   num_updates: int = 1  # optimizer updates per rollout batch (> 1 makes the clip matter)
   minibatches: int = 1  # each update splits the rollout batch into this many minibatches
@@ -109,6 +112,14 @@ def init_state(model, tx, seed: int = 0, kl_beta: float = 0.0) -> TrainState:
                     ref=jax.tree.map(jnp.copy, params) if kl_beta > 0 else None,
                     opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(seed)),
                     skips=jnp.zeros((), jnp.int32))
+
+
+def reset_reference(state: TrainState, tx) -> TrainState:
+  """ProRL's reference reset: ref <- the current params (when a reference is kept) and a fresh
+  optimizer state (moments zero, schedule count 0); step, EMA and rng continue."""
+  params = state.params
+  ref = None if state.ref is None else jax.tree.map(jnp.copy, params)
+  return state.replace(ref=ref, opt_state=tx.init(params))
 
 
 def _lr(opt_state):
@@ -362,6 +373,11 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
     rewards = jnp.where(ro.truncated, cut_value, rewards)
   adv = O.group_advantages(rewards, cfg.adv_scale)
   sampled = ro.mask.astype(jnp.float32)
+  thought_tokens = sampled.sum()
+  if cfg.dynamic_sampling:
+    uniform = jnp.all(rewards == rewards[..., :1], axis=-1)  # [B, K]: nothing to learn from
+    sampled = sampled * (~uniform)[..., None, None]
+    metrics["rlp/dropped_group_frac"] = uniform.mean()
   metrics.update({
       "rlp/reward_mean": rewards.mean() if cfg.compute_ema or cfg.objective == "rpt" else jnp.nan,
       "rlp/reward_std": rewards.std(), "rlp/adv_std": adv.std(),
@@ -393,7 +409,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
       metrics[f"rlp/{k}"] = metrics.pop(k)
   metrics["lr"] = _lr(state.opt_state)
   metrics["tokens"] = lengths.sum()
-  metrics["thought_tokens"] = sampled.sum()
+  metrics["thought_tokens"] = thought_tokens
   return state.replace(step=state.step + 1, rng=jax.random.key_data(rng)), metrics, ro
 
 

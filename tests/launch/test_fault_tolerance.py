@@ -85,3 +85,23 @@ def test_rerun_after_kill_before_the_final_eval_completes_what_the_run_owed(tmp_
   r = _train(wd, extra=extra)
   assert r.returncode == 0 and "already complete" in r.stderr
   assert len(_stream(wd)) == 11
+
+
+def test_reference_resets_survive_kill_and_resume(tmp_path):
+  """ref_reset_every=4 with checkpoints every 4 steps: preempted at step 4 (checkpoint written,
+  the reset after it not yet applied), the resumed run applies the reset before step 5 and its
+  stream equals an uninterrupted run's (event rows included, no duplicates)."""
+  extra = ("--config.rlp.kl_beta=0.1", "--config.rlp.ref_reset_every=4")
+  ref = str(tmp_path / "ref")
+  r = _train(ref, extra=extra)
+  assert r.returncode == 0, r.stderr[-3000:]
+  want = _stream(ref)
+  assert [x["step"] for x in want if "event/ref_reset" in x] == [4, 8]
+  assert "reference reset after step 4" in r.stderr
+  wd = str(tmp_path / "run")
+  r = _train(wd, fault="4:TERM", extra=extra)
+  assert r.returncode == 143, r.stderr[-3000:]
+  r = _train(wd, extra=extra)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "resumed from" in r.stderr and "step 4" in r.stderr
+  assert _stream(wd) == want

@@ -348,3 +348,49 @@ def test_truncated_reward_shaping_changes_only_truncated_thoughts():
     assert got[shaping] != pytest.approx(float(keep["rlp/reward_mean"]), abs=1e-3)
   # only the truncated thoughts' rewards moved: zero vs -2.5 differ by 2.5 x their share
   assert got["zero"] - got[-2.5] == pytest.approx(2.5 * trunc.mean(), abs=1e-4)
+
+
+def test_reference_reset_copies_params_and_zeroes_the_optimizer():
+  state, _, _ = _run(T.StepConfig(sampler=SCFG, kl_beta=0.1), steps=2)
+  tx = T.make_optimizer(1e-3)
+  new = T.reset_reference(state, tx)
+  for a, b in zip(jax.tree.leaves(new.ref), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert any(float(jnp.abs(a - b).max()) > 0 for a, b in
+             zip(jax.tree.leaves(state.ref), jax.tree.leaves(state.params)))  # it was behind
+  adam = [s for s in jax.tree.leaves(new.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
+          if hasattr(s, "mu")]
+  assert adam and all(float(jnp.abs(x).max()) == 0 for s in adam
+                      for x in jax.tree.leaves((s.mu, s.nu)))
+  assert all(int(s.count) == 0 for s in adam)
+  assert int(new.step) == int(state.step)  # step, EMA, rng continue
+  for a, b in zip(jax.tree.leaves(new.ema), jax.tree.leaves(state.ema)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert T.reset_reference(state.replace(ref=None), tx).ref is None
+
+
+def test_dynamic_sampling_drops_groups_with_equal_rewards():
+  """RPT rewards are binary: a group whose G rewards are all equal has zero advantage. Dropping
+  it leaves the summed gradient unchanged and divides it by fewer thoughts (sequence mean)."""
+  tok_bytes = [bytes([65 + i % 3]) for i in range(32)]  # 3 letters: rewards 0/1 both occur
+  model = _model()
+  tx = T.make_optimizer(1e-3)
+  scfg = S.SamplerConfig(group_size=4, max_thought_len=3, prompt_ids=(30,), close_ids=(31,),
+                         predict=True)
+  got = {}
+  for ds in (False, True):
+    cfg = T.StepConfig(objective="rpt", sampler=scfg, positions_per_doc=2, dynamic_sampling=ds)
+    step = T.make_step(nnx.graphdef(model), tx, cfg, tokenizer_bytes=tok_bytes, donate=False)
+    _, m, ro = step(T.init_state(model, tx), _batch(0))
+    got[ds] = (jax.tree.map(np.asarray, m), ro)
+  (m0, ro), (m1, _) = got[False], got[True]
+  r = np.asarray(T._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["positions"],
+                                jnp.asarray([[b[0]] for b in tok_bytes]),
+                                jnp.ones(32, jnp.int32), 4))
+  uniform = np.all(r == r[..., :1], axis=-1)
+  assert 0 < uniform.mean() < 1, uniform  # both kinds of groups in this batch
+  assert float(m1["rlp/dropped_group_frac"]) == pytest.approx(uniform.mean())
+  assert float(m1["thought_tokens"]) == float(m0["thought_tokens"])
+  has = np.asarray(ro.mask).sum(-1) > 0
+  ratio = has.sum() / has[~uniform].sum()
+  assert float(m1["grad_norm"]) == pytest.approx(float(m0["grad_norm"]) * ratio, rel=1e-4)

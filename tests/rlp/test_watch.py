@@ -29,3 +29,19 @@ def test_off_and_missing_metrics():
   host = {"cpt/nll": 3.0}
   w(1, host)
   assert host == {"cpt/nll": 3.0} and not lines  # CPT steps have nothing to watch
+
+
+def test_reference_reset_schedule_every_and_on_plateau():
+  from rlp.loop import RefReset
+  r = RefReset(every=4, patience=0, warm=2)
+  assert [s for s in range(1, 15) if r.due(s)] == [6, 10, 14]  # every 4 steps after the warm-up
+  r = RefReset(every=0, patience=2, warm=0)
+  for gain in (0.1, 0.3, 0.2, 0.25):  # best 0.3, then two evals without a new best
+    r.observe_eval({"eval/information_gain": gain})
+  assert r.due(5) == "plateau" and r.due(6) is None  # once; the best starts over
+  r.observe_eval({"eval/information_gain": -1.0})
+  r.observe_eval({"eval/information_gain": -2.0})  # one eval without a new best
+  saved = RefReset(0, 2, 0, r.state())  # the checkpointed state carries the count over
+  assert saved.due(8) is None
+  saved.observe_eval({"eval/information_gain": -3.0})
+  assert saved.due(9) == "plateau"
