@@ -315,7 +315,8 @@ def train(config, workdir: str, log=None) -> dict:
     peak, peak_src = M.device_peak_flops(config.model.dtype)
     eval_docs = _eval_docs(config, tok)
     result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
-                        peak, eval_docs, graphdef, model_cfg, log, workdir, resets, reset_ref)
+                        peak, eval_docs, graphdef, model_cfg, log, workdir, resets, reset_ref,
+                        restored[2].get("collapse_watch") if restored else None)
     writer.close()
     ckpt.close()
   del iterator
@@ -331,13 +332,18 @@ def train(config, workdir: str, log=None) -> dict:
 class CollapseWatch:
   """Policy entropy and thought length against their first values of the run's main phase:
   `watch/<name>_ratio` every step, and one warning line when a ratio first falls below `frac`
-  (entropy collapse and thoughts shrinking to nothing precede a stalled RL run)."""
+  (entropy collapse and thoughts shrinking to nothing precede a stalled RL run). The starting
+  values ride in the checkpoint metadata, so a resumed run reports the same ratios."""
 
   KEYS = {"entropy": "rlp/entropy", "thought_len": "rlp/thought_len_mean"}
 
-  def __init__(self, frac: float, log):
+  def __init__(self, frac: float, log, saved: dict | None = None):
     self.frac, self.log = frac, log
-    self.start, self.warned = {}, set()
+    saved = saved or {}
+    self.start, self.warned = dict(saved.get("start", {})), set(saved.get("warned", []))
+
+  def state(self) -> dict:
+    return {"start": {k: float(v) for k, v in self.start.items()}, "warned": sorted(self.warned)}
 
   def __call__(self, step: int, host: dict) -> None:
     if self.frac <= 0:
@@ -372,7 +378,8 @@ class RefReset:
     self.pending = saved.get("pending", False)
 
   def state(self) -> dict:
-    return {"best": self.best, "since": self.since, "pending": self.pending}
+    return {"best": None if self.best is None else float(self.best), "since": int(self.since),
+            "pending": bool(self.pending)}
 
   def observe_eval(self, ev: dict) -> None:
     gain = ev.get("eval/information_gain")
@@ -434,7 +441,8 @@ def _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef
 
 
 def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta, peak,
-               eval_docs, graphdef, model_cfg, log, workdir, resets=None, reset_ref=None):
+               eval_docs, graphdef, model_cfg, log, workdir, resets=None, reset_ref=None,
+               watch_state=None):
   t_cfg, d = config.train, config.data
   warm = config.warmup.steps
   total = t_cfg.steps + warm
@@ -457,7 +465,7 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
                              selection=d.selection).needs_ema_forward
   t_last = time.perf_counter()
   watch = CollapseWatch(t_cfg.get("collapse_frac", 0.0),
-                        progress.write if progress is not None else log)
+                        progress.write if progress is not None else log, watch_state)
 
   def emit(step, m, ro, batch, dt):
     nonlocal skips, last
@@ -552,7 +560,9 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
         flush()
         evaluate(step)
       if due:
-        extra = {"ref_reset": resets.state()} if resets is not None else {}
+        extra = {"collapse_watch": watch.state()}
+        if resets is not None:
+          extra["ref_reset"] = resets.state()
         ckpt.save(step, state, iterator.get_state(), {**meta, "step": step, **extra})
       if stopping is not None:
         break
