@@ -41,12 +41,7 @@ def config(seed, **overrides):
   c.train.sample_every = 0
   c.train.plot = False
   c.mesh.data = 1
-  for k, v in overrides.items():
-    *path, name = k.split(".")
-    node = c
-    for p in path:
-      node = node[p]
-    node[name] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 

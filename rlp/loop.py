@@ -306,9 +306,9 @@ def train(config, workdir: str, log=None) -> dict:
       step_fn = _Phases(warm_fn, step_fn, config.warmup.steps, reset)
     meta = {"objective": config.objective, "tokenizer": tok.fingerprint,
             "data": data_stats.as_dict()}
-    resets = RefReset(config.rlp.get("ref_reset_every", 0), config.rlp.get("ref_reset_on_plateau",
-                                                                          0),
-                      config.warmup.steps, restored[2].get("ref_reset") if restored else None)
+    saved = restored[2] if restored else {}
+    resets = RefReset(config.rlp.ref_reset_every, config.rlp.ref_reset_on_plateau,
+                      config.warmup.steps, saved.get("ref_reset"))
 
     def reset_ref(state):
       return jax.device_put(T.reset_reference(state, tx), shardings)
@@ -316,7 +316,7 @@ def train(config, workdir: str, log=None) -> dict:
     eval_docs = _eval_docs(config, tok)
     result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
                         peak, eval_docs, graphdef, model_cfg, log, workdir, resets, reset_ref,
-                        restored[2].get("collapse_watch") if restored else None)
+                        saved.get("collapse_watch"))
     writer.close()
     ckpt.close()
   del iterator
@@ -464,7 +464,7 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   ema_forward = T.StepConfig(compute_ema=config.rlp.compute_ema,
                              selection=d.selection).needs_ema_forward
   t_last = time.perf_counter()
-  watch = CollapseWatch(t_cfg.get("collapse_frac", 0.0),
+  watch = CollapseWatch(t_cfg.collapse_frac,
                         progress.write if progress is not None else log, watch_state)
 
   def emit(step, m, ro, batch, dt):

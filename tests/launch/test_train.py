@@ -20,12 +20,7 @@ def tiny_config(**overrides):
   c.train.progress = False
   c.train.steps = 4
   c.train.checkpoint_every = 2
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 
