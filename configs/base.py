@@ -105,6 +105,13 @@ def get_config():
   t.eval_docs = 16  # held-out documents from data.eval_source
   t.eval_positions = 2  # per held-out document for the thought eval (information gain, accuracy
   #                       with and without a thought, by the run's sampler and selection); 0 = off
+  t.eval_reasoning_every = 0  # pass@1 and pass@k over training (0 = off): every N steps, at step
+  #                              0 and at the end, each held-out position of the thought eval is
+  #                              a problem solved by eval_reasoning_samples thoughts, each then
+  #                              predicting the next token; logs reasoning/pass@k for k in
+  #                              eval_reasoning_ks and diversity/* of the thoughts (rlp-plot panel)
+  t.eval_reasoning_samples = 8  # n of pass@k: thoughts sampled per position (the run's sampler)
+  t.eval_reasoning_ks = (1, 2, 4, 8)  # k values, each <= eval_reasoning_samples
   t.sample_every = 5  # log decoded sample thoughts
   t.collapse_frac = 0.2  # warn once when policy entropy or thought length falls below this
   #                       fraction of its first value (watch/*_ratio metrics); 0 = off

@@ -53,5 +53,8 @@ def get_config():
   c.train.eval_every = 50
   c.train.eval_docs = 32
   c.train.eval_positions = 2
+  c.train.eval_reasoning_every = 50  # pass@1 vs pass@k of the answers over the whole run
+  c.train.eval_reasoning_samples = 8
+  c.train.eval_reasoning_ks = (1, 2, 4, 8)
   c.train.sample_every = 50
   return c

@@ -6,12 +6,14 @@
   rlp-data inspect --output=DIR
   rlp-data diversity SOURCE [--model=smollm2] [--proj_dim=1024] [--max_docs=N]
   rlp-data select SOURCE --by=gvendi [--method=cluster|greedy] --n=N --output=DIR
+                  [--random_output=DIR2]
 
 diversity prints one JSON line: the G-Vendi score of the documents (gradient diversity under the
 proxy --model: smollm2, a GGUF file, an HF directory or a run's workdir; rlp/diversity.py), n,
 proj_dim, model and seconds. select writes the N most diverse documents of the pool as an
 ArrayRecord dataset (data.source=arrayrecord:DIR) in the proxy's tokenizer, with the G-Vendi of
-the selection and of a random subset of the same size.
+the selection and of a random subset of the same size (written to --random_output when given:
+the baseline of a selected-vs-random experiment, configs/ablations/data_selection.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ flags.DEFINE_integer("seq_len", 256, "diversity / select: tokens per document (t
 flags.DEFINE_integer("batch", 4, "diversity / select: documents per gradient batch")
 flags.DEFINE_integer("seed", 0, "diversity / select: projection and selection seed")
 flags.DEFINE_enum("by", "gvendi", ["gvendi"], "select: the criterion")
+flags.DEFINE_string("random_output", None, "select: also write the random subset of the same "
+                    "size from the same pool (the baseline g_vendi_random is measured on) here")
 flags.DEFINE_enum("method", "cluster", ["cluster", "greedy"], "select: the paper's cluster "
                   "filter or greedy order-2 Vendi")
 flags.DEFINE_integer("n", None, "select: documents to keep")
@@ -146,9 +150,13 @@ def select_cmd(source):
   from rlp import data as D, diversity
   if not FLAGS.output or not FLAGS.n:
     raise D.DataError("rlp-data select needs --n=N and --output=DIR")
-  if os.path.exists(os.path.join(FLAGS.output, "manifest.json")) and not FLAGS.overwrite:
-    raise D.DataError(f"{FLAGS.output} already holds a dataset (manifest.json); choose another "
-                      "--output or pass --overwrite")
+  outs = [FLAGS.output] + ([FLAGS.random_output] if FLAGS.random_output else [])
+  if len(set(map(os.path.abspath, outs))) < len(outs):
+    raise D.DataError("--random_output must differ from --output")
+  for out in outs:
+    if os.path.exists(os.path.join(out, "manifest.json")) and not FLAGS.overwrite:
+      raise D.DataError(f"{out} already holds a dataset (manifest.json); choose another "
+                        "directory or pass --overwrite")
   tok, docs, got, _ = _gradient_pool(source)
   try:
     idx = diversity.select(got.z, FLAGS.n, by=FLAGS.method, seed=FLAGS.seed)
@@ -157,11 +165,16 @@ def select_cmd(source):
   rand = np.random.default_rng(FLAGS.seed).choice(len(docs), FLAGS.n, replace=False)
   manifest = D.write_shards([docs[i] for i in idx], FLAGS.output, tok, FLAGS.num_shards,
                             overwrite=FLAGS.overwrite)
+  extra = {}
+  if FLAGS.random_output:
+    rm = D.write_shards([docs[i] for i in sorted(rand)], FLAGS.random_output, tok,
+                        FLAGS.num_shards, overwrite=FLAGS.overwrite)
+    extra = {"random_output": FLAGS.random_output, "random_tokens": rm["tokens"]}
   print(json.dumps({"selected": len(idx), "pool": len(docs), "method": FLAGS.method,
                     "g_vendi_selected": diversity.g_vendi(got.z[idx]),
                     "g_vendi_random": diversity.g_vendi(got.z[rand]),
                     "g_vendi_pool": got.g_vendi, "output": FLAGS.output,
-                    "tokens": manifest["tokens"], "seconds": round(got.seconds, 2)}))
+                    "tokens": manifest["tokens"], **extra, "seconds": round(got.seconds, 2)}))
 
 
 def main(argv):

@@ -28,14 +28,24 @@ def load_sweep(path: str) -> list[dict]:
 
 
 def run_name(overrides: dict) -> str:
+  """The run's directory name: the entry's "name" when it has one (for values such as paths),
+  else field=value pairs."""
+  if "name" in overrides:
+    return str(overrides["name"])
   return "_".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
 
 
 def commands(config: str, workdir: str, launcher: str, extra: list[str]) -> list[list[str]]:
   out = []
-  for ov in load_sweep(config):
-    wd = os.path.join(workdir, run_name(ov))
-    flags = [f"--config.{k}={v}" for k, v in ov.items()] + extra
+  sweep = load_sweep(config)
+  names = [run_name(ov) for ov in sweep]
+  for name in names:
+    if not name or os.sep in name or names.count(name) > 1:
+      raise SystemExit(f"sweep: {config}: run name {name!r} must be unique, non-empty and "
+                       "without a path separator (give the entry a 'name')")
+  for ov, name in zip(sweep, names):
+    wd = os.path.join(workdir, name)
+    flags = [f"--config.{k}={v}" for k, v in ov.items() if k != "name"] + extra
     if launcher == "local":
       out.append(["rlp-train", f"--config={config}", f"--workdir={wd}", *flags])
     elif launcher == "slurm":

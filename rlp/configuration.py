@@ -87,6 +87,18 @@ def _checks(c):
   yield "train.collapse_frac", t.collapse_frac, 0 <= t.collapse_frac < 1, "in [0, 1) (0 = off)"
   for name in ("eval_every", "sample_every", "eval_docs", "eval_positions"):
     yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
+  yield "train.eval_reasoning_every", t.eval_reasoning_every, isinstance(
+      t.eval_reasoning_every, int) and t.eval_reasoning_every >= 0, ">= 0 (0 = off)"
+  if t.eval_reasoning_every:
+    yield "train.eval_positions", t.eval_positions, t.eval_positions > 0 and t.eval_docs > 0 and \
+        bool(d.eval_source), "> 0, with train.eval_docs > 0 and a data.eval_source, when " \
+        "train.eval_reasoning_every > 0 (its problems are the thought eval's held-out positions)"
+    ks = tuple(t.eval_reasoning_ks)
+    yield "train.eval_reasoning_samples", t.eval_reasoning_samples, \
+        t.eval_reasoning_samples >= 1, ">= 1"
+    yield "train.eval_reasoning_ks", ks, bool(ks) and all(
+        isinstance(k, int) and 1 <= k <= t.eval_reasoning_samples for k in ks), \
+        f"non-empty, each k in [1, train.eval_reasoning_samples ({t.eval_reasoning_samples})]"
   if m.init == "random":
     yield "model.n_heads", m.n_heads, m.n_heads % max(m.n_kv_heads, 1) == 0, \
         f"a multiple of model.n_kv_heads ({m.n_kv_heads})"

@@ -177,7 +177,7 @@ def heldout_nll(graphdef, params, docs, seq_len: int, batch_size: int = 4, pad_i
 def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, positions: int = 4,
                        min_prefix: int = 8, seed: int = 0, batch_size: int = 2,
                        selection: str = "uniform", marker_ids=None,
-                       baseline_exclude: int | None = None) -> dict:
+                       baseline_exclude: int | None = None, ks: Sequence[int] = ()) -> dict:
   """Does thinking help this model? At `positions` target positions of each document (chosen as
   the run chooses them: uniform, after a marker, or the model's own highest-entropy /
   lowest-log-prob positions), G thoughts are sampled with `cfg` (the run's sampler and thought
@@ -188,6 +188,16 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
     eval/information_gain     mean over positions of (mean over thoughts of S_pred) - S_plain
     eval/next_token_acc_*     argmax after a thought (every thought counts) / with no thought
 
+  With `ks`, each position is also a problem solved by n = cfg.group_size samples (a sampled
+  thought, then the model's next token: its argmax, or the sampled prediction of an RPT sampler),
+  correct when it is the document's token; on documents whose positions are answers (the toy
+  testbed with selection=marker) these are problem-solving figures:
+
+    reasoning/pass@k          unbiased pass@k over the n samples, for each k <= n in ks
+    reasoning/pass@1_no_thought   the same position predicted with no thought (argmax)
+    diversity/*               distinct-1/2, mean pairwise edit distance and token entropy of the
+                              n thoughts of a position (text before the closer), averaged
+
   The same seed draws the same positions and thoughts' keys, so evals of one run compare.
   baseline_exclude: a dedicated <think> token id, left out of the no-thought distribution (a model
   taught that a thought may follow keeps mass on it; "no thought here" renormalises without it).
@@ -197,6 +207,7 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
   graphdef, params = nnx.split(model)
   rng = np.random.default_rng(seed)
   s_pred, s_plain, acc_t, acc_plain, thought_len = [], [], [], [], []
+  solved, thoughts = [], []  # per position: correct samples; the n thoughts' tokens
   usable = []
   for d in docs:
     d = np.asarray(d)[:seq_len]
@@ -240,15 +251,38 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
     s_pred.append(np.asarray(ro.s_pred)[:n_real])
     acc_t.append((np.asarray(ro.pred_argmax) == tgt[..., None])[:n_real])
     thought_len.append(np.asarray(ro.lengths)[:n_real])
+    if ks:
+      answer = np.asarray(ro.prediction) if cfg.predict else np.asarray(ro.pred_argmax)
+      solved.extend((answer == tgt[..., None])[:n_real].sum(-1).ravel().tolist())
+      toks_np, lens_np = np.asarray(ro.tokens)[:n_real], np.asarray(ro.lengths)[:n_real]
+      for b in range(n_real):
+        for k in range(toks_np.shape[1]):
+          thoughts.append([toks_np[b, k, g, :lens_np[b, k, g]].tolist()
+                           for g in range(toks_np.shape[2])])
   sp = np.concatenate([x.reshape(-1, x.shape[-1]) for x in s_pred])  # [P, G]
   sn = np.concatenate([x.reshape(-1) for x in s_plain])  # [P]
-  return {"eval/s_pred_mean": float(sp.mean()), "eval/s_plain_mean": float(sn.mean()),
+  report = {} if not ks else _pass_report(solved, thoughts, cfg.group_size, ks, acc_plain)
+  return report | {"eval/s_pred_mean": float(sp.mean()), "eval/s_plain_mean": float(sn.mean()),
           "eval/information_gain": float((sp.mean(-1) - sn).mean()),
           "eval/gain_positive_frac": float((sp.mean(-1) > sn).mean()),
           "eval/next_token_acc_thought": float(np.concatenate([a.ravel() for a in acc_t]).mean()),
           "eval/next_token_acc_plain": float(np.concatenate([a.ravel() for a in acc_plain]).mean()),
           "eval/thought_len_mean": float(np.concatenate([x.ravel() for x in thought_len]).mean()),
           "eval/positions": int(sn.size), "eval/docs_skipped": len(docs) - len(usable)}
+
+
+def _pass_report(solved, thoughts, n, ks, acc_plain) -> dict:
+  if any(k > n for k in ks):
+    raise EvalError(f"pass@{max(ks)} needs at least {max(ks)} thoughts per position (got {n})")
+  rep = {"reasoning/problems": len(solved), "reasoning/samples": n,
+         "reasoning/pass@1_no_thought": float(np.concatenate([a.ravel() for a in acc_plain]).mean())}
+  for k in sorted(set(ks)):
+    rep[f"reasoning/pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for c in solved]))
+  rep["diversity/distinct_1"] = float(np.mean([distinct_n(t, 1) for t in thoughts]))
+  rep["diversity/distinct_2"] = float(np.mean([distinct_n(t, 2) for t in thoughts]))
+  rep["diversity/pairwise_edit"] = float(np.mean([mean_pairwise_edit(t) for t in thoughts]))
+  rep["diversity/token_entropy"] = float(np.mean([unigram_entropy(t) for t in thoughts]))
+  return rep
 
 
 def _to_host(x) -> np.ndarray:

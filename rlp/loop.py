@@ -187,10 +187,34 @@ def _thought_eval(config, tok, graphdef, params, eval_docs):
                               baseline_exclude=thought_format(tok, config.rlp.template).open_token)
 
 
-def _evaluate(config, tok, graphdef, params, eval_docs) -> dict:
-  ev = E.heldout_nll(graphdef, params, eval_docs, config.data.seq_len)
-  if config.train.eval_positions and config.objective != "rpt":
-    ev.update(_thought_eval(config, tok, graphdef, params, eval_docs))
+def _reasoning_eval(config, tok, graphdef, params, eval_docs):
+  """pass@1 / pass@k over training: the thought eval's held-out positions as problems, each
+  solved by train.eval_reasoning_samples thoughts of the run's sampler (evaluate.py)."""
+  d, t = config.data, config.train
+  cfg = dataclasses.replace(CFG.sampler_config(config, tok), group_size=t.eval_reasoning_samples)
+  ev = E.thought_likelihood(nnx.merge(graphdef, params), eval_docs, cfg, d.seq_len,
+                            positions=t.eval_positions, min_prefix=d.min_prefix,
+                            seed=config.seed + 1, batch_size=max(1, min(len(eval_docs), 8)),
+                            selection=d.selection, marker_ids=CFG.marker_ids(config, tok),
+                            baseline_exclude=thought_format(tok, config.rlp.template).open_token,
+                            ks=tuple(t.eval_reasoning_ks))
+  return {k: v for k, v in ev.items() if k.startswith(("reasoning/", "diversity/"))}
+
+
+def _reasoning_due(config, step: int, total: int) -> bool:
+  every = config.train.eval_reasoning_every
+  return bool(every) and (step % every == 0 or step == total)
+
+
+def _evaluate(config, tok, graphdef, params, eval_docs, heldout: bool = True,
+              reasoning: bool = False) -> dict:
+  ev = {}
+  if heldout:
+    ev.update(E.heldout_nll(graphdef, params, eval_docs, config.data.seq_len))
+    if config.train.eval_positions and config.objective != "rpt":
+      ev.update(_thought_eval(config, tok, graphdef, params, eval_docs))
+  if reasoning:
+    ev.update(_reasoning_eval(config, tok, graphdef, params, eval_docs))
   return ev
 
 
@@ -434,7 +458,8 @@ def _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef
   last = {"step": start}
   if owed_eval:
     log(f"rlp: the run reached step {start} but its final eval was not written; writing it")
-    ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
+    ev = _evaluate(config, tok, graphdef, state.params, eval_docs,
+                   reasoning=_reasoning_due(config, start, total))
     writer.write(start, ev)
     last.update(ev)
   return last
@@ -514,12 +539,13 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   fault = _fault_injection()
   say = progress.write if progress is not None else log
 
-  def evaluate(step):
+  def evaluate(step, heldout=True):
     nonlocal t_last
     if eval_docs:
-      ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
+      ev = _evaluate(config, tok, graphdef, state.params, eval_docs, heldout=heldout,
+                     reasoning=_reasoning_due(config, step, total))
       writer.write(step, ev)
-      if resets is not None and step > warm:
+      if resets is not None and step > warm and heldout:
         resets.observe_eval(ev)
       t_last = time.perf_counter()  # the eval's time is not the next step's
 
@@ -531,8 +557,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
       emit(*pending, now - t_last)
       t_last, pending = now, None
 
-  if start == 0 and t_cfg.eval_every:
-    evaluate(0)  # the starting point of the held-out curves
+  if start == 0 and (t_cfg.eval_every or t_cfg.eval_reasoning_every):
+    evaluate(0, heldout=bool(t_cfg.eval_every))  # the starting point of the held-out curves
   stopping = None
   if resets is not None and start < total and resets.due(start):
     # resumed from the checkpoint written just before a reset: apply it as the first run did
@@ -555,10 +581,10 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
       due = step % t_cfg.checkpoint_every == 0 or step == total or stopping is not None
       if due:
         flush()  # a checkpointed step's metrics are written before its checkpoint exists
-      if step < total and ((t_cfg.eval_every and step % t_cfg.eval_every == 0)
-                           or (warm and step == warm)):
+      heldout_due = (t_cfg.eval_every and step % t_cfg.eval_every == 0) or (warm and step == warm)
+      if step < total and (heldout_due or _reasoning_due(config, step, total)):
         flush()
-        evaluate(step)
+        evaluate(step, heldout=bool(heldout_due))
       if due:
         extra = {"collapse_watch": watch.state()}
         if resets is not None:
@@ -587,7 +613,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   if fault and fault[0] == -1:
     os.kill(os.getpid(), fault[1])
   if eval_docs and step == total:
-    ev = _evaluate(config, tok, graphdef, state.params, eval_docs)
+    ev = _evaluate(config, tok, graphdef, state.params, eval_docs,
+                   reasoning=_reasoning_due(config, step, total))
     writer.write(step, ev)
     last.update(ev)
   return last

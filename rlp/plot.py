@@ -15,7 +15,19 @@ PANELS = (
     ("policy entropy", ("rlp/entropy",)),
     ("held-out information gain (thoughts vs none)", ("eval/information_gain",)),
     ("held-out next-token accuracy", ("eval/next_token_acc_thought", "eval/next_token_acc_plain")),
+    ("pass@1 vs pass@k (narrowing: pass@1 up, pass@k flat or down)",
+     "reasoning/pass@"),
 )
+
+
+def _keys(keys, runs) -> tuple[str, ...]:
+  """A panel's metrics: a tuple as given, or a prefix: every such metric logged, pass@k by k."""
+  if not isinstance(keys, str):
+    return keys
+  found = {k for _, rows in runs for r in rows for k in r if k.startswith(keys)}
+  return tuple(sorted(found, key=lambda k: (not k[len(keys):].isdigit(),
+                                            int(k[len(keys):]) if k[len(keys):].isdigit() else 0,
+                                            k)))
 
 
 class PlotError(ValueError):
@@ -33,8 +45,9 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) ->
       raise PlotError(f"{wd} has no metrics.jsonl (or it is empty); is it a run's workdir?")
     runs.append(((labels or [])[i] if labels and i < len(labels) else
                  os.path.basename(os.path.normpath(wd)), rows))
-  fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
+  fig, axes = plt.subplots(3, 3, figsize=(16, 11))
   for ax, (title, keys) in zip(axes.ravel(), PANELS):
+    keys = _keys(keys, runs)
     drawn = False
     for label, rows in runs:
       for key in keys:

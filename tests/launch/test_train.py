@@ -56,7 +56,12 @@ def test_rlp_plot_cli(tmp_path):
   wd = tmp_path / "run"
   wd.mkdir()
   rows = [{"step": i, "loss": 1.0 / i, "rlp/reward_mean": 0.1 * i} for i in range(1, 6)]
+  rows += [{"step": i, "reasoning/pass@8": 0.5, "reasoning/pass@1_no_thought": 0.1,
+            "reasoning/pass@1": 0.2, "reasoning/pass@2": 0.3} for i in (0, 5)]
   (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  from rlp import plot  # the pass@k panel draws whatever k were logged, in order of k
+  assert plot._keys("reasoning/pass@", [("run", rows)]) == (
+      "reasoning/pass@1", "reasoning/pass@2", "reasoning/pass@8", "reasoning/pass@1_no_thought")
   r = subprocess.run([sys.executable, "-m", "launch.plot", str(wd)], cwd=ROOT,
                      capture_output=True, text=True)
   assert r.returncode == 0, r.stderr
@@ -79,6 +84,11 @@ def test_rlp_plot_cli(tmp_path):
     ({"warmup.steps": 3}, r"config.warmup.source = '\"\"' is invalid: must be a data source"),
     ({"data.selection": "marker"}, r"config.data.position_marker = '\"\"' is invalid"),
     ({"data.selection": "best"}, r"config.data.selection = 'best' is invalid: must be uniform"),
+    ({"train.eval_reasoning_every": 2, "train.eval_reasoning_ks": (1, 16)},
+     r"config.train.eval_reasoning_ks = \(1, 16\) is invalid: must be non-empty, each k in "
+     r"\[1, train.eval_reasoning_samples \(8\)\]"),
+    ({"train.eval_reasoning_every": 2, "data.eval_source": ""},
+     r"config.train.eval_positions = 2 is invalid: .*a data.eval_source"),
     ({"model.init": "gguf", "model.path": "/nonexistent/model.gguf"},
      r"config.model.path = '/nonexistent/model.gguf' is invalid: must be an existing file"),
 ])
@@ -98,7 +108,7 @@ def test_cli_error_is_one_line_per_field(tmp_path):
   assert len(errs) == 2 and "rlp.group_size" in errs[0] and "rlp.temperature" in errs[1]
 
 
-def test_launcher_dry_runs():
+def test_launcher_dry_runs(tmp_path):
   r = subprocess.run(["bash", "launch/slurm.sbatch", "--dry-run", "configs/qwen3_1p7b_rlp.py",
                       "/runs/q", "--config.model.path=/ckpt"], cwd=ROOT, capture_output=True,
                      text=True)
@@ -123,6 +133,24 @@ def test_launcher_dry_runs():
   assert len(cmds) == 4
   slurm = sweep.main(["configs/ablations/ema_tau.py", "--dry-run", "--launcher=slurm"])
   assert slurm[0][:3] == ["sbatch", "launch/slurm.sbatch", "configs/ablations/ema_tau.py"]
+  # every ablation config expands into valid configs; named entries name their run directory
+  import glob
+  import importlib.util
+  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "ablations", "[a-z]*.py"))):
+    spec = importlib.util.spec_from_file_location("ablation", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for ov in mod.get_sweep():
+      c = mod.get_config()
+      c.update_from_flattened_dict({k: v for k, v in ov.items() if k != "name"})
+      configuration.validate(c)
+  sel = sweep.main(["configs/ablations/data_selection.py", "--dry-run", "--workdir=w"])
+  assert [c[2] for c in sel] == ["--workdir=w/gvendi", "--workdir=w/random"]
+  assert sel[0][3] == "--config.data.source=arrayrecord:workdirs/select/gvendi"
+  dup = tmp_path / "dup.py"
+  dup.write_text("def get_sweep():\n  return [{'name': 'a'}, {'name': 'a', 'rlp.kl_beta': 0.1}]\n")
+  with pytest.raises(SystemExit, match="must be unique"):
+    sweep.commands(str(dup), "w", "local", [])
 
 
 def test_run_stops_after_consecutive_non_finite_updates(tmp_path):
@@ -148,7 +176,8 @@ def test_warmup_then_rlp_from_its_checkpoint(tmp_path):
 TOY = {"warmup.steps": 2, "warmup.source": "toy:train:0.5", "data.source": "toy:train",
        "data.eval_source": "toy:eval", "data.selection": "marker", "data.position_marker": "=",
        "data.min_prefix": 8, "train.steps": 2, "train.checkpoint_every": 1, "train.eval_docs": 4,
-       "train.eval_every": 0, "train.plot": False}
+       "train.eval_every": 0, "train.plot": False, "train.eval_reasoning_every": 2,
+       "train.eval_reasoning_samples": 4, "train.eval_reasoning_ks": (1, 2, 4)}
 
 
 def _stream(wd):
@@ -158,8 +187,9 @@ def _stream(wd):
 
 def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
   """warmup.steps next-token steps on warmup.source, then RLP in the same run: named metrics, a
-  held-out thought eval at the switch and the end, the EMA restarted from the warmed-up params,
-  and a run stopped at the switch resumes into the same stream."""
+  held-out thought eval at the switch and the end, pass@k rows at step 0 and every 2 steps, the
+  EMA restarted from the warmed-up params, and a run stopped at the switch resumes into the same
+  stream (its pass@k rows included)."""
   import orbax.checkpoint as ocp
   wd = str(tmp_path / "a")
   loop.train(tiny_config(**TOY), wd)
@@ -169,6 +199,13 @@ def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
   assert all("warmup/nll" in r and "rlp/reward_mean" not in r for r in train_rows[:2])
   assert all("rlp/reward_mean" in r and "warmup/nll" not in r for r in train_rows[2:])
   assert [r["step"] for r in rows if "eval/information_gain" in r] == [2, 4]
+  reasoning = [r for r in rows if "reasoning/pass@1" in r]
+  assert [r["step"] for r in reasoning] == [0, 2, 4]
+  for r in reasoning:
+    assert 0 <= r["reasoning/pass@1"] <= r["reasoning/pass@2"] <= r["reasoning/pass@4"] <= 1
+    assert r["reasoning/samples"] == 4 and r["reasoning/problems"] == 8  # 4 docs x 2 positions
+    assert "diversity/distinct_1" in r
+    assert ("eval/nll" in r) == (r["step"] in (2, 4))  # step 0: pass@k only (eval_every = 0)
   ck = ocp.StandardCheckpointer()
   s2 = ck.restore(os.path.join(wd, "checkpoints", "2", "state"))
   s3 = ck.restore(os.path.join(wd, "checkpoints", "3", "state"))

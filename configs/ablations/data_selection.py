@@ -1,0 +1,29 @@
+"""RLP on a gradient-diverse subset vs a random subset of the same size (SmolLM2-135M, CPU-sized).
+
+Build both subsets from one pool in one pass (the proxy's per-document gradients, rlp/diversity.py):
+
+  rlp-data select reasoning:train --max_docs=60 --n=20 --proj_dim=64 --seq_len=256 \\
+      --output=workdirs/select/gvendi --random_output=workdirs/select/random
+  python launch/sweep.py configs/ablations/data_selection.py --workdir=workdirs/ablations/data_selection
+
+then compare the runs' final `eval/information_gain` (held-out reasoning:eval documents, the run's
+positions) and `rlp-plot workdirs/ablations/data_selection/*`. The subsets' directories are
+SUBSETS below.
+
+Measured (docs/diversity.md, one seed; the selection's G-Vendi is measured under the proxy's
+projection, d = 64): see the table there. The G-Vendi paper reports its gains from selecting
+among many thousands of synthetic problems; a 60-document pool on a CPU is a smoke-sized check of
+the pipeline, not a reproduction.
+"""
+
+from configs import smollm2_rlp
+
+SUBSETS = {"gvendi": "workdirs/select/gvendi", "random": "workdirs/select/random"}
+
+
+def get_config():
+  return smollm2_rlp.get_config()
+
+
+def get_sweep():
+  return [{"name": name, "data.source": f"arrayrecord:{path}"} for name, path in SUBSETS.items()]
