@@ -12,4 +12,5 @@ def run():
   if not src.startswith("measured"):
     out["rated_bfloat16_flops"] = rated
   out["peak_flops"] = out["measured_float32_flops"]
+  out["peak_source"] = M.device_peak_flops("float32")[1]
   return out

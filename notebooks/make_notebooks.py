@@ -184,7 +184,10 @@ for name, mod in [("tiny", tiny)] + ([] if FAST else [("smollm2", smollm2_rlp)])
     loop.train(c, wd, log=lambda m: None)
     rows = [r for r in metrics.read_metrics(wd) if "loss" in r][1:]  # skip the compile step
     results[name] = {"tokens_per_sec": sum(r["perf/tokens_per_sec"] for r in rows) / len(rows),
-                     "mfu": sum(r["perf/mfu"] for r in rows) / len(rows)}
+                     "mfu": sum(r["perf/mfu"] for r in rows) / len(rows),
+                     "peak_gflops": rows[-1]["perf/peak_flops"] / 1e9}
+    # an MFU above 1 means the denominator missed devices the step used
+    assert 0 < results[name]["mfu"] <= 1, results[name]
 print(results)'''),
     new_code_cell('''import matplotlib.pyplot as plt
 fig, axes = plt.subplots(1, 2, figsize=(8, 3))
@@ -193,8 +196,10 @@ axes[0].bar(names, [results[n]["tokens_per_sec"] for n in names]); axes[0].set_t
 axes[1].bar(names, [results[n]["mfu"] for n in names]); axes[1].set_title("MFU")
 fig.suptitle(f"{jax.device_count()} {platform} devices"); fig.tight_layout(); plt.show()'''),
     new_markdown_cell("MFU is counted as MaxText does (analytic matmul FLOPs over step time and "
-                      "peak); on CPU the peak is this machine's measured matmul rate "
-                      "(`rlp-bench peak`)."),
+                      "peak); on CPU the peak is this machine's measured matmul rate with every "
+                      "device multiplying at once (`rlp-bench peak`; fake CPU devices share the "
+                      "host's cores, so one of them alone would understate it). Machines differ "
+                      "(AVX-512 about doubles it): compare MFUs measured on one machine only."),
 ]
 
 

@@ -516,6 +516,7 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
     host["perf/step_seconds"] = dt
     host["perf/tokens_per_sec"] = tokens / max(dt, 1e-9)
     host["perf/mfu"] = flops / max(dt, 1e-9) / peak
+    host["perf/peak_flops"] = peak  # the denominator (its source is in the run log)
     if step % t_cfg.log_every == 0 or step == total:
       writer.write(step, host)
     if (ro is not None and t_cfg.sample_every and jax.process_index() == 0

@@ -82,32 +82,47 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def _peak_operands(n: int, dtype: str, key: int):
+  """[D, n, n] random operands, one n x n slice on each of this process's D devices."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+  devs = jax.local_devices()
+  sharding = NamedSharding(Mesh(np.array(devs), ("d",)), PartitionSpec("d"))
+  make = jax.jit(lambda k: jax.random.normal(k, (len(devs), n, n), dtype), out_shardings=sharding)
+  return make(jax.random.key(key)), make(jax.random.key(key + 1))
+
+
 @functools.lru_cache(maxsize=None)
 def measured_peak_flops(dtype: str = "float32", sizes=None, repeats: int = 5) -> float:
-  """Best jitted matmul rate on the default device (the CPU MFU denominator).
+  """Best jitted matmul rate of this process's devices together (the CPU MFU denominator).
 
-  Random operands (zeros or ones can run faster than real data). On an accelerator `repeats`
-  products are queued back to back and timed together, amortising the launch latency; on the CPU
-  each product is timed alone."""
+  Every local device multiplies its own n x n pair at the same time, as a training step uses all
+  of them: CPU devices split with --xla_force_host_platform_device_count share the host's cores,
+  and one of them alone can measure less than the host delivers to all of them (an MFU above 1
+  came from that denominator). Random operands (zeros or ones can run faster than real data). On
+  an accelerator `repeats` products are queued back to back and timed together, amortising the
+  launch latency; on the CPU each product is timed alone."""
   accel = jax.devices()[0].platform != "cpu"
-  sizes = sizes or ((2048, 4096, 8192) if accel else (512, 1024, 2048))
+  n_dev = jax.local_device_count()
+  if sizes is None and accel:
+    sizes = (2048, 4096, 8192)
+  elif sizes is None:  # CPU devices share the host: no more work per size than one 2048^3 product
+    sizes = tuple(n for n in (512, 1024, 2048) if n_dev * n ** 3 <= 2048 ** 3) or (512,)
   best = 0.0
-  f = jax.jit(lambda x, y: x @ y)
+  f = jax.jit(lambda x, y: jnp.einsum("bij,bjk->bik", x, y))
   for n in sizes:
-    ka, kb = jax.random.split(jax.random.key(n))
-    a = jax.random.normal(ka, (n, n), dtype)
-    b = jax.random.normal(kb, (n, n), dtype)
+    a, b = _peak_operands(n, dtype, n)
     f(a, b).block_until_ready()
     queued = repeats if accel else 1
     for _ in range(3 if accel else repeats):
       t = time.perf_counter()
       jax.block_until_ready([f(a, b) for _ in range(queued)])
-      best = max(best, queued * 2 * n ** 3 / (time.perf_counter() - t))
+      best = max(best, queued * n_dev * 2 * n ** 3 / (time.perf_counter() - t))
   return best
 
 
 def device_peak_flops(dtype: str = "float32") -> tuple[float, str]:
-  """(peak FLOP/s, how it was obtained): rated for known accelerators, measured otherwise."""
+  """(peak FLOP/s of all devices of the job, how it was obtained): rated for known accelerators,
+  measured otherwise (every process's devices together, times the processes)."""
   dev = jax.devices()[0]
   if dev.platform != "cpu":
     kind = dev.device_kind
@@ -115,8 +130,8 @@ def device_peak_flops(dtype: str = "float32") -> tuple[float, str]:
       if name.lower() in kind.lower():
         scale = 0.5 if dtype == "float32" and dev.platform == "gpu" else 1.0
         return peak * scale * jax.device_count(), f"rated ({kind})"
-  # CPU: one (possibly fake-split) device's matmul already uses every core of the host.
-  return measured_peak_flops(dtype) * jax.process_count(), "measured matmul"
+  return measured_peak_flops(dtype) * jax.process_count(), (
+      f"measured matmul, {jax.local_device_count()} {dev.platform} device(s) at once")
 
 
 def rlp_step_flops(cfg, *, batch: int, seq_len: int, positions: int, group: int,

@@ -28,6 +28,21 @@ def test_model_and_peak():
   assert p["measured_float32_flops"] > 0 and p["peak_flops"] == p["measured_float32_flops"]
 
 
+def test_the_cpu_peak_counts_every_device_a_step_uses():
+  """MFU's CPU denominator: all local devices multiply at once, as a step on a mesh over them
+  does (one fake CPU device alone measured less than the host gives all of them, and notebook 03
+  showed an MFU of 1.2); the source string says how many devices were measured."""
+  import jax
+  from rlp import metrics as M
+  assert jax.local_device_count() == 8  # tests/conftest.py
+  a, _ = M._peak_operands(32, "float32", 0)
+  assert a.shape == (8, 32, 32)
+  assert {s.device for s in a.addressable_shards} == set(jax.local_devices())
+  peak, src = M.device_peak_flops("float32")
+  assert peak == M.measured_peak_flops("float32") > 0
+  assert src == "measured matmul, 8 cpu device(s) at once"
+
+
 @pytest.mark.slow
 def test_rlp_step_with_peer():
   pytest.importorskip("torch")
