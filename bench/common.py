@@ -38,3 +38,34 @@ def alternate(fns: dict, rounds: int = 3) -> dict:
       f()
       out[k].append(time.perf_counter() - t)
   return {k: min(v) for k, v in out.items()}
+
+
+def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_kv_tokens: float,
+                      mean_prefix: float, dtype: str, iters: int) -> dict:
+  """The measured decode step against its lower bound (rlp/metrics.py decode_step_bound).
+
+  rollout_at(T) returns a blocking callable that samples thoughts of exactly T tokens; the decode
+  step is the marginal time per token between T and T // 2 (the prefill cancels), so the bound
+  uses the mean cache fill of those steps: the prefixes (shared ones counted once) plus 3T/4 per
+  stream."""
+  import jax.numpy as jnp
+  from flax import nnx
+  from rlp import metrics as M
+  half = max(1, thought // 2)
+  if half == thought:
+    raise ValueError("decode_over_bound needs thought >= 2")
+  fns = {"full": rollout_at(thought), "half": rollout_at(half)}
+  for f in fns.values():
+    f()
+  best = alternate(fns, rounds=iters)
+  step = max(best["full"] - best["half"], 0.0) / (thought - half)
+  filled = (thought + half) / 2
+  weight_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  bound = M.decode_step_bound(model.config, streams=streams,
+                              kv_tokens=prefix_kv_tokens + streams * filled,
+                              attended=mean_prefix + filled, weight_bytes=weight_bytes,
+                              kv_value_bytes=jnp.dtype(dtype).itemsize,
+                              flops_rate=M.measured_peak_flops(dtype),
+                              bandwidth=M.measured_bandwidth())
+  return {"decode_step_seconds": step, "decode_streams": streams, **bound,
+          "decode_over_bound": step / bound["bound_seconds"]}

@@ -129,6 +129,17 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   for f in parts.values():
     f()
   best = common.alternate(parts, rounds=iters)
+  cuts_np = np.asarray(batch["positions"])
+
+  def rollout_at(t):
+    c = dataclasses.replace(cfg.sampler, max_thought_len=t)
+    f = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
+                                          batch["positions"], k, c).mask)
+    return lambda: jax.block_until_ready(f(holder[0].params, jax.random.key(2)))
+  decode = common.decode_over_bound(
+      model, rollout_at, thought=thought, streams=contexts * cuts_np.shape[1] * group,
+      prefix_kv_tokens=float(cuts_np.max(1).sum()), mean_prefix=float(cuts_np.mean()),
+      dtype=dtype, iters=iters)
   import gc
   parts.clear()
   del update, rollout, score, mb
@@ -163,7 +174,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
          "score_tokens_per_sec": doc_tokens / best["score"],
          "update_tokens_per_sec": (thought_tokens + doc_tokens) / best["update"],
          "cpt_step_seconds": best["cpt"], "rlp_over_cpt": best["step"] / best["cpt"],
-         **common.device_info()}
+         **decode, **common.device_info()}
   if peer:
     out.update(peer_step_seconds=best["peer"], speedup_vs_peer=best["peer"] / best["step"])
   return out

@@ -48,7 +48,7 @@ def test_rlp_step_with_peer():
   pytest.importorskip("torch")
   r = _bench("rlp-step", "--model=tiny", "--iters=1", "--peer")
   for k in ("step_seconds", "rollout_seconds", "score_seconds", "update_seconds", "rlp_over_cpt",
-            "peer_step_seconds", "speedup_vs_peer"):
+            "peer_step_seconds", "speedup_vs_peer", "decode_over_bound", "decode_step_seconds"):
     assert r[k] > 0, k
 
 
@@ -57,3 +57,39 @@ def test_unknown_command_is_a_usage_error():
   out = subprocess.run([sys.executable, "-m", "launch.bench", "nope"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and "usage: rlp-bench" in out.stderr
+
+
+def test_decode_bound_arithmetic(monkeypatch):
+  """decode_over_bound: the marginal step time between thoughts of T and T/2 over the larger of
+  the memory time (weights + needed KV cache at the bandwidth) and the matmul time."""
+  import jax
+  from flax import nnx
+  import models
+  from bench import common
+  from rlp import metrics as M
+  cfg = models.ModelConfig(vocab_size=100, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1,
+                           head_dim=8, d_ff=32)
+  b = M.decode_step_bound(cfg, streams=4, kv_tokens=50, attended=20, weight_bytes=1000,
+                          kv_value_bytes=4, flops_rate=1e6, bandwidth=1e4)
+  kv = 2 * 2 * 1 * 8 * 4 * 50
+  n = cfg.num_params(include_embedding=False) + 100 * 16
+  flops = 4 * (2 * n + 4 * 2 * 2 * 8 * 20)
+  assert b["bound_kv_bytes"] == kv and b["bound_flops"] == flops
+  assert b["bound_memory_seconds"] == (1000 + kv) / 1e4 and b["bound_matmul_seconds"] == flops / 1e6
+  assert b["bound_seconds"] == max((1000 + kv) / 1e4, flops / 1e6)
+  assert b["bound_by"] == ("memory" if (1000 + kv) / 1e4 >= flops / 1e6 else "matmul")
+  model = models.Transformer(cfg, rngs=nnx.Rngs(0))
+  monkeypatch.setattr(common, "alternate", lambda fns, rounds: {"full": 3.0, "half": 1.0})
+  monkeypatch.setattr(M, "measured_peak_flops", lambda dtype: 1e6)
+  monkeypatch.setattr(M, "measured_bandwidth", lambda: 1e4)
+  calls = []
+  got = common.decode_over_bound(model, lambda t: (lambda: calls.append(t)), thought=8, streams=4,
+                                 prefix_kv_tokens=10, mean_prefix=5, dtype="float32", iters=1)
+  assert calls == [8, 4]  # each length run once before timing
+  assert got["decode_step_seconds"] == 2.0 / 4  # (3 s - 1 s) over the 4 extra tokens
+  weights = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  want = M.decode_step_bound(cfg, streams=4, kv_tokens=10 + 4 * 6, attended=5 + 6,
+                             weight_bytes=weights, kv_value_bytes=4, flops_rate=1e6,
+                             bandwidth=1e4)
+  assert got["bound_seconds"] == want["bound_seconds"]
+  assert got["decode_over_bound"] == 0.5 / want["bound_seconds"]
