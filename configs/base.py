@@ -72,6 +72,9 @@ def get_config():
   r.num_updates = 1  # passes over each rollout batch (the paper: 1)
   r.minibatches = 1  # optimizer steps per pass (each moves the EMA; the paper: 1)
   r.grad_accum = 1  # micro-batches of documents per (mini)batch gradient: memory, not the update
+  r.rollout_batch = 0  # documents sampled at a time in the rollout (0 = the whole batch): only one
+  #                      chunk's KV caches are alive (memory, not the result's distribution; a
+  #                      multiple of mesh data x fsdp). Plan with `rlp-bench memory`
   r.ntp_weight = 0.0  # weight of a next-token loss on the documents (0 = the paper)
   r.scorer_weight = 0.0  # lambda of -log p(x_t | x_<t, thought): teaches the model to read its own
   #                        thoughts (Quiet-STaR's NLL term); 0 = the paper (thought tokens only)

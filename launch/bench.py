@@ -1,6 +1,7 @@
-"""rlp-bench {peak,model,sampler,rlp-step,data,scale,all} [--flags]: speed figures as JSON.
+"""rlp-bench {peak,model,sampler,rlp-step,data,scale,memory,all} [--flags]: figures as JSON.
 
-Each command prints one JSON object as its last line (all: one line per benchmark).
+Each command prints one JSON object as its last line (all: one line per speed benchmark).
+memory: a run's per-device memory plan from shapes (--config=FILE, bench/memory.py).
 """
 
 import json
@@ -8,6 +9,7 @@ import os
 import sys
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from launch import cli
 
@@ -31,8 +33,19 @@ flags.DEFINE_integer("docs", 1, "sampler: documents per batch")
 flags.DEFINE_integer("contexts", 4, "rlp-step: documents (contexts) per step")
 flags.DEFINE_integer("context_len", 256, "rlp-step: context length")
 flags.DEFINE_integer("grad_accum", 1, "rlp-step: micro-batches of contexts per update gradient")
+config_flags.DEFINE_config_file("config", None, "memory: the run's config file (configs/*.py); "
+                                "--config.a.b=value overrides its fields", lock_config=True)
+flags.DEFINE_integer("devices", None, "memory: plan for this many devices (default: this "
+                     "machine's), e.g. 32 for a 32-GPU cluster")
+flags.DEFINE_float("device_memory_gb", None, "memory: memory per device in GiB (default: what "
+                   "this machine's device reports; host RAM on CPU)")
+flags.DEFINE_string("model_shape", None, "memory: a named model shape for configs whose weights "
+                    "are not here (qwen3-1.7b | llama3-8b)")
+flags.DEFINE_bool("check", False, "memory: also compile the run's step here (abstract inputs) "
+                  "and print XLA's own per-device figure beside the estimate")
 FLAGS = flags.FLAGS
-COMMANDS = ("peak", "model", "sampler", "rlp-step", "data", "scale", "all")
+COMMANDS = ("peak", "model", "sampler", "rlp-step", "data", "scale", "memory", "all")
+SPEED = ("peak", "model", "sampler", "rlp-step", "data", "scale")
 
 
 def _run(cmd):
@@ -58,6 +71,10 @@ def _run(cmd):
   if cmd == "scale":
     from bench import scale
     return scale.run(FLAGS.model)
+  if cmd == "memory":
+    from bench import memory
+    return memory.run(FLAGS.config, FLAGS.devices, FLAGS.device_memory_gb, FLAGS.model_shape,
+                      FLAGS.check)
   raise app.UsageError(cmd)
 
 
@@ -65,7 +82,7 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: rlp-bench {{{'|'.join(COMMANDS)}}} [--flags]")
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-  cmds = COMMANDS[:-1] if argv[1] == "all" else (argv[1],)
+  cmds = SPEED if argv[1] == "all" else (argv[1],)
   for cmd in cmds:
     print(json.dumps(_run(cmd)), flush=True)
 

@@ -72,6 +72,9 @@ def _checks(c):
   mb_docs = d.batch_size // max(r.minibatches, 1)
   yield "rlp.grad_accum", ga, isinstance(ga, int) and ga >= 1 and mb_docs % ga == 0, \
       f">= 1 and divide the documents per minibatch ({mb_docs} = data.batch_size / rlp.minibatches)"
+  yield "rlp.rollout_batch", r.rollout_batch, isinstance(r.rollout_batch, int) and (
+      r.rollout_batch == 0 or (r.rollout_batch >= 1 and d.batch_size % r.rollout_batch == 0)), \
+      f"0 (the whole batch) or a divisor of data.batch_size ({d.batch_size})"
   yield "rlp.ntp_weight", r.ntp_weight, r.ntp_weight >= 0, ">= 0"
   yield "rlp.scorer_weight", r.scorer_weight, r.scorer_weight >= 0 and not (
       r.scorer_weight > 0 and c.objective == "rpt"), ">= 0, and 0 for objective=rpt"
@@ -143,6 +146,10 @@ def validate(config, n_devices: int | None = None) -> None:
       if config.data.batch_size % div:
         errors.append(f"config.data.batch_size = {config.data.batch_size} is invalid: must be a "
                       f"multiple of mesh data x fsdp ({div})")
+      rb = config.rlp.rollout_batch
+      if rb and rb % div:
+        errors.append(f"config.rlp.rollout_batch = {rb} is invalid: must be a multiple of mesh "
+                      f"data x fsdp ({div}), so every device samples in every chunk")
     except sharding.MeshError as e:
       import jax
       errors.append(f"config.mesh = {dims} is invalid: {e} (JAX sees {n_devices} "
@@ -215,7 +222,7 @@ def step_config(config, tok: Tokenizer) -> T.StepConfig:
                       kl_estimator=r.kl_estimator, dynamic_sampling=r.dynamic_sampling,
                       truncated_reward=_truncated_reward(r.truncated_reward),
                       num_updates=r.num_updates, minibatches=r.minibatches,
-                      grad_accum=r.get("grad_accum", 1),
+                      grad_accum=r.get("grad_accum", 1), rollout_batch=r.rollout_batch,
                       ntp_weight=r.ntp_weight, scorer_weight=r.scorer_weight,
                       compute_ema=r.compute_ema,
                       baseline_exclude=thought_format(tok, r.template).open_token,

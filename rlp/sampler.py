@@ -222,6 +222,31 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
                  pred_argmax=st["top"].reshape(b, k, g))
 
 
+def chunked_rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig,
+                       chunk: int = 0) -> Rollout:
+  """rollout_fn over `chunk` documents at a time (0 or >= B: all at once), one chunk after the
+  other in a lax.map, so the KV caches of one chunk are alive at a time. Chunk j holds documents
+  j, j + B/chunk, j + 2B/chunk, ...: with the batch sharded over devices in contiguous blocks,
+  every device works on every chunk. Chunk j samples with fold_in(key, j); greedy rollouts equal
+  the unchunked one exactly."""
+  b = docs_BxS.shape[0]
+  if not chunk or chunk >= b:
+    return rollout_fn(model, docs_BxS, cuts_BxK, key, cfg)
+  if b % chunk:
+    raise ValueError(f"rollout chunk {chunk} does not divide the {b} documents of the batch")
+  n = b // chunk
+
+  def split(x):  # [B, ...] -> [n, chunk, ...], chunk j = rows j, j + n, j + 2n, ...
+    return jnp.swapaxes(x.reshape(chunk, n, *x.shape[1:]), 0, 1)
+
+  def one(xs):
+    j, docs, cuts = xs
+    return rollout_fn(model, docs, cuts, jax.random.fold_in(key, j), cfg)
+
+  out = jax.lax.map(one, (jnp.arange(n), split(docs_BxS), split(cuts_BxK)))
+  return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(b, *x.shape[2:]), out)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
 def _rollout_jit(graphdef, params, docs, cuts, key, cfg):
   return rollout_fn(nnx.merge(graphdef, params), docs, cuts, key, cfg)

@@ -58,6 +58,9 @@ class StepConfig:
   # each (mini)batch's gradient is accumulated over this many micro-batches of documents: the same
   # update, with the activations of one micro-batch at a time (G 16 x 2048-token thoughts)
   grad_accum: int = 1
+  # documents per rollout chunk (0 = the whole batch at once): the rollouts of one chunk, and their
+  # KV caches, are alive at a time (sampler.chunked_rollout_fn)
+  rollout_batch: int = 0
   ntp_weight: float = 0.0  # lambda of an added next-token loss (0 = the paper)
   scorer_weight: float = 0.0  # lambda of -log p(x_t | x_<t, thought) (0 = the paper)
   baseline_exclude: int | None = None  # a dedicated <think> id left out of S_ema (see token_logp)
@@ -356,7 +359,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
       s_ema = jnp.take_along_axis(_ema_scores(state.ema, graphdef, tokens, cfg)[0],
                                   cuts, 1)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
-  ro = S.rollout_fn(old, tokens, cuts, k_roll, scfg)
+  ro = S.chunked_rollout_fn(old, tokens, cuts, k_roll, scfg, cfg.rollout_batch)
 
   metrics = {}
   if cfg.objective == "rlp":

@@ -93,3 +93,48 @@ def test_decode_bound_arithmetic(monkeypatch):
                              bandwidth=1e4)
   assert got["bound_seconds"] == want["bound_seconds"]
   assert got["decode_over_bound"] == 0.5 / want["bound_seconds"]
+
+
+def test_memory_plan_parts_and_checks(tmp_path):
+  """rlp-bench memory: the state parts equal the train state's bytes, sharding divides them, the
+  rollout chunk divides the KV caches, grad_accum the update, the estimate is printed beside the
+  compiled program's own figure (--check), and bad input is one line (exit 2)."""
+  import jax
+  from bench import memory
+  from configs import tiny, qwen3_1p7b_rlp
+  c = tiny.get_config()
+  c.mesh.data = 1
+  one = memory.run(c, n_devices=1, device_memory_gb=1.0, check=False)
+  from flax import nnx
+  import models
+  from rlp import configuration as CFG, trainer as T
+  state = T.init_state(models.Transformer(CFG.model_config(c), rngs=nnx.Rngs(0)),
+                       CFG.optimizer(c))
+  nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree)) / memory.GiB  # noqa: E731
+  assert one["params_gib"] == nbytes(state.params) and one["ema_gib"] == nbytes(state.ema)
+  assert one["optimizer_gib"] == nbytes(state.opt_state) and one["reference_gib"] == 0
+  assert one["fits"] and one["device_memory_gib"] == 1.0
+  c.rlp.rollout_batch = 2
+  c.rlp.grad_accum = 4
+  chunked = memory.run(c, n_devices=1)
+  assert chunked["rollout_thought_kv_gib"] == one["rollout_thought_kv_gib"] / 4
+  assert chunked["update_activations_gib"] < one["update_activations_gib"] / 3
+  c.mesh.fsdp = 2
+  c.rlp.rollout_batch = 0
+  sharded = memory.run(c, n_devices=2)
+  assert sharded["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1}
+  assert sharded["contexts_per_device"] == 4 and sharded["optimizer_gib"] < one["optimizer_gib"]
+  c = tiny.get_config()
+  c.mesh.data = -1
+  checked = memory.run(c, check=True)  # this machine's 8 fake devices
+  assert checked["compiled_total_gib"] > 0 and 0.5 < checked["check_ratio"] < 2.0
+  q = memory.run(qwen3_1p7b_rlp.get_config(), n_devices=32, device_memory_gb=80,
+                 shape="qwen3-1.7b")
+  assert q["model_params"] > 1.7e9 and q["mesh"]["fsdp"] == 32
+  with pytest.raises(memory.MemoryPlanError, match="--model_shape=NAME"):
+    memory.run(qwen3_1p7b_rlp.get_config(), n_devices=32)
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-m", "launch.bench", "memory", "--config=configs/tiny.py",
+                      "--model_shape=gpt5"], cwd=ROOT, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 2 and "--model_shape='gpt5': known shapes are" in r.stderr

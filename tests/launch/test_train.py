@@ -89,6 +89,10 @@ def test_rlp_plot_cli(tmp_path):
      r"\[1, train.eval_reasoning_samples \(8\)\]"),
     ({"train.eval_reasoning_every": 2, "data.eval_source": ""},
      r"config.train.eval_positions = 2 is invalid: .*a data.eval_source"),
+    ({"rlp.rollout_batch": 3}, r"config.rlp.rollout_batch = 3 is invalid: must be 0 \(the "
+     r"whole batch\) or a divisor of data.batch_size \(8\)"),
+    ({"rlp.rollout_batch": 4}, r"config.rlp.rollout_batch = 4 is invalid: must be a multiple of "
+     r"mesh data x fsdp \(8\)"),
     ({"model.init": "gguf", "model.path": "/nonexistent/model.gguf"},
      r"config.model.path = '/nonexistent/model.gguf' is invalid: must be an existing file"),
 ])
