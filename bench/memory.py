@@ -1,7 +1,7 @@
 """A run's memory plan per device, from shapes alone (nothing is allocated, no weights are read).
 
   rlp-bench memory --config=configs/smollm2_rlp.py [--config.rlp.group_size=8 ...]
-      [--devices=N] [--device_memory_gb=G] [--model_shape=qwen3-1.7b] [--check]
+      [--devices=N] [--device_memory_gb=G] [--model_shape=qwen3-1.7b] [--platform=gpu] [--check]
 
 Parts, per device of the config's mesh (data x fsdp x tensor over N devices; default: this
 machine's):
@@ -14,8 +14,9 @@ machine's):
   update: for one micro-batch (data.batch_size / devices on data x fsdp / rlp.minibatches /
       rlp.grad_accum documents), what the backward pass keeps: per-layer activations under
       model.remat (none: every intermediate; dots: the matmul outputs; full: each layer's input
-      plus one layer recomputed) and the float32 logits over thought tokens (with their gradient;
-      the reference's too when kl_beta > 0);
+      plus one layer recomputed) and the float32 logits over thought tokens with their gradient:
+      all of them, or one train.loss_chunk of positions per stream at a time (-1 = auto resolves
+      for --platform, default this machine's: chunks of 1024 on gpu / tpu, none on cpu);
   total = state + max(rollout, update + gradients), against the device's memory.
 The activation terms are estimates; --check compiles the run's step on this machine (abstract
 inputs, nothing run) and prints XLA's own figure beside the estimate (check_ratio = estimate /
@@ -150,7 +151,7 @@ def _activations(mc, tokens: float, attn_pairs: float, logit_tokens: float, rema
 
 
 def plan(config, *, n_devices: int | None = None, device_memory: float | None = None,
-         shape: str | None = None) -> dict:
+         shape: str | None = None, platform: str | None = None) -> dict:
   from rlp import configuration as CFG
   from rlp import sharding as SH
   mc = model_config(config, shape)  # first: its error names --model_shape
@@ -198,7 +199,13 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
     pairs = micro * s * s + t_tok * (s + thought)
     logit_tokens = t_tok
   update = _activations(mc, tokens, pairs, logit_tokens, config.model.remat, e, tp)
-  if r.kl_beta > 0 and not cpt:  # the reference's logits over the same thoughts
+  lchunk = config.train.loss_chunk
+  if lchunk < 0:  # auto: the head in chunks on accelerators, the full logits on CPU
+    lchunk = 0 if (platform or jax.default_backend()) == "cpu" else 1024
+  if lchunk:  # one chunk of positions' float32 logits, their softmax and gradient at a time
+    live = micro * (s if cpt else n_streams) * min(lchunk, s if cpt else thought)
+    update["update_logits"] = 3 * live * mc.vocab_size * 4 / tp
+  elif r.kl_beta > 0 and not cpt:  # the reference's logits over the same thoughts
     update["update_logits"] *= 1 + 1 / COPIES[config.model.remat][2]
   state_b = sum(parts[k] for k in ("params", "ema", "reference", "optimizer"))
   roll_b = 0.0 if cpt else sum(rollout.values())
@@ -210,7 +217,7 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
          "mesh": {"data": dp, "fsdp": fsdp, "tensor": tp}, "contexts_per_device": contexts,
          "rollout_contexts_per_chunk": chunk if not cpt else 0,
          "update_documents_per_micro_batch": micro, "remat": config.model.remat,
-         "dtype": mc.dtype, "thought_format_exact": exact_fmt,
+         "dtype": mc.dtype, "thought_format_exact": exact_fmt, "loss_chunk": lchunk,
          **{f"{k}_gib": v / GiB for k, v in {**parts, **({} if cpt else rollout), **update}.items()},
          "state_gib": state_b / GiB, "rollout_gib": roll_b / GiB,
          "update_gib": upd_b / GiB, "total_gib": total / GiB,
@@ -274,12 +281,13 @@ def compiled(config) -> dict:
           "compiled_argument_gib": ma.argument_size_in_bytes / GiB}
 
 
-def run(config, n_devices=None, device_memory_gb=None, shape=None, check=False) -> dict:
+def run(config, n_devices=None, device_memory_gb=None, shape=None, check=False,
+        platform=None) -> dict:
   if config is None:
     raise MemoryPlanError("rlp-bench memory needs --config=FILE (e.g. configs/smollm2_rlp.py)")
   out = plan(config, n_devices=n_devices,
              device_memory=None if device_memory_gb is None else device_memory_gb * GiB,
-             shape=shape)
+             shape=shape, platform=platform)
   if check:
     if n_devices not in (None, jax.device_count()) or shape:
       raise MemoryPlanError("--check compiles for this machine's devices and the config's own "

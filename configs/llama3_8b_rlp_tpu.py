@@ -4,6 +4,13 @@
       --config.model.path=/mnt/ckpt/Meta-Llama-3-8B
 
 On a v5p-64 (32 chips): fsdp 8 x tensor 4; 256 contexts x G 8 thoughts of 1024 tokens per step.
+
+Memory plan (`rlp-bench memory --config=configs/llama3_8b_rlp_tpu.py --model_shape=llama3-8b
+--devices=32 --device_memory_gb=95 --platform=tpu`), per chip: state 3.7 GiB, rollout 10.4 GiB
+(32 contexts at once), update 18.1 GiB (4 documents per micro-batch: activations 14.3 GiB under
+full remat, thought logits 2.9 GiB in chunks of 256 positions, gradients 0.9 GiB), total
+21.9 GiB of 95: fits by that estimate (activation terms fitted to XLA's CPU buffers; confirm with
+--check on the pod on a reduced config).
 """
 
 from configs import base
@@ -22,6 +29,7 @@ def get_config():
   c.rlp.max_thought_len = 1024
   c.rlp.minibatches = 1  # one optimizer / EMA update per rollout batch, as the paper
   c.rlp.grad_accum = 8  # the gradient over 8 micro-batches of 32 documents (memory)
+  c.train.loss_chunk = 256  # the head over 256 thought positions at a time
   c.optim.lr = 1e-6
   c.train.steps = 2000
   c.train.checkpoint_every = 100

@@ -8,6 +8,15 @@ G 16 thoughts of up to 2048 tokens at ONE random position of each of 512 documen
 per step, lr 1e-6 constant AdamW, EMA tau 0.999, KL beta 0, one update per rollout batch.
 Expected (paper, 32 H100, 1B tokens): Overall 30.32 -> 36.03, 12.47 s/step vs 5.54 for CPT.
 Needs an HF directory (config.json + safetensors); no weights are downloaded.
+
+Memory plan (`rlp-bench memory --config=configs/qwen3_1p7b_rlp.py --model_shape=qwen3-1.7b
+--devices=32 --device_memory_gb=80 --platform=gpu`), per device of 32 x 80 GB: state 0.8 GiB
+(FSDP over 32), rollout 15.0 GiB (4 contexts per chunk: rlp.rollout_batch = 128; all 16 at once
+would hold 56 GiB of thought KV), update 37.7 GiB (one document per micro-batch: 30.5 GiB of
+activations under full remat, 7.0 GiB of thought logits in chunks of 256 positions, the
+gradients), total 38.5 GiB: fits by that estimate. Without the head in chunks the thought logits
+of one document alone are ~90 GiB. The activation terms are fitted to XLA's CPU buffers
+(bench/memory.py): confirm on the GPU with --check on a reduced config.
 """
 
 from configs import base
@@ -36,6 +45,8 @@ def get_config():
   c.rlp.num_updates = 1
   c.rlp.minibatches = 1  # the paper: ONE optimizer update (and EMA update) per rollout batch
   c.rlp.grad_accum = 16  # its gradient summed over 16 micro-batches of 32 documents (memory)
+  c.rlp.rollout_batch = 128  # 4 contexts per device sampled at a time (rollout KV 14 GiB)
+  c.train.loss_chunk = 256  # the head over 256 thought positions at a time (logits 7 GiB)
   c.optim.lr = 1e-6
   c.optim.schedule = "constant"
   c.train.steps = 1000

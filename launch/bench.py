@@ -41,6 +41,8 @@ flags.DEFINE_float("device_memory_gb", None, "memory: memory per device in GiB (
                    "this machine's device reports; host RAM on CPU)")
 flags.DEFINE_string("model_shape", None, "memory: a named model shape for configs whose weights "
                     "are not here (qwen3-1.7b | llama3-8b)")
+flags.DEFINE_enum("platform", None, ["cpu", "gpu", "tpu"], "memory: the devices the plan is for "
+                  "(default: this machine's); decides train.loss_chunk=-1 (auto)")
 flags.DEFINE_bool("check", False, "memory: also compile the run's step here (abstract inputs) "
                   "and print XLA's own per-device figure beside the estimate")
 FLAGS = flags.FLAGS
@@ -74,7 +76,7 @@ def _run(cmd):
   if cmd == "memory":
     from bench import memory
     return memory.run(FLAGS.config, FLAGS.devices, FLAGS.device_memory_gb, FLAGS.model_shape,
-                      FLAGS.check)
+                      FLAGS.check, FLAGS.platform)
   raise app.UsageError(cmd)
 
 

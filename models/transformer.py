@@ -182,10 +182,12 @@ class Transformer(nnx.Module):
                                     (*prefix_kv, *thought_kv))
     return self.logits(x), (tk, tv)
 
-  def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS):
+  def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
+                     hidden: bool = False):
     """Teacher-forced forward of N streams per document after a shared prefix cache: what
     `decode_shared` computes from empty stream caches at index 0, without the caches (no cache
-    writes to differentiate through). The training forward over thoughts: logits [B, N, C, V]."""
+    writes to differentiate through). The training forward over thoughts: logits [B, N, C, V],
+    or with hidden=True the head's input [B, N, C, D] (after the final norm; `head` maps it)."""
     c = tokens_BxNxC.shape[-1]
     tmask = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), tokens_BxNxC.shape[:2] + (c, c))
 
@@ -196,6 +198,8 @@ class Transformer(nnx.Module):
                                        k, v, tmask), None
 
     x, _ = self._trunk(tokens_BxNxC, positions_BxNxC, attend, prefix_kv)
+    if hidden:
+      return L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
     return self.logits(x)
 
   def prefix_kv(self, tokens_BxS, positions=None):

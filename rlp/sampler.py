@@ -260,13 +260,14 @@ def rollout(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
 
 
 def thought_logits(model, docs_BxS, cuts_BxK, thought_tokens_BxKxGxT, cfg: SamplerConfig,
-                   prefix=None, with_next: bool = False):
+                   prefix=None, with_next: bool = False, hidden: bool = False):
   """Teacher-forced logits over [prompt, thought] of every stream, differentiable.
 
   Returns logits [B, K, G, T, V] where entry u predicts thought token u; the shared prefix is
   computed once per document (or passed in as `prefix` = (k, v)). with_next: T + 1 entries, the
   last one predicting what follows the whole buffer, so entry n (the thought's valid length,
-  closer included) is the scorer's prediction of x_t.
+  closer included) is the scorer's prediction of x_t. hidden: the head's input [B, K, G, T, D]
+  instead of the logits (for a head applied in chunks: objective.chunked_policy_logp).
   """
   b, s = docs_BxS.shape
   _, k, g, t = thought_tokens_BxKxGxT.shape
@@ -276,6 +277,7 @@ def thought_logits(model, docs_BxS, cuts_BxK, thought_tokens_BxKxGxT, cfg: Sampl
   pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]
   prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
   toks = jnp.concatenate([prompt, thought_tokens_BxKxGxT.reshape(b, n, t)], axis=-1)
-  logits = model.shared_forward(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask)
+  logits = model.shared_forward(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask,
+                                hidden=hidden)
   t_out = t + int(with_next)
   return logits[:, :, p_len - 1:p_len - 1 + t_out].reshape(b, k, g, t_out, -1)

@@ -72,7 +72,8 @@ class StepConfig:
   min_prefix: int = 1
   rpt_lookahead: int = 4  # continuation tokens an RPT prediction may span
   # Next-token losses (CPT, the NTP term) fuse the LM head with the loss over chunks of this many
-  # positions (rlp.objective.linear_cross_entropy); 0 materialises the [B, S, V] logits instead;
+  # positions (rlp.objective.linear_cross_entropy), and the policy loss applies the head to that
+  # many thought positions at a time (objective.chunked_policy_logp); 0 materialises the logits;
   # -1 = auto: fused (1024) on accelerators, where it saves memory and time (H100, Llama-3.2-1B
   # 8 x 2048: MFU 0.43 -> 0.49), unfused on CPU, where it measured slower.
   loss_chunk: int = -1
@@ -179,11 +180,16 @@ def cpt_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig):
   return state.replace(step=state.step + 1), metrics, None
 
 
+def _loss_chunk(cfg: StepConfig) -> int:
+  """cfg.loss_chunk resolved: -1 = 1024 on accelerators, 0 (the full logits) on CPU."""
+  if cfg.loss_chunk < 0:
+    return 0 if jax.default_backend() == "cpu" else 1024
+  return cfg.loss_chunk
+
+
 def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=None,
                      segment_ids=None):
-  chunk = cfg.loss_chunk
-  if chunk < 0:
-    chunk = 0 if jax.default_backend() == "cpu" else 1024
+  chunk = _loss_chunk(cfg)
   if chunk > 0:
     h = model.hidden(inputs, positions, segment_ids)
     return O.linear_cross_entropy(h, model.head_weight(), targets, mask, chunk)
@@ -262,17 +268,25 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   scfg = cfg.sampler
   model = nnx.merge(graphdef, params)
   scorer = cfg.scorer_weight > 0
-  logits = S.thought_logits(model, mb["tokens"], mb["cuts"], mb["thought"], scfg,
-                            with_next=scorer)
+  chunk = _loss_chunk(cfg)  # > 0: the head over thought tokens in chunks, never all the logits
+  out = S.thought_logits(model, mb["tokens"], mb["cuts"], mb["thought"], scfg,
+                         with_next=scorer, hidden=chunk > 0)
   if scorer:  # entry n_valid predicts x_t after the whole thought (closer included)
-    after = jnp.take_along_axis(logits, mb["n_valid"][..., None, None], 3)[..., 0, :]
+    after = jnp.take_along_axis(out, mb["n_valid"][..., None, None], 3)[..., 0, :]
+    after = model.head(after) if chunk else after
     s_pred = O.token_logp(after, jnp.broadcast_to(mb["targets"][..., None], after.shape[:-1]))
-    logits = logits[..., :-1, :]
-  pl = S.policy_logits(logits, scfg.temperature)
-  logp = O.token_logp(pl, mb["thought"])
+    out = out[..., :-1, :]
+  if chunk:
+    logp, ent = O.chunked_policy_logp(out, model.head, mb["thought"], scfg.temperature, chunk)
+    mask = mb["mask"].astype(jnp.float32)
+    entropy = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+  else:
+    pl = S.policy_logits(out, scfg.temperature)
+    logp = O.token_logp(pl, mb["thought"])
+    entropy = O.entropy(pl, mb["mask"])
   loss, m = O.clipped_surrogate_loss(logp, mb["old_logp"], mb["adv"], mb["mask"], cfg.eps_low,
                                      cfg.eps_high, cfg.normalize, return_metrics=True)
-  m["entropy"] = jax.lax.stop_gradient(O.entropy(pl, mb["mask"]))
+  m["entropy"] = jax.lax.stop_gradient(entropy)
   w_tok = 1.0 if w is None else w["tok"]
   if w is not None:
     loss = loss * (w["seq"] if cfg.normalize == "sequence" else w["tok"])
@@ -280,8 +294,13 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   m["pg_loss"] = loss
   if cfg.kl_beta > 0:
     ref = nnx.merge(graphdef, ref_params)
-    ref_logits = S.thought_logits(ref, mb["tokens"], mb["cuts"], mb["thought"], scfg)
-    ref_logp = O.token_logp(S.policy_logits(ref_logits, scfg.temperature), mb["thought"])
+    ref_out = S.thought_logits(ref, mb["tokens"], mb["cuts"], mb["thought"], scfg,
+                               hidden=chunk > 0)
+    if chunk:
+      ref_logp = O.chunked_policy_logp(ref_out, ref.head, mb["thought"], scfg.temperature,
+                                       chunk)[0]
+    else:
+      ref_logp = O.token_logp(S.policy_logits(ref_out, scfg.temperature), mb["thought"])
     kl = O.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb["mask"],
                        cfg.kl_estimator) * w_tok
     loss = loss + cfg.kl_beta * kl

@@ -128,9 +128,15 @@ def test_memory_plan_parts_and_checks(tmp_path):
   c.mesh.data = -1
   checked = memory.run(c, check=True)  # this machine's 8 fake devices
   assert checked["compiled_total_gib"] > 0 and 0.5 < checked["check_ratio"] < 2.0
+  # the configs' docstrings: the paper's Qwen3-1.7B step fits 32 x 80 GB by the estimate, with
+  # chunked rollouts and the head in chunks; with the full thought logits it would not
   q = memory.run(qwen3_1p7b_rlp.get_config(), n_devices=32, device_memory_gb=80,
-                 shape="qwen3-1.7b")
-  assert q["model_params"] > 1.7e9 and q["mesh"]["fsdp"] == 32
+                 shape="qwen3-1.7b", platform="gpu")
+  assert q["model_params"] > 1.7e9 and q["mesh"]["fsdp"] == 32 and q["fits"]
+  assert q["loss_chunk"] == 256 and q["rollout_contexts_per_chunk"] == 4
+  full = qwen3_1p7b_rlp.get_config()
+  full.train.loss_chunk = 0
+  assert not memory.run(full, n_devices=32, device_memory_gb=80, shape="qwen3-1.7b")["fits"]
   with pytest.raises(memory.MemoryPlanError, match="--model_shape=NAME"):
     memory.run(qwen3_1p7b_rlp.get_config(), n_devices=32)
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")

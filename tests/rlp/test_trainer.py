@@ -301,6 +301,24 @@ def test_fused_ntp_term_equals_logits_path():
   np.testing.assert_allclose(m1["loss"], m0["loss"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_thought_head_is_the_same_update(temperature):
+  """loss_chunk > 0 applies the head to a few thought positions at a time (recomputed in the
+  backward) instead of materialising every thought logit: the same step as loss_chunk = 0 (loss,
+  entropy, every metric, the parameters), with the scorer, KL and NTP terms on; the chunk does
+  not divide the thought length, so padding is exercised."""
+  scfg = dataclasses.replace(SCFG, temperature=temperature)
+  base = dict(sampler=scfg, positions_per_doc=2, kl_beta=0.1, scorer_weight=0.5,
+              ntp_weight=0.3)
+  (s0, (m0,), _), (s3, (m3,), _) = [
+      _run(T.StepConfig(**base, loss_chunk=c), lr=1e-2) for c in (0, 3)]
+  assert set(m0) == set(m3) and float(m0["rlp/entropy"]) > 0
+  for k in m0:
+    np.testing.assert_allclose(m3[k], m0[k], rtol=2e-5, atol=1e-6, err_msg=k)
+  for a, b in zip(jax.tree.leaves(s3.params), jax.tree.leaves(s0.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4)
+
+
 def test_ema_logp_at_positions_equals_full_scores():
   """The uniform-selection path scores only the K positions: it equals the full EMA scoring
   (every position's log-prob, as entropy selection computes it) read at those positions."""
