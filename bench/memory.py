@@ -70,7 +70,8 @@ def model_config(config, shape: str | None = None) -> models.ModelConfig:
     return CFG.model_config(config)
   if m.init == "gguf":
     path = models.smollm2_path() if m.path == "smollm2" else m.path
-    return W.config_from_gguf(W._gguf_reader(path), path, **rt)
+    from models.gguf import open_reader
+    return W.config_from_gguf(open_reader(path), path, **rt)
   if m.init == "hf" and m.path and os.path.isfile(os.path.join(m.path, "config.json")):
     import json
     with open(os.path.join(m.path, "config.json")) as f:

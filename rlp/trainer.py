@@ -74,9 +74,12 @@ class StepConfig:
   # Next-token losses (CPT, the NTP term) fuse the LM head with the loss over chunks of this many
   # positions (rlp.objective.linear_cross_entropy), and the policy loss applies the head to that
   # many thought positions at a time (objective.chunked_policy_logp); 0 materialises the logits;
-  # -1 = auto: fused (1024) on accelerators, where it saves memory and time (H100, Llama-3.2-1B
-  # 8 x 2048: MFU 0.43 -> 0.49), unfused on CPU, where it measured slower.
+  # -1 = auto: fused (1024) on accelerators, where it saves memory and time, unfused on CPU, where
+  # it is slower (figures: README, Speed).
   loss_chunk: int = -1
+  # uniform / marker selection: apply the EMA head at the K positions only (True) or to every
+  # position and read the K (False); None = decided when the step is built (resolve)
+  ema_head_at_positions: bool | None = None
 
   @property
   def needs_ema_forward(self) -> bool:
@@ -220,11 +223,19 @@ def _ema_logp_at(ema_params, graphdef, tokens, cuts_BxK, exclude=None):
 
 
 def _score_only_at_positions() -> bool:
-  """The EMA head at the K positions only, except over several CPU devices: there the gathered
-  program deadlocked XLA:CPU's in-process collectives (8 fake devices, mesh (1, 4, 2), after
-  other meshes ran in the process: an all-reduce rendezvous timed out with the devices waiting at
-  different collectives), so multi-device CPU runs score every position, as before."""
+  """The EMA head at the K positions only, except over several CPU devices, where the gathered
+  program can deadlock XLA:CPU's in-process collectives (an all-reduce rendezvous with the fake
+  devices waiting at different collectives); there every position is scored and read at the K."""
   return jax.default_backend() != "cpu" or jax.device_count() == 1
+
+
+def resolve(cfg: StepConfig) -> StepConfig:
+  """The backend-dependent choices fixed once, when a step is built, so the step itself is a pure
+  function of its config: loss_chunk -1 (auto) and where the EMA head is applied."""
+  return dataclasses.replace(
+      cfg, loss_chunk=_loss_chunk(cfg),
+      ema_head_at_positions=(_score_only_at_positions() if cfg.ema_head_at_positions is None
+                             else cfg.ema_head_at_positions))
 
 
 def _top_positions(score_BxS, lengths, k, min_prefix):
@@ -372,7 +383,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
     s_ema = jnp.take_along_axis(ema_lp, cuts, 1)
   else:
     cuts = batch["positions"]
-    if cfg.needs_ema_forward and _score_only_at_positions():
+    if cfg.needs_ema_forward and resolve(cfg).ema_head_at_positions:
       s_ema = _ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
     elif cfg.needs_ema_forward:
       s_ema = jnp.take_along_axis(_ema_scores(state.ema, graphdef, tokens, cfg)[0],
@@ -440,6 +451,7 @@ def make_step(graphdef, tx, cfg: StepConfig, tokenizer_bytes: list[bytes] | None
   """The jitted step for cfg.objective: (state, batch) -> (state, metrics[, rollout])."""
   if cfg.objective not in OBJECTIVES:
     raise ValueError(f"objective must be one of {OBJECTIVES} (got {cfg.objective!r})")
+  cfg = resolve(cfg)
   if cfg.objective == "cpt":
     fn = functools.partial(cpt_step, graphdef=graphdef, tx=tx, cfg=cfg)
   else:
