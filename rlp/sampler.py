@@ -153,6 +153,8 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
               truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
               pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
 
+  pred_key = jax.random.split(key)[1]  # RPT's predictions: a stream apart from the thoughts'
+
   def cond(st):
     return jnp.any(st["phase"] != PHASE_DONE) & (st["i"] <= tb)
 
@@ -176,7 +178,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
                                   cfg.top_p, ban)
     gen = phase == PHASE_GEN
     if cfg.predict:  # RPT: the scoring step also samples the prediction of x_t
-      pred, pred_logp = sample_logits(jax.random.fold_in(key, i + 1_000_003), st["logits"],
+      pred, pred_logp = sample_logits(jax.random.fold_in(pred_key, i), st["logits"],
                                       cfg.temperature, cfg.top_k, cfg.top_p)
       tok = jnp.where(scoring, pred, tok)
       st = dict(st, pred=jnp.where(scoring, pred, st["pred"]))
