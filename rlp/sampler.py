@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,26 @@ class Rollout:
   targets: jax.Array  # [B, K] x_t
   prediction: jax.Array  # [B, K, G] RPT's predicted token (predict=True), else -1
   pred_argmax: jax.Array  # [B, K, G] the model's most likely x_t after </think> (accuracy)
+
+
+@struct.dataclass
+class DecodeState:
+  """The rollout's while-loop carry: per stream [B, N] unless noted."""
+  i: jax.Array  # [] decode step (index into the thought buffer)
+  logits: jax.Array  # [B, N, V] the next token's logits
+  tkv: Any  # (k, v) each [L, rows, per_row, T, K, D]: the streams' own caches
+  buf: jax.Array  # [B, N, T] tokens written (sampled, or the forced closer)
+  logp: jax.Array  # [B, N, T] sampling log-probs of sampled tokens
+  mask: jax.Array  # [B, N, T] 1 where the policy sampled
+  valid: jax.Array  # [B, N, T] 1 on every written token
+  phase: jax.Array  # PHASE_GEN -> PHASE_CLOSE -> PHASE_DONE
+  close_pos: jax.Array  # closer tokens already fed
+  gen_len: jax.Array  # tokens generated so far
+  thought_len: jax.Array  # the thought's length before its closer, once known
+  truncated: jax.Array  # bool: the closer was appended at the length limit
+  s_pred: jax.Array  # log p(x_t | x_<t, thought), once the closer is fed
+  pred: jax.Array  # RPT's sampled prediction of x_t, else -1
+  top: jax.Array  # the argmax after the closer
 
 
 def policy_logits(logits, temperature):
@@ -146,51 +167,52 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
   logits, tkv = feed(prompt, prompt_positions(cut, p_len), tkv, 0)
 
   zeros_i = jnp.zeros((b, n), jnp.int32)
-  init = dict(i=jnp.zeros((), jnp.int32), logits=logits, tkv=tkv,
-              buf=jnp.zeros((b, n, tb), jnp.int32), logp=jnp.zeros((b, n, tb), jnp.float32),
-              mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
-              phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i, thought_len=zeros_i,
-              truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
-              pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
+  init = DecodeState(
+      i=jnp.zeros((), jnp.int32), logits=logits, tkv=tkv,
+      buf=jnp.zeros((b, n, tb), jnp.int32), logp=jnp.zeros((b, n, tb), jnp.float32),
+      mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
+      phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i, thought_len=zeros_i,
+      truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
+      pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
 
   pred_key = jax.random.split(key)[1]  # RPT's predictions: a stream apart from the thoughts'
 
   def cond(st):
-    return jnp.any(st["phase"] != PHASE_DONE) & (st["i"] <= tb)
+    return jnp.any(st.phase != PHASE_DONE) & (st.i <= tb)
 
   def body(st):
-    i, phase, close_pos = st["i"], st["phase"], st["close_pos"]
-    raw = jax.nn.log_softmax(st["logits"], axis=-1)
+    i, phase, close_pos = st.i, st.phase, st.close_pos
+    raw = jax.nn.log_softmax(st.logits, axis=-1)
     # 1. streams whose </think> is fully fed score x_t and finish
     scoring = (phase == PHASE_CLOSE) & (close_pos == m)
     s_tgt = jnp.take_along_axis(raw, stream_layout(targets, g)[..., None], -1)[..., 0]
-    s_pred = jnp.where(scoring, s_tgt, st["s_pred"])
-    top = jnp.where(scoring, jnp.argmax(st["logits"], -1).astype(jnp.int32), st["top"])
+    s_pred = jnp.where(scoring, s_tgt, st.s_pred)
+    top = jnp.where(scoring, jnp.argmax(st.logits, -1).astype(jnp.int32), st.top)
     # 2. streams still closing get the next </think> token forced (not a policy action)
     forcing = (phase == PHASE_CLOSE) & (close_pos < m)
     forced_tok = close[jnp.minimum(close_pos, m - 1)]
     # 3. generating streams sample; every closer's first token is banned before min length
-    lg = st["logits"]
+    lg = st.logits
     firsts = jnp.asarray(sorted({c[0] for c in cfg.closers}), jnp.int32)
-    ban = (st["gen_len"] < cfg.min_thought_len)[..., None] & jnp.any(
+    ban = (st.gen_len < cfg.min_thought_len)[..., None] & jnp.any(
         jnp.arange(lg.shape[-1])[:, None] == firsts, -1)
     tok, tok_logp = sample_logits(jax.random.fold_in(key, i), lg, cfg.temperature, cfg.top_k,
                                   cfg.top_p, ban)
     gen = phase == PHASE_GEN
     if cfg.predict:  # RPT: the scoring step also samples the prediction of x_t
-      pred, pred_logp = sample_logits(jax.random.fold_in(pred_key, i), st["logits"],
+      pred, pred_logp = sample_logits(jax.random.fold_in(pred_key, i), st.logits,
                                       cfg.temperature, cfg.top_k, cfg.top_p)
       tok = jnp.where(scoring, pred, tok)
-      st = dict(st, pred=jnp.where(scoring, pred, st["pred"]))
+      st = st.replace(pred=jnp.where(scoring, pred, st.pred))
       tok_logp = jnp.where(scoring, pred_logp, tok_logp)
       gen = gen | scoring
     nxt = jnp.where(gen, tok, jnp.where(forcing, forced_tok, 0))
     write = gen | forcing
-    buf = st["buf"].at[:, :, i].set(jnp.where(write, nxt, 0), mode="drop")
-    logp = st["logp"].at[:, :, i].set(jnp.where(gen, tok_logp, 0.0), mode="drop")
-    mask = st["mask"].at[:, :, i].set(gen.astype(jnp.int32), mode="drop")
-    valid = st["valid"].at[:, :, i].set(write.astype(jnp.int32), mode="drop")
-    gen_len = st["gen_len"] + (phase == PHASE_GEN)
+    buf = st.buf.at[:, :, i].set(jnp.where(write, nxt, 0), mode="drop")
+    logp = st.logp.at[:, :, i].set(jnp.where(gen, tok_logp, 0.0), mode="drop")
+    mask = st.mask.at[:, :, i].set(gen.astype(jnp.int32), mode="drop")
+    valid = st.valid.at[:, :, i].set(write.astype(jnp.int32), mode="drop")
+    gen_len = st.gen_len + (phase == PHASE_GEN)
     # has the policy written a whole closer? (its last tokens equal one tokenization of </think>)
     closed = jnp.zeros_like(gen)
     closer_len = jnp.zeros_like(gen_len)
@@ -203,25 +225,25 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     closed = closed & (phase == PHASE_GEN)
     hit_limit = (phase == PHASE_GEN) & ~closed & (gen_len >= cfg.max_thought_len)
     thought_len = jnp.where(closed, gen_len - closer_len,
-                            jnp.where(hit_limit, gen_len, st["thought_len"]))
+                            jnp.where(hit_limit, gen_len, st.thought_len))
     new_phase = jnp.where(scoring, PHASE_DONE, jnp.where(closed | hit_limit, PHASE_CLOSE, phase))
     new_close = jnp.where(closed, m, jnp.where(hit_limit, 0, close_pos + forcing))
-    truncated = st["truncated"] | hit_limit
+    truncated = st.truncated | hit_limit
     pos = (cut + p_len + i)[..., None]
-    logits, tkv = feed(nxt[..., None], pos, st["tkv"], p_len + i)
-    return dict(i=i + 1, logits=logits, tkv=tkv, buf=buf, logp=logp, mask=mask, valid=valid,
-                phase=new_phase, close_pos=new_close, gen_len=gen_len, truncated=truncated,
-                thought_len=thought_len,
-                s_pred=s_pred, pred=st["pred"], top=top)
+    logits, tkv = feed(nxt[..., None], pos, st.tkv, p_len + i)
+    return DecodeState(i=i + 1, logits=logits, tkv=tkv, buf=buf, logp=logp, mask=mask,
+                       valid=valid, phase=new_phase, close_pos=new_close, gen_len=gen_len,
+                       truncated=truncated, thought_len=thought_len, s_pred=s_pred, pred=st.pred,
+                       top=top)
 
   st = jax.lax.while_loop(cond, body, init)
   shape4 = (b, k, g, tb)
-  return Rollout(tokens=st["buf"].reshape(shape4), logp=st["logp"].reshape(shape4),
-                 mask=st["mask"].reshape(shape4), valid=st["valid"].reshape(shape4),
-                 lengths=st["thought_len"].reshape(b, k, g),
-                 truncated=st["truncated"].reshape(b, k, g), s_pred=st["s_pred"].reshape(b, k, g),
-                 targets=targets, prediction=st["pred"].reshape(b, k, g),
-                 pred_argmax=st["top"].reshape(b, k, g))
+  return Rollout(tokens=st.buf.reshape(shape4), logp=st.logp.reshape(shape4),
+                 mask=st.mask.reshape(shape4), valid=st.valid.reshape(shape4),
+                 lengths=st.thought_len.reshape(b, k, g),
+                 truncated=st.truncated.reshape(b, k, g), s_pred=st.s_pred.reshape(b, k, g),
+                 targets=targets, prediction=st.pred.reshape(b, k, g),
+                 pred_argmax=st.top.reshape(b, k, g))
 
 
 def chunked_rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig,
