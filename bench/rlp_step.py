@@ -105,17 +105,17 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
 
   rollout = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
                                               batch["positions"], k, cfg.sampler))
-  score = jax.jit(lambda p: T._ema_logp_at(p, graphdef, batch["tokens"], batch["positions"]))
+  score = jax.jit(lambda p: T.ema_logp_at(p, graphdef, batch["tokens"], batch["positions"]))
   ro = rollout(holder[0].params, jax.random.key(0))
-  mb = {"tokens": batch["tokens"], "lengths": batch["lengths"], "cuts": batch["positions"],
-        "thought": ro.tokens, "old_logp": ro.logp, "adv": jnp.ones(ro.s_pred.shape),
-        "mask": ro.mask.astype(jnp.float32)}
+  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["positions"], ro,
+                                  adv=jnp.ones(ro.s_pred.shape))
   del ro
+  phases_cfg = T.resolve(cfg)  # as make_step builds the step
 
   @functools.partial(jax.jit, donate_argnums=0)
   def update(st):
-    (loss, _), g = T._pg_grads(st.params, graphdef, mb, cfg, None)
-    return T._apply_update(st, g, loss, tx, cfg)[0]
+    (loss, _), g = T.policy_grads(st.params, graphdef, mb, phases_cfg, None)
+    return T.apply_update(st, g, loss, tx, phases_cfg)[0]
 
   def update_run():
     holder[0] = update(holder[0])

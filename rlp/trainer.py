@@ -36,6 +36,28 @@ class TrainState:
   skips: jax.Array  # consecutive non-finite updates skipped
 
 
+@struct.dataclass
+class UpdateBatch:
+  """What an update learns from: the documents, their targets and the rollout's thoughts."""
+  tokens: jax.Array  # [B, S] documents
+  lengths: jax.Array  # [B]
+  cuts: jax.Array  # [B, K] target positions t
+  targets: jax.Array  # [B, K] x_t
+  thought: jax.Array  # [B, K, G, T] thought tokens incl. the closer
+  old_logp: jax.Array  # [B, K, G, T] sampling log-probs (theta_old)
+  adv: jax.Array  # [B, K, G] advantages
+  mask: jax.Array  # [B, K, G, T] float: tokens that get gradient
+  n_valid: jax.Array  # [B, K, G] thought tokens incl. the closer (the scorer's read position)
+
+  @classmethod
+  def from_rollout(cls, tokens, lengths, cuts, ro: S.Rollout, adv, mask=None) -> "UpdateBatch":
+    """mask: the rollout's sampled tokens unless given (dynamic sampling drops groups)."""
+    return cls(tokens=tokens, lengths=lengths, cuts=cuts, targets=ro.targets, thought=ro.tokens,
+               old_logp=ro.logp, adv=adv,
+               mask=ro.mask.astype(jnp.float32) if mask is None else mask,
+               n_valid=ro.valid.sum(-1).astype(jnp.int32))
+
+
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
   objective: str = "rlp"
@@ -136,7 +158,7 @@ def _lr(opt_state):
   return jnp.zeros(())
 
 
-def _apply_update(state, grads, loss, tx, cfg: StepConfig):
+def apply_update(state, grads, loss, tx, cfg: StepConfig):
   """Optimizer step (+ EMA update for RLP), skipped if the loss or a gradient is not finite.
 
   A lax.cond, not a where-select over every tree: the skip costs nothing when it does not fire
@@ -177,7 +199,7 @@ def cpt_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig):
                             batch.get("positions"), batch.get("segment_ids"))
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  state, m = _apply_update(state, grads, loss, tx, cfg)
+  state, m = apply_update(state, grads, loss, tx, cfg)
   n_tok = batch["loss_mask"].sum()
   metrics = {"loss": loss, "cpt/nll": loss, "lr": _lr(state.opt_state), "tokens": n_tok, **m}
   return state.replace(step=state.step + 1), metrics, None
@@ -201,7 +223,7 @@ def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=No
 
 
 # ---------------------------------------------------------------- RLP / RPT
-def _ema_scores(ema_params, graphdef, tokens, cfg: StepConfig):
+def ema_scores(ema_params, graphdef, tokens, cfg: StepConfig):
   """EMA model on the plain documents: log p_phi(x_t | x_<t) and entropy at every t ([B, S])."""
   logits = nnx.merge(graphdef, ema_params)(tokens)[:, :-1]
   lp = O.token_logp(logits, tokens[:, 1:], cfg.baseline_exclude)
@@ -211,7 +233,7 @@ def _ema_scores(ema_params, graphdef, tokens, cfg: StepConfig):
   return jnp.concatenate([pad, lp], 1), jnp.concatenate([pad, ent], 1)  # index t scores x_t
 
 
-def _ema_logp_at(ema_params, graphdef, tokens, cuts_BxK, exclude=None):
+def ema_logp_at(ema_params, graphdef, tokens, cuts_BxK, exclude=None):
   """log p_phi(x_t | x_<t) at the K positions t of each document only ([B, K]): the EMA trunk
   runs over the documents, the LM head only at the K positions (uniform selection needs neither
   the other positions' logits nor the entropies)."""
@@ -280,22 +302,22 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   model = nnx.merge(graphdef, params)
   scorer = cfg.scorer_weight > 0
   chunk = _loss_chunk(cfg)  # > 0: the head over thought tokens in chunks, never all the logits
-  out = S.thought_logits(model, mb["tokens"], mb["cuts"], mb["thought"], scfg,
+  out = S.thought_logits(model, mb.tokens, mb.cuts, mb.thought, scfg,
                          with_next=scorer, hidden=chunk > 0)
   if scorer:  # entry n_valid predicts x_t after the whole thought (closer included)
-    after = jnp.take_along_axis(out, mb["n_valid"][..., None, None], 3)[..., 0, :]
+    after = jnp.take_along_axis(out, mb.n_valid[..., None, None], 3)[..., 0, :]
     after = model.head(after) if chunk else after
-    s_pred = O.token_logp(after, jnp.broadcast_to(mb["targets"][..., None], after.shape[:-1]))
+    s_pred = O.token_logp(after, jnp.broadcast_to(mb.targets[..., None], after.shape[:-1]))
     out = out[..., :-1, :]
   if chunk:
-    logp, ent = O.chunked_policy_logp(out, model.head, mb["thought"], scfg.temperature, chunk)
-    mask = mb["mask"].astype(jnp.float32)
+    logp, ent = O.chunked_policy_logp(out, model.head, mb.thought, scfg.temperature, chunk)
+    mask = mb.mask.astype(jnp.float32)
     entropy = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
   else:
     pl = S.policy_logits(out, scfg.temperature)
-    logp = O.token_logp(pl, mb["thought"])
-    entropy = O.entropy(pl, mb["mask"])
-  loss, m = O.clipped_surrogate_loss(logp, mb["old_logp"], mb["adv"], mb["mask"], cfg.eps_low,
+    logp = O.token_logp(pl, mb.thought)
+    entropy = O.entropy(pl, mb.mask)
+  loss, m = O.clipped_surrogate_loss(logp, mb.old_logp, mb.adv, mb.mask, cfg.eps_low,
                                      cfg.eps_high, cfg.normalize, return_metrics=True)
   m["entropy"] = jax.lax.stop_gradient(entropy)
   w_tok = 1.0 if w is None else w["tok"]
@@ -305,14 +327,14 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   m["pg_loss"] = loss
   if cfg.kl_beta > 0:
     ref = nnx.merge(graphdef, ref_params)
-    ref_out = S.thought_logits(ref, mb["tokens"], mb["cuts"], mb["thought"], scfg,
+    ref_out = S.thought_logits(ref, mb.tokens, mb.cuts, mb.thought, scfg,
                                hidden=chunk > 0)
     if chunk:
-      ref_logp = O.chunked_policy_logp(ref_out, ref.head, mb["thought"], scfg.temperature,
+      ref_logp = O.chunked_policy_logp(ref_out, ref.head, mb.thought, scfg.temperature,
                                        chunk)[0]
     else:
-      ref_logp = O.token_logp(S.policy_logits(ref_out, scfg.temperature), mb["thought"])
-    kl = O.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb["mask"],
+      ref_logp = O.token_logp(S.policy_logits(ref_out, scfg.temperature), mb.thought)
+    kl = O.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb.mask,
                        cfg.kl_estimator) * w_tok
     loss = loss + cfg.kl_beta * kl
     m["kl"] = kl
@@ -322,7 +344,7 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
     m["scorer_nll"] = nll
   if cfg.ntp_weight > 0:
     valid = _doc_targets(mb)
-    ntp = _next_token_loss(model, mb["tokens"][:, :-1], mb["tokens"][:, 1:], valid, cfg)
+    ntp = _next_token_loss(model, mb.tokens[:, :-1], mb.tokens[:, 1:], valid, cfg)
     ntp = ntp * (1.0 if w is None else w["doc"])
     loss = loss + cfg.ntp_weight * ntp
     m["ntp_loss"] = ntp
@@ -330,23 +352,23 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
 
 
 def _doc_targets(mb):
-  return jnp.arange(mb["tokens"].shape[1] - 1)[None] < (mb["lengths"][:, None] - 1)
+  return jnp.arange(mb.tokens.shape[1] - 1)[None] < (mb.lengths[:, None] - 1)
 
 
 def _micro_weights(micro):
   """Per micro-batch ([A] arrays) shares of the batch's denominators (see _pg_loss)."""
   def share(x_A):
     return x_A / jnp.maximum(x_A.sum(), 1.0)
-  axes = tuple(range(1, micro["mask"].ndim))
-  return {"seq": share((micro["mask"].sum(-1) > 0).sum(axes[:-1]).astype(jnp.float32)),
-          "tok": share(micro["mask"].sum(axes)),
+  axes = tuple(range(1, micro.mask.ndim))
+  return {"seq": share((micro.mask.sum(-1) > 0).sum(axes[:-1]).astype(jnp.float32)),
+          "tok": share(micro.mask.sum(axes)),
           "doc": share(jax.vmap(lambda m: _doc_targets(m).sum())(micro).astype(jnp.float32))}
 
 
-def _pg_grads(params, graphdef, mb, cfg: StepConfig, ref_params):
-  """(loss, metrics), grads of the update on mb; with cfg.grad_accum = A > 1 the documents are
-  split into A micro-batches whose gradients are summed in a scan (one micro-batch's activations
-  live at a time), exactly the gradient of the whole batch."""
+def policy_grads(params, graphdef, mb, cfg: StepConfig, ref_params):
+  """(loss, metrics), grads of the update on mb (an UpdateBatch); with cfg.grad_accum = A > 1 the
+  documents are split into A micro-batches whose gradients are summed in a scan (one
+  micro-batch's activations live at a time), exactly the gradient of the whole batch."""
   grad_fn = jax.value_and_grad(_pg_loss, has_aux=True)
   n = cfg.grad_accum
   if n == 1:
@@ -377,16 +399,16 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   s_ema = None  # log p_phi(x_t | x_<t) at the chosen positions [B, K]
   if cfg.scored_selection:
-    ema_lp, ent = _ema_scores(state.ema, graphdef, tokens, cfg)
+    ema_lp, ent = ema_scores(state.ema, graphdef, tokens, cfg)
     cuts = _top_positions(ent if cfg.selection == "entropy" else -ema_lp, lengths,
                           cfg.positions_per_doc, cfg.min_prefix)
     s_ema = jnp.take_along_axis(ema_lp, cuts, 1)
   else:
     cuts = batch["positions"]
     if cfg.needs_ema_forward and resolve(cfg).ema_head_at_positions:
-      s_ema = _ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
+      s_ema = ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
     elif cfg.needs_ema_forward:
-      s_ema = jnp.take_along_axis(_ema_scores(state.ema, graphdef, tokens, cfg)[0],
+      s_ema = jnp.take_along_axis(ema_scores(state.ema, graphdef, tokens, cfg)[0],
                                   cuts, 1)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
   ro = S.chunked_rollout_fn(old, tokens, cuts, k_roll, scfg, cfg.rollout_batch)
@@ -417,9 +439,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
       "rlp/thought_len_mean": ro.lengths.mean(), "rlp/thought_len_max": ro.lengths.max(),
       "rlp/truncated_frac": ro.truncated.mean(),
   })
-  data = {"tokens": tokens, "lengths": lengths, "cuts": cuts, "thought": ro.tokens,
-          "old_logp": ro.logp, "adv": adv, "mask": sampled, "targets": ro.targets,
-          "n_valid": ro.valid.sum(-1).astype(jnp.int32)}
+  data = UpdateBatch.from_rollout(tokens, lengths, cuts, ro, adv, sampled)
   n_mb = cfg.minibatches
   b = tokens.shape[0]
   mb_size = b // n_mb
@@ -430,8 +450,8 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   for _ in range(cfg.num_updates):
     for i in range(n_mb):
       mb = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
-      (loss, m), grads = _pg_grads(state.params, graphdef, mb, cfg, state.ref)
-      state, um = _apply_update(state, grads, loss, tx, cfg)
+      (loss, m), grads = policy_grads(state.params, graphdef, mb, cfg, state.ref)
+      state, um = apply_update(state, grads, loss, tx, cfg)
       upd.append({"loss": loss, **m, **um})
   upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)
   metrics.update({k: v.mean() for k, v in upd.items() if k not in ("ratio_max", "skipped")})

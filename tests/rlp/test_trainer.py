@@ -90,8 +90,7 @@ def test_only_thought_tokens_are_trained(scfg):
   batch = _batch(1)
   ro = S.rollout(model, batch["tokens"], batch["positions"], jax.random.key(0), scfg)
   adv = O.group_advantages(jax.random.normal(jax.random.key(1), ro.s_pred.shape))
-  mb = {"tokens": batch["tokens"], "lengths": batch["lengths"], "cuts": batch["positions"],
-        "thought": ro.tokens, "old_logp": ro.logp, "adv": adv, "mask": ro.mask}
+  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["positions"], ro, adv)
   cfg = T.StepConfig(sampler=scfg)
   g_ours = jax.grad(lambda p: T._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(state.params)
   g_ref = jax.grad(_explicit_loss)(state.params, batch["tokens"], batch["positions"], ro.tokens,
@@ -325,8 +324,8 @@ def test_ema_logp_at_positions_equals_full_scores():
   model = _model(3)
   params = T.init_state(model, T.make_optimizer(1e-3)).params
   b = _batch(1, k=3)
-  full, _ = T._ema_scores(params, nnx.graphdef(model), b["tokens"], T.StepConfig())
-  at = T._ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["positions"])
+  full, _ = T.ema_scores(params, nnx.graphdef(model), b["tokens"], T.StepConfig())
+  at = T.ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["positions"])
   np.testing.assert_allclose(np.asarray(at),
                              np.asarray(jnp.take_along_axis(full, b["positions"], 1)), atol=1e-6)
   assert float(jnp.abs(at).min()) > 0
