@@ -48,14 +48,19 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) ->
   fig, axes = plt.subplots(3, 3, figsize=(16, 11))
   for ax, (title, keys) in zip(axes.ravel(), PANELS):
     keys = _keys(keys, runs)
+    short = [k.split("/")[-1] for k in keys]
+    short = short if len(set(short)) == len(short) else list(keys)  # e.g. cpt/nll, warmup/nll
     drawn = False
-    for label, rows in runs:
-      for key in keys:
+    for i, (label, rows) in enumerate(runs):
+      for j, key in enumerate(keys):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
           xs, ys = zip(*pts)
+          # one colour per metric (per run when a panel has one metric), one line style per run
           ax.plot(xs, ys, marker="." if len(xs) < 30 else None,
-                  label=f"{label}: {key}" if len(keys) > 1 or len(runs) > 1 else label)
+                  color=f"C{j if len(keys) > 1 else i}", ls=("-", "--", ":", "-.")[i % 4],
+                  label=(f"{label}: {short[j]}" if len(keys) > 1 or len(runs) > 1
+                         else label))
           drawn = True
     for label, rows in runs:  # the end of an in-run format warm-up; reference resets
       warm = [r["step"] for r in rows if r.get("warmup/nll") is not None]
@@ -67,7 +72,7 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) ->
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
     if drawn:
-      ax.legend(fontsize=7)
+      ax.legend(fontsize=6 if len(keys) * len(runs) > 4 else 7)
     else:
       ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
               color="gray")
