@@ -316,10 +316,12 @@ def train(config, workdir: str, log=None) -> dict:
           + (f" ({moved} later metric lines moved to metrics.rewound.jsonl)" if moved else ""))
     _write_config(config, workdir, start, log)
     tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
-    step_fn = T.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes)
+    placed = SH.step_shardings(shardings, mesh)  # stated, not left to the partitioner
+    step_fn = T.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes, **placed)
     if config.warmup.steps:
       wtx = CFG.warmup_optimizer(config)
-      warm_fn = T.make_step(graphdef, wtx, dataclasses.replace(step_cfg, objective="cpt"))
+      warm_fn = T.make_step(graphdef, wtx, dataclasses.replace(step_cfg, objective="cpt"),
+                            **placed)
 
       def reset(state):  # warm-up -> main phase: EMA restarts at theta, fresh optimizer state
         params = state.params
@@ -336,7 +338,7 @@ def train(config, workdir: str, log=None) -> dict:
 
     def reset_ref(state):
       return jax.device_put(T.reset_reference(state, tx), shardings)
-    peak, peak_src = M.device_peak_flops(config.model.dtype)
+    peak, peak_src = M.device_peak_flops(config.model.dtype, devices=mesh.devices.flat)
     eval_docs = _eval_docs(config, tok)
     result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
                         peak, eval_docs, graphdef, model_cfg, log, workdir, resets, reset_ref,

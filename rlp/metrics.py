@@ -82,56 +82,74 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _peak_operands(n: int, dtype: str, key: int):
-  """[D, n, n] random operands, one n x n slice on each of this process's D devices."""
+def _peak_operands(n: int, dtype: str, key: int, devices):
+  """[D, n, n] random operands, one n x n slice on each of the D devices."""
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  devs = jax.local_devices()
-  sharding = NamedSharding(Mesh(np.array(devs), ("d",)), PartitionSpec("d"))
-  make = jax.jit(lambda k: jax.random.normal(k, (len(devs), n, n), dtype), out_shardings=sharding)
-  return make(jax.random.key(key)), make(jax.random.key(key + 1))
+  mesh = Mesh(np.array(devices), ("d",))
+  with jax.set_mesh(mesh):  # its own mesh, whatever mesh the caller has set
+    make = jax.jit(lambda k: jax.random.normal(k, (len(devices), n, n), dtype),
+                   out_shardings=NamedSharding(mesh, PartitionSpec("d")))
+    return make(jax.random.key(key)), make(jax.random.key(key + 1))
+
+
+def _local(devices) -> tuple:
+  """This process's share of `devices` (default: all its devices), in a hashable form."""
+  devices = jax.local_devices() if devices is None else list(devices)
+  return tuple(d for d in devices if d.process_index == jax.process_index())
+
+
+def measured_peak_flops(dtype: str = "float32", sizes=None, repeats: int = 5,
+                        devices=None) -> float:
+  """Best jitted matmul rate of `devices` together (default: this process's devices; the CPU MFU
+  denominator).
+
+  Every device multiplies its own n x n pair at the same time, as a training step on a mesh over
+  them does: CPU devices split with --xla_force_host_platform_device_count share the host's
+  cores, and one of them alone can measure less than the host delivers to all of them (an MFU
+  above 1 came from that denominator). Random operands (zeros or ones can run faster than real
+  data). On an accelerator `repeats` products are queued back to back and timed together,
+  amortising the launch latency; on the CPU each product is timed alone."""
+  return _measured_peak(dtype, sizes, repeats, _local(devices))
 
 
 @functools.lru_cache(maxsize=None)
-def measured_peak_flops(dtype: str = "float32", sizes=None, repeats: int = 5) -> float:
-  """Best jitted matmul rate of this process's devices together (the CPU MFU denominator).
-
-  Every local device multiplies its own n x n pair at the same time, as a training step uses all
-  of them: CPU devices split with --xla_force_host_platform_device_count share the host's cores,
-  and one of them alone can measure less than the host delivers to all of them (an MFU above 1
-  came from that denominator). Random operands (zeros or ones can run faster than real data). On
-  an accelerator `repeats` products are queued back to back and timed together, amortising the
-  launch latency; on the CPU each product is timed alone."""
-  accel = jax.devices()[0].platform != "cpu"
-  n_dev = jax.local_device_count()
+def _measured_peak(dtype, sizes, repeats, devices) -> float:
+  accel = devices[0].platform != "cpu"
+  n_dev = len(devices)
   if sizes is None and accel:
     sizes = (2048, 4096, 8192)
   elif sizes is None:  # CPU devices share the host: no more work per size than one 2048^3 product
     sizes = tuple(n for n in (512, 1024, 2048) if n_dev * n ** 3 <= 2048 ** 3) or (512,)
   best = 0.0
-  f = jax.jit(lambda x, y: jnp.einsum("bij,bjk->bik", x, y))
-  for n in sizes:
-    a, b = _peak_operands(n, dtype, n)
-    f(a, b).block_until_ready()
-    queued = repeats if accel else 1
-    for _ in range(3 if accel else repeats):
-      t = time.perf_counter()
-      jax.block_until_ready([f(a, b) for _ in range(queued)])
-      best = max(best, queued * n_dev * 2 * n ** 3 / (time.perf_counter() - t))
+  mesh = jax.sharding.Mesh(np.array(devices), ("d",))
+  with jax.set_mesh(mesh):
+    f = jax.jit(lambda x, y: jnp.einsum("bij,bjk->bik", x, y))
+    for n in sizes:
+      a, b = _peak_operands(n, dtype, n, devices)
+      f(a, b).block_until_ready()
+      queued = repeats if accel else 1
+      for _ in range(3 if accel else repeats):
+        t = time.perf_counter()
+        jax.block_until_ready([f(a, b) for _ in range(queued)])
+        best = max(best, queued * n_dev * 2 * n ** 3 / (time.perf_counter() - t))
   return best
 
 
-def device_peak_flops(dtype: str = "float32") -> tuple[float, str]:
-  """(peak FLOP/s of all devices of the job, how it was obtained): rated for known accelerators,
-  measured otherwise (every process's devices together, times the processes)."""
-  dev = jax.devices()[0]
+def device_peak_flops(dtype: str = "float32", devices=None) -> tuple[float, str]:
+  """(peak FLOP/s of the devices a step runs on, how it was obtained): rated for known
+  accelerators, measured otherwise (this process's share of `devices` together, times the
+  processes). devices: the mesh's devices (default: all of the job's)."""
+  local = _local(devices)
+  n_global = len(local) * jax.process_count()
+  dev = local[0]
   if dev.platform != "cpu":
     kind = dev.device_kind
     for name, peak in RATED_PEAK.items():
       if name.lower() in kind.lower():
         scale = 0.5 if dtype == "float32" and dev.platform == "gpu" else 1.0
-        return peak * scale * jax.device_count(), f"rated ({kind})"
-  return measured_peak_flops(dtype) * jax.process_count(), (
-      f"measured matmul, {jax.local_device_count()} {dev.platform} device(s) at once")
+        return peak * scale * n_global, f"rated ({kind}) x {n_global}"
+  return measured_peak_flops(dtype, devices=local) * jax.process_count(), (
+      f"measured matmul, {len(local)} {dev.platform} device(s) at once")
 
 
 @functools.lru_cache(maxsize=None)

@@ -98,6 +98,15 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
 
 
+def step_shardings(state_shardings, mesh: Mesh) -> dict:
+  """in_shardings / out_shardings of a jitted step (state, batch) -> (state, metrics, rollout):
+  the state as placed, every batch and rollout array split on its leading (document) axis over
+  data x fsdp, the scalar metrics replicated."""
+  docs = NamedSharding(mesh, P(("data", "fsdp")))
+  return {"in_shardings": (state_shardings, docs),
+          "out_shardings": (state_shardings, NamedSharding(mesh, P()), docs)}
+
+
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
   """Places a host batch on the mesh (batch axis over data x fsdp); multi-process aware."""
   out = {}

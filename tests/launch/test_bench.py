@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,12 +36,16 @@ def test_the_cpu_peak_counts_every_device_a_step_uses():
   import jax
   from rlp import metrics as M
   assert jax.local_device_count() == 8  # tests/conftest.py
-  a, _ = M._peak_operands(32, "float32", 0)
+  a, _ = M._peak_operands(32, "float32", 0, jax.local_devices())
   assert a.shape == (8, 32, 32)
   assert {s.device for s in a.addressable_shards} == set(jax.local_devices())
   peak, src = M.device_peak_flops("float32")
   assert peak == M.measured_peak_flops("float32") > 0
   assert src == "measured matmul, 8 cpu device(s) at once"
+  # a run on a mesh over 2 of the 8 devices divides by those 2, whatever mesh is set
+  with jax.set_mesh(jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("x",))):
+    two, src2 = M.device_peak_flops("float32", devices=jax.devices()[:2])
+  assert src2 == "measured matmul, 2 cpu device(s) at once" and two > 0
 
 
 @pytest.mark.slow
