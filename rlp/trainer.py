@@ -387,32 +387,26 @@ def policy_grads(params, graphdef, mb, cfg: StepConfig, ref_params):
   return (loss.sum(), m), grads
 
 
-def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_bytes=None,
-            vocab_len=None):
-  """One RLP (or RPT) step: rollout with theta_old, rewards, `num_updates` clipped-PG updates.
-
-  batch: tokens [B, S] int32 (documents, padded), lengths [B], positions [B, K] (uniform
-  selection; ignored when selection == "entropy").
-  """
-  scfg = cfg.sampler
-  tokens, lengths = batch["tokens"], batch["lengths"]
-  rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
-  s_ema = None  # log p_phi(x_t | x_<t) at the chosen positions [B, K]
-  if cfg.scored_selection:
+def _positions_and_baseline(state: TrainState, batch, graphdef, cfg: StepConfig):
+  """The K target positions of each document and the no-think baseline there:
+  (cuts [B, K], S_ema = log p_phi(x_t | x_<t) [B, K] or None when nothing needs it)."""
+  tokens = batch["tokens"]
+  if cfg.scored_selection:  # the EMA model picks its highest-entropy / lowest-log-prob tokens
     ema_lp, ent = ema_scores(state.ema, graphdef, tokens, cfg)
-    cuts = _top_positions(ent if cfg.selection == "entropy" else -ema_lp, lengths,
+    cuts = _top_positions(ent if cfg.selection == "entropy" else -ema_lp, batch["lengths"],
                           cfg.positions_per_doc, cfg.min_prefix)
-    s_ema = jnp.take_along_axis(ema_lp, cuts, 1)
-  else:
-    cuts = batch["positions"]
-    if cfg.needs_ema_forward and resolve(cfg).ema_head_at_positions:
-      s_ema = ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
-    elif cfg.needs_ema_forward:
-      s_ema = jnp.take_along_axis(ema_scores(state.ema, graphdef, tokens, cfg)[0],
-                                  cuts, 1)
-  old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
-  ro = S.chunked_rollout_fn(old, tokens, cuts, k_roll, scfg, cfg.rollout_batch)
+    return cuts, jnp.take_along_axis(ema_lp, cuts, 1)
+  cuts = batch["positions"]
+  if not cfg.needs_ema_forward:
+    return cuts, None
+  if resolve(cfg).ema_head_at_positions:
+    return cuts, ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
+  return cuts, jnp.take_along_axis(ema_scores(state.ema, graphdef, tokens, cfg)[0], cuts, 1)
 
+
+def _rewards(ro: S.Rollout, s_ema, tokens, cuts, cfg: StepConfig, vocab_bytes, vocab_len):
+  """(rewards [B, K, G], metrics): RLP's information gain over the EMA baseline or RPT's match,
+  then the truncated-thought shaping."""
   metrics = {}
   if cfg.objective == "rlp":
     s_ema = s_ema[..., None] if s_ema is not None else jnp.zeros(cuts.shape + (1,))
@@ -426,6 +420,48 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   if cfg.truncated_reward != "keep":
     cut_value = 0.0 if cfg.truncated_reward == "zero" else float(cfg.truncated_reward)
     rewards = jnp.where(ro.truncated, cut_value, rewards)
+  return rewards, metrics
+
+
+def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig):
+  """cfg.num_updates passes over cfg.minibatches minibatches of the documents, each one
+  optimizer (and EMA) update; returns the state and the updates' metrics, averaged."""
+  n_mb = cfg.minibatches
+  b = data.tokens.shape[0]
+  mb_size = b // n_mb
+  if b % n_mb or mb_size % cfg.grad_accum:
+    raise ValueError(f"{b} documents do not split into minibatches={n_mb} x "
+                     f"grad_accum={cfg.grad_accum} equal parts")
+  upd = []
+  for _ in range(cfg.num_updates):
+    for i in range(n_mb):
+      mb = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
+      (loss, m), grads = policy_grads(state.params, graphdef, mb, cfg, state.ref)
+      state, um = apply_update(state, grads, loss, tx, cfg)
+      upd.append({"loss": loss, **m, **um})
+  upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)
+  named = {"clip_frac", "ratio_mean", "entropy", "kl", "scorer_nll"}  # the loss's own metrics
+  metrics = {(f"rlp/{k}" if k in named else k): v.mean() for k, v in upd.items()
+             if k not in ("ratio_max", "skipped")}
+  metrics["rlp/ratio_max"] = upd["ratio_max"].max()
+  metrics["skipped"] = upd["skipped"].sum()
+  return state, metrics
+
+
+def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_bytes=None,
+            vocab_len=None):
+  """One RLP (or RPT) step: positions and baseline -> rollout with theta_old -> rewards and
+  group advantages -> `num_updates` clipped-PG updates -> metrics.
+
+  batch: tokens [B, S] int32 (documents, padded), lengths [B], positions [B, K] (uniform / marker
+  selection; chosen inside the step for entropy / low_logp).
+  """
+  tokens, lengths = batch["tokens"], batch["lengths"]
+  rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
+  cuts, s_ema = _positions_and_baseline(state, batch, graphdef, cfg)
+  old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
+  ro = S.chunked_rollout_fn(old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch)
+  rewards, metrics = _rewards(ro, s_ema, tokens, cuts, cfg, vocab_bytes, vocab_len)
   adv = O.group_advantages(rewards, cfg.adv_scale)
   sampled = ro.mask.astype(jnp.float32)
   thought_tokens = sampled.sum()
@@ -439,27 +475,9 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
       "rlp/thought_len_mean": ro.lengths.mean(), "rlp/thought_len_max": ro.lengths.max(),
       "rlp/truncated_frac": ro.truncated.mean(),
   })
-  data = UpdateBatch.from_rollout(tokens, lengths, cuts, ro, adv, sampled)
-  n_mb = cfg.minibatches
-  b = tokens.shape[0]
-  mb_size = b // n_mb
-  if b % n_mb or mb_size % cfg.grad_accum:
-    raise ValueError(f"{b} documents do not split into minibatches={n_mb} x "
-                     f"grad_accum={cfg.grad_accum} equal parts")
-  upd = []
-  for _ in range(cfg.num_updates):
-    for i in range(n_mb):
-      mb = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
-      (loss, m), grads = policy_grads(state.params, graphdef, mb, cfg, state.ref)
-      state, um = apply_update(state, grads, loss, tx, cfg)
-      upd.append({"loss": loss, **m, **um})
-  upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)
-  metrics.update({k: v.mean() for k, v in upd.items() if k not in ("ratio_max", "skipped")})
-  metrics["rlp/ratio_max"] = upd["ratio_max"].max()
-  metrics["skipped"] = upd["skipped"].sum()
-  for k in ("clip_frac", "ratio_mean", "entropy", "kl", "scorer_nll"):
-    if k in metrics:
-      metrics[f"rlp/{k}"] = metrics.pop(k)
+  state, upd = _updates(state, UpdateBatch.from_rollout(tokens, lengths, cuts, ro, adv, sampled),
+                        graphdef, tx, cfg)
+  metrics.update(upd)
   metrics["lr"] = _lr(state.opt_state)
   metrics["tokens"] = lengths.sum()
   metrics["thought_tokens"] = thought_tokens
