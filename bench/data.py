@@ -11,6 +11,7 @@ import models
 from bench import common
 from rlp import corpora
 from rlp import data as D
+from models.tokenizer import load_tokenizer
 
 
 def _pipeline(texts, tok, workers, seq_len=256, batch=4):
@@ -22,7 +23,7 @@ def _pipeline(texts, tok, workers, seq_len=256, batch=4):
 
 
 def run(num_docs=2000, batches=200):
-  tok = D.load_tokenizer(models.smollm2_path())
+  tok = load_tokenizer(models.smollm2_path())
   texts = corpora.reasoning_documents("train", num_docs)
   out = {"bench": "data", "docs": num_docs, **common.device_info()}
   for workers in (0, 2):

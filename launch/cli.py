@@ -35,8 +35,9 @@ class Interrupted(Exception):
 def bad_input_errors() -> tuple[type[BaseException], ...]:
   """Exception types that mean 'the user gave us something wrong' (one line, exit 2)."""
   import models
+  from models import tokenizer
   from rlp import checkpoint, configuration, data, diversity, evaluate, plot
-  return (configuration.ConfigError, data.DataError, data.TokenizerError, models.WeightsError,
+  return (configuration.ConfigError, data.DataError, tokenizer.TokenizerError, models.WeightsError,
           checkpoint.CheckpointError, evaluate.EvalError, plot.PlotError, app.UsageError,
           diversity.DiversityError,
           FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,

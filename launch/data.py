@@ -55,8 +55,8 @@ COMMANDS = ("build", "train-tokenizer", "inspect", "diversity", "select")
 
 def _tokenizer():
   import models
-  from rlp import data as D
-  return D.load_tokenizer(FLAGS.tokenizer or models.smollm2_path())
+  from models.tokenizer import load_tokenizer
+  return load_tokenizer(FLAGS.tokenizer or models.smollm2_path())
 
 
 def _texts(spec):
@@ -112,7 +112,8 @@ def train_tokenizer():
       vocab_size=FLAGS.vocab_size, model_type="bpe", byte_fallback=True,
       user_defined_symbols=["<think>", "</think>"], character_coverage=0.9995,
       minloglevel=2)
-  tok = D.load_tokenizer(FLAGS.output + ".model")
+  from models.tokenizer import load_tokenizer
+  tok = load_tokenizer(FLAGS.output + ".model")
   print(json.dumps({"model": FLAGS.output + ".model", "vocab_size": tok.vocab_size,
                     "fingerprint": tok.fingerprint}))
 

@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 import grain
 import numpy as np
 
-from models.tokenizer import Tokenizer, TokenizerError, load_tokenizer  # noqa: F401 (re-export)
+from models.tokenizer import Tokenizer
 from rlp import corpora
 
 SHARD_SUFFIX = ".arrayrecord"

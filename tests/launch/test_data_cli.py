@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-import pytest
+from models.tokenizer import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,8 +36,7 @@ def test_train_sentencepiece_tokenizer(tmp_path):
   r = _cli("train-tokenizer", "--source=reasoning:train", "--num_docs=300", "--vocab_size=600",
            f"--output={prefix}")
   assert r.returncode == 0, r.stderr
-  from rlp import data as D
-  tok = D.load_tokenizer(str(prefix) + ".model")
+  tok = load_tokenizer(str(prefix) + ".model")
   assert tok.vocab_size == 600
   assert len(tok.think_open_ids) == 1 and len(tok.think_close_ids) == 1
   text = "Question: 12 apples <think>12 + 3</think> 15"

@@ -8,11 +8,12 @@ import pytest
 
 import models
 from rlp import data as D
+from models.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tok():
-  return D.load_tokenizer(models.smollm2_path())
+  return load_tokenizer(models.smollm2_path())
 
 
 def _docs(n=40, seed=0):
@@ -155,7 +156,7 @@ def test_shards_roundtrip_hash_mismatch_and_truncation(tmp_path, tok):
   sp_path = tmp_path / "other.json"
   from tokenizers import Tokenizer, models as tm
   Tokenizer(tm.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(sp_path))
-  other = D.load_tokenizer(str(sp_path))
+  other = load_tokenizer(str(sp_path))
   with pytest.raises(D.DataError, match=f"written by tokenizer {tok.fingerprint}.*{other.fingerprint}"):
     D.open_documents(f"arrayrecord:{out}", other)
   shard = out / m["shards"][1]
@@ -289,17 +290,17 @@ def _llama3_style_dir(tmp_path, tokenizer_config=None, generation_config=None):
 def test_hf_tokenizer_reads_bos_eos_from_its_directory(tmp_path):
   d = _llama3_style_dir(tmp_path, {"bos_token": "<|begin_of_text|>",
                                    "eos_token": "<|end_of_text|>"})
-  tok = D.load_tokenizer(d)
+  tok = load_tokenizer(d)
   assert (tok.bos_id, tok.eos_id, tok.add_bos) == (4, 5, True)
   docs = D.tokenize_documents(["the cat sat"], tok, 1, D.DataStats())
   assert docs[0].tolist() == [4, 1, 2, 3, 5]  # BOS, the text, EOS
   # the config can turn BOS off; an instruct-style generation config names EOS by id
-  tok = D.load_tokenizer(_llama3_style_dir(_sub(tmp_path, "b"), {"add_bos_token": False},
+  tok = load_tokenizer(_llama3_style_dir(_sub(tmp_path, "b"), {"add_bos_token": False},
                                            {"eos_token_id": [6, 5]}))
   assert (tok.eos_id, tok.add_bos) == (6, False)
   assert D.tokenize_documents(["the cat"], tok, 1, D.DataStats())[0].tolist() == [1, 2, 6]
   # no config files: the post-processor says BOS is added; EOS by its well-known name
-  tok = D.load_tokenizer(_llama3_style_dir(_sub(tmp_path, "c")))
+  tok = load_tokenizer(_llama3_style_dir(_sub(tmp_path, "c")))
   assert (tok.bos_id, tok.eos_id, tok.add_bos) == (4, 5, True)
 
 
@@ -313,7 +314,7 @@ def test_stored_dataset_ids_are_checked_against_the_model_vocab(tmp_path):
   """An ArrayRecord dataset's max_token_id (manifest) must fit the model's embedding."""
   from configs import tiny
   from rlp import loop
-  tok = D.load_tokenizer("bytes")
+  tok = load_tokenizer("bytes")
   out = str(tmp_path / "ds")
   docs = D.tokenize_documents(["a first document with enough tokens to train on"] * 4, tok, 2,
                               D.DataStats())
