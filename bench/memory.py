@@ -268,7 +268,7 @@ def compiled(config) -> dict:
                                             sharding=SH.batch_sharding(mesh, 2)),
              "lengths": jax.ShapeDtypeStruct((d.batch_size,), jnp.int32,
                                              sharding=SH.batch_sharding(mesh, 1)),
-             "positions": jax.ShapeDtypeStruct((d.batch_size, d.positions_per_doc), jnp.int32,
+             "cuts": jax.ShapeDtypeStruct((d.batch_size, d.positions_per_doc), jnp.int32,
                                                sharding=SH.batch_sharding(mesh, 2))}
     if config.objective == "cpt":
       batch = {"tokens": batch["tokens"], "lengths": batch["lengths"]}

@@ -26,7 +26,7 @@ def _setup(model, contexts, context_len, group, thought, seed=0):
   scfg = S.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
                          prompt_ids=(1,), close_ids=(vocab - 1, 0, 0))
   return {"tokens": tokens, "lengths": jnp.full((contexts,), context_len, jnp.int32),
-          "positions": pos}, T.StepConfig(sampler=scfg)
+          "cuts": pos}, T.StepConfig(sampler=scfg)
 
 
 def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999):
@@ -40,7 +40,7 @@ def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999)
     p.requires_grad_(False)
   opt = torch.optim.AdamW(pol.parameters(), lr=lr, weight_decay=0.0)
   toks = np.asarray(batch["tokens"])
-  pos = np.asarray(batch["positions"])[:, 0]
+  pos = np.asarray(batch["cuts"])[:, 0]
   close = torch.tensor([model.config.vocab_size - 1], device=device)
 
   def run():
@@ -104,10 +104,10 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
     jax.block_until_ready(m["loss"])
 
   rollout = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
-                                              batch["positions"], k, cfg.sampler))
-  score = jax.jit(lambda p: T.ema_logp_at(p, graphdef, batch["tokens"], batch["positions"]))
+                                              batch["cuts"], k, cfg.sampler))
+  score = jax.jit(lambda p: T.ema_logp_at(p, graphdef, batch["tokens"], batch["cuts"]))
   ro = rollout(holder[0].params, jax.random.key(0))
-  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["positions"], ro,
+  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro,
                                   adv=jnp.ones(ro.s_pred.shape))
   del ro
   phases_cfg = T.resolve(cfg)  # as make_step builds the step
@@ -129,12 +129,12 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   for f in parts.values():
     f()
   best = common.alternate(parts, rounds=iters)
-  cuts_np = np.asarray(batch["positions"])
+  cuts_np = np.asarray(batch["cuts"])
 
   def rollout_at(t):
     c = dataclasses.replace(cfg.sampler, max_thought_len=t)
     f = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
-                                          batch["positions"], k, c).mask)
+                                          batch["cuts"], k, c).mask)
     return lambda: jax.block_until_ready(f(holder[0].params, jax.random.key(2)))
   decode = common.decode_over_bound(
       model, rollout_at, thought=thought, streams=contexts * cuts_np.shape[1] * group,

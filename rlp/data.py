@@ -329,7 +329,9 @@ def rlp_dataset(docs: grain.MapDataset, *, seq_len: int, batch_size: int, positi
                 min_prefix: int, pad_id: int, seed: int = 0, process_index: int = 0,
                 process_count: int = 1, num_epochs: int | None = None,
                 marker_ids: Sequence[int] | None = None) -> grain.IterDataset:
-  """Batches of {tokens [B, S], lengths [B], positions [B, K]} for the RLP / RPT steps.
+  """Batches of {tokens [B, S], lengths [B], cuts [B, K]} for the RLP / RPT steps: cuts are the
+  target positions t, where each document is cut and a thought inserted before x_t ("positions"
+  in a CPT batch and in the model are RoPE position ids).
 
   marker_ids: choose the K positions among those right after this token sequence (the answer
   after '=' in the testbed, after '####' in worked solutions); documents without one are skipped.
@@ -363,7 +365,7 @@ def rlp_dataset(docs: grain.MapDataset, *, seq_len: int, batch_size: int, positi
     pos = choose_positions(len(doc), positions_per_doc, min_prefix, rng, candidates(doc))
     tokens = np.full((seq_len,), pad_id, np.int32)
     tokens[:len(doc)] = doc
-    return {"tokens": tokens, "lengths": np.int32(len(doc)), "positions": pos}
+    return {"tokens": tokens, "lengths": np.int32(len(doc)), "cuts": pos}
 
   ds = ds.random_map(example, seed=seed + 1)
   return ds.to_iter_dataset().batch(batch_size, drop_remainder=True)

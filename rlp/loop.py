@@ -249,7 +249,7 @@ def _local(x):
 
 def _sample_text(tok, batch, ro, b=0, k=0, n=2):
   lines = []
-  t = int(np.asarray(batch["positions"])[b, k])
+  t = int(np.asarray(batch["cuts"])[b, k])
   ctx = tok.decode(np.asarray(batch["tokens"])[b, max(0, t - 24):t])
   target = tok.decode([int(_local(ro.targets)[b, k])])
   toks, valid, s_pred = _local(ro.tokens), _local(ro.valid), _local(ro.s_pred)

@@ -396,7 +396,7 @@ def _positions_and_baseline(state: TrainState, batch, graphdef, cfg: StepConfig)
     cuts = _top_positions(ent if cfg.selection == "entropy" else -ema_lp, batch["lengths"],
                           cfg.positions_per_doc, cfg.min_prefix)
     return cuts, jnp.take_along_axis(ema_lp, cuts, 1)
-  cuts = batch["positions"]
+  cuts = batch["cuts"]
   if not cfg.needs_ema_forward:
     return cuts, None
   if resolve(cfg).ema_head_at_positions:
@@ -453,8 +453,8 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   """One RLP (or RPT) step: positions and baseline -> rollout with theta_old -> rewards and
   group advantages -> `num_updates` clipped-PG updates -> metrics.
 
-  batch: tokens [B, S] int32 (documents, padded), lengths [B], positions [B, K] (uniform / marker
-  selection; chosen inside the step for entropy / low_logp).
+  batch: tokens [B, S] int32 (documents, padded), lengths [B], cuts [B, K]: the target positions
+  (uniform / marker selection; chosen inside the step for entropy / low_logp).
   """
   tokens, lengths = batch["tokens"], batch["lengths"]
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))

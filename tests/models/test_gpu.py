@@ -67,7 +67,7 @@ def test_bf16_rlp_step_on_gpu():
   model = models.Transformer(CFG, rngs=nnx.Rngs(0))
   tokens = jax.random.randint(jax.random.key(2), (4, 128), 2, CFG.vocab_size)
   batch = {"tokens": tokens, "lengths": jnp.full((4,), 128, jnp.int32),
-           "positions": jnp.full((4, 1), 100, jnp.int32)}
+           "cuts": jnp.full((4, 1), 100, jnp.int32)}
   scfg = S.SamplerConfig(group_size=4, max_thought_len=16, prompt_ids=(1,), close_ids=(0,))
   tx = T.make_optimizer(1e-4)
   step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(sampler=scfg))

@@ -64,7 +64,7 @@ def test_process_split_covers_every_document_once():
 
 def test_positions_in_bounds_and_honour_min_prefix():
   for batch in _take(iter(_rlp(_docs(), min_prefix=6)), 20):
-    pos, lengths = batch["positions"], batch["lengths"]
+    pos, lengths = batch["cuts"], batch["lengths"]
     assert pos.shape == (4, 3)
     assert np.all(pos >= 6) and np.all(pos < lengths[:, None])
     assert np.all(lengths <= 32)
@@ -100,7 +100,7 @@ def test_marker_selection_on_the_testbed_targets_answers():
   ds = D.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=2, min_prefix=4,
                      pad_id=0, marker_ids=tok.encode("="))
   batch = next(iter(ds))
-  for row, pos in zip(batch["tokens"], batch["positions"]):
+  for row, pos in zip(batch["tokens"], batch["cuts"]):
     for t in pos:
       assert chr(row[t - 1]) == "=" and chr(row[t]).isdigit()
       # the digit is the sum of the four operands before '=' mod 10

@@ -28,7 +28,7 @@ def _batch(seed=0, k=2):
   rng = np.random.default_rng(seed)
   d = np.tile(rng.integers(0, 28, (B, 3)), (1, SEQ // 3)).astype(np.int32)
   return dict(tokens=jnp.asarray(d), lengths=jnp.full((B,), SEQ, jnp.int32),
-              positions=jnp.asarray(rng.integers(3, SEQ, (B, k)), jnp.int32))
+              cuts=jnp.asarray(rng.integers(3, SEQ, (B, k)), jnp.int32))
 
 
 def _run(step_cfg, lr=1e-3, steps=1, seed=0, batch=None):
@@ -88,12 +88,12 @@ def test_only_thought_tokens_are_trained(scfg):
   model = _model()
   state = T.init_state(model, T.make_optimizer(1e-3))
   batch = _batch(1)
-  ro = S.rollout(model, batch["tokens"], batch["positions"], jax.random.key(0), scfg)
+  ro = S.rollout(model, batch["tokens"], batch["cuts"], jax.random.key(0), scfg)
   adv = O.group_advantages(jax.random.normal(jax.random.key(1), ro.s_pred.shape))
-  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["positions"], ro, adv)
+  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro, adv)
   cfg = T.StepConfig(sampler=scfg)
   g_ours = jax.grad(lambda p: T._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(state.params)
-  g_ref = jax.grad(_explicit_loss)(state.params, batch["tokens"], batch["positions"], ro.tokens,
+  g_ref = jax.grad(_explicit_loss)(state.params, batch["tokens"], batch["cuts"], ro.tokens,
                                    ro.mask, adv, scfg.temperature)
   # the rollout's old log-probs are the tempered, unfiltered policy's: ratio 1 at the start
   loss0, aux = T._pg_loss(state.params, nnx.graphdef(model), mb, cfg, None)
@@ -258,10 +258,10 @@ def test_rpt_step_binary_rewards():
   step = T.make_step(nnx.graphdef(model), tx, cfg, tokenizer_bytes=tok_bytes, donate=False)
   _, m, ro = step(state, _batch(0))
   assert np.all(np.asarray(ro.prediction) >= 0)
-  r = np.asarray(T._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["positions"],
+  r = np.asarray(T._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
                                 jnp.asarray([[b[0]] for b in tok_bytes]),
                                 jnp.ones(32, jnp.int32), 4))
-  want = np.asarray([[[tok_bytes[p] == tok_bytes[int(_batch(0)["tokens"][i, int(_batch(0)["positions"][i, j])])]
+  want = np.asarray([[[tok_bytes[p] == tok_bytes[int(_batch(0)["tokens"][i, int(_batch(0)["cuts"][i, j])])]
                        for p in ro.prediction[i, j]] for j in range(2)] for i in range(B)])
   np.testing.assert_array_equal(r, want.astype(np.float32))
   assert abs(float(m["rlp/reward_mean"]) - r.mean()) < 1e-6
@@ -325,9 +325,9 @@ def test_ema_logp_at_positions_equals_full_scores():
   params = T.init_state(model, T.make_optimizer(1e-3)).params
   b = _batch(1, k=3)
   full, _ = T.ema_scores(params, nnx.graphdef(model), b["tokens"], T.StepConfig())
-  at = T.ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["positions"])
+  at = T.ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["cuts"])
   np.testing.assert_allclose(np.asarray(at),
-                             np.asarray(jnp.take_along_axis(full, b["positions"], 1)), atol=1e-6)
+                             np.asarray(jnp.take_along_axis(full, b["cuts"], 1)), atol=1e-6)
   assert float(jnp.abs(at).min()) > 0
 
 
@@ -401,7 +401,7 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
     _, m, ro = step(T.init_state(model, tx), _batch(0))
     got[ds] = (jax.tree.map(np.asarray, m), ro)
   (m0, ro), (m1, _) = got[False], got[True]
-  r = np.asarray(T._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["positions"],
+  r = np.asarray(T._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
                                 jnp.asarray([[b[0]] for b in tok_bytes]),
                                 jnp.ones(32, jnp.int32), 4))
   uniform = np.all(r == r[..., :1], axis=-1)
