@@ -6,8 +6,12 @@ RLP steps with a KL penalty to the reference, so a reset changes what the penalt
 
 Runs: no reset; a reset every 50 RLP steps; a reset when the held-out information gain has not
 improved for 2 evals (every 25 steps). A reset sets ref <- params and restarts Adam; the step
-counter, EMA and data continue (docs/long_runs.md). Measured: docs/long_runs.md (one seed, final
-held-out gain and pass@1 / pass@8 at the answers).
+counter, EMA and data continue (docs/long_runs.md).
+
+Measured (seed 0, 2 CPU cores, ~4 min per run; held-out 32 documents x 2 answers, pass@k of 8
+thoughts): no reset +1.18 nats (pass@1 0.68, pass@8 0.77: the KL to the fixed warm-up model
+pulled the gain down from +1.81 at step 700); every 50 +2.11 (0.98 / 1.00); on plateau +2.15
+(0.98 / 1.00). One seed: what the configs do, not an effect size.
 """
 
 from configs import toy_reasoning

@@ -6,8 +6,12 @@ closer is truncated).
   rlp-plot workdirs/ablations/trunc/*
 
 Runs: keep (the paper: a truncated thought is scored like any other), zero (its reward is 0, so
-it is pushed towards the group mean), -1 (a fixed penalty below most rewards). Measured:
-docs/long_runs.md (one seed, final held-out gain, truncated fraction, pass@1 / pass@8).
+it is pushed towards the group mean), -1 (a fixed penalty below most rewards).
+
+Measured (seed 0): keep +2.17 nats, zero +2.12, -1 +2.13; pass@8 1.00 in all three. After the
+warm-up fewer than 1% of the testbed's thoughts are truncated (they close at 8 tokens), so the
+shaping has little to act on here; on SmolLM2, where 96-100% are truncated, it would (not yet
+measured).
 """
 
 from configs import toy_reasoning
