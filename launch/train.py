@@ -45,8 +45,11 @@ def main(argv):
   from rlp import loop
   result = loop.train(FLAGS.config, FLAGS.workdir)
   if result.get("interrupted"):
-    raise cli.Interrupted(result["interrupted"], f"stopped at step {result.get('step')} by a "
-                          "signal; rerun the same command to resume")
+    import signal
+    name = signal.Signals(result["interrupted"]).name
+    raise cli.Interrupted(result["interrupted"], f"interrupted ({name}) at step "
+                          f"{result.get('step')}; its checkpoint is written, rerun the same "
+                          "command to resume")
 
 
 def run():

@@ -103,7 +103,8 @@ def test_changed_model_is_refused_and_nothing_is_renamed(tmp_path):
 
 @pytest.mark.parametrize("delay", [1.5, 6.0, 12.0])
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path, delay):
-  """Ctrl-C during start-up (imports, model build) or early training: exit 130, one line."""
+  """Ctrl-C during start-up (imports, model build) or early training: exit 130, one line that
+  says it was interrupted, whichever phase the signal lands in."""
   import signal
   import time
   p = subprocess.Popen([sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
