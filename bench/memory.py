@@ -69,8 +69,8 @@ def model_config(config, shape: str | None = None) -> models.ModelConfig:
   if m.init == "random":
     return CFG.model_config(config)
   if m.init == "gguf":
-    path = models.smollm2_path() if m.path == "smollm2" else m.path
     from models.gguf import open_reader
+    path = _gguf_path(m)
     return W.config_from_gguf(open_reader(path), path, **rt)
   if m.init == "hf" and m.path and os.path.isfile(os.path.join(m.path, "config.json")):
     import json
@@ -86,22 +86,24 @@ def _prompt_and_closer(config) -> tuple[int, int, bool]:
   tokenizer is not on this machine."""
   from rlp import configuration as CFG
   try:
-    _, tok = _tokenizer(config)
+    tok = _tokenizer(config)
     s = CFG.sampler_config(config, tok)
     return len(s.prompt_ids), len(s.close_ids), True
   except Exception:  # noqa: BLE001 - no tokenizer here: typical lengths of '<think>' / '</think>'
     return 3, 4, False
 
 
+def _gguf_path(m) -> str:
+  return models.smollm2_path() if m.path == "smollm2" else m.path
+
+
 def _tokenizer(config):
+  """The run's tokenizer: data.tokenizer, else the weights' own (GGUF file or HF directory)."""
   from models.tokenizer import load_tokenizer
   m, d = config.model, config.data
   if d.tokenizer:
-    return None, load_tokenizer(d.tokenizer)
-  if m.init == "gguf":
-    path = models.smollm2_path() if m.path == "smollm2" else m.path
-    return None, load_tokenizer(path)
-  return None, load_tokenizer(m.path)
+    return load_tokenizer(d.tokenizer)
+  return load_tokenizer(_gguf_path(m) if m.init == "gguf" else m.path)
 
 
 def _abstract_state(config, mc):
@@ -254,7 +256,7 @@ def compiled(config) -> dict:
   from rlp import sharding as SH
   from rlp import trainer as T
   mc = model_config(config)
-  _, tok = _tokenizer(config)
+  tok = _tokenizer(config)
   mesh = SH.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
   tx = CFG.optimizer(config)
   d = config.data
