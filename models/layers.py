@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -73,17 +74,32 @@ def shared_prefix_attention(q_BxNxCxHxD, pk_BxSxKxD, pv_BxSxKxD, pmask_BxNxS,
   The prefix K/V are stored once per document ([B, S]) and never copied per thought: the N
   streams read them through the einsum's broadcast, masked per stream (keys before its position).
   """
-  n_kv = pk_BxSxKxD.shape[-2]
+  return stream_attention(q_BxNxCxHxD, (pk_BxSxKxD, pv_BxSxKxD, pmask_BxNxS),
+                          [(tk_BxNxTxKxD, tv_BxNxTxKxD, tmask_BxNxCxT)])
+
+
+def stream_attention(q_BxNxCxHxD, prefix, segments):
+  """One softmax over a shared prefix and any number of per-stream key segments.
+
+  prefix: (k [B, S, K, D], v, mask [B, N, S]), one per document, read by all N streams through the
+  einsum's broadcast. segments: [(k [B, N, T, K, D], v, mask [B, N, C, T]), ...], each stream's
+  own keys (e.g. the filled thought cache and the C keys being decoded now), so a decode step
+  attends to its new keys without first writing them into the cache.
+  """
+  pk, pv, pmask = prefix
+  n_kv = pk.shape[-2]
   scale = q_BxNxCxHxD.shape[-1] ** -0.5
   q = _grouped(q_BxNxCxHxD, n_kv)  # [B, N, C, K, R, D]
-  sp = jnp.einsum("bnckrd,bskd->bnkrcs", q, pk_BxSxKxD, preferred_element_type=jnp.float32)
-  st = jnp.einsum("bnckrd,bntkd->bnkrct", q, tk_BxNxTxKxD, preferred_element_type=jnp.float32)
-  sp = jnp.where(pmask_BxNxS[:, :, None, None, None, :], sp * scale, NEG_INF)
-  st = jnp.where(tmask_BxNxCxT[:, :, None, None], st * scale, NEG_INF)
-  m = jnp.maximum(sp.max(-1, keepdims=True), st.max(-1, keepdims=True))
-  ep, et = jnp.exp(sp - m), jnp.exp(st - m)
-  z = ep.sum(-1, keepdims=True) + et.sum(-1, keepdims=True)
-  dt = pv_BxSxKxD.dtype
-  o = (jnp.einsum("bnkrcs,bskd->bnckrd", (ep / z).astype(dt), pv_BxSxKxD)
-       + jnp.einsum("bnkrct,bntkd->bnckrd", (et / z).astype(dt), tv_BxNxTxKxD))
+  sp = jnp.einsum("bnckrd,bskd->bnkrcs", q, pk, preferred_element_type=jnp.float32)
+  scores = [jnp.where(pmask[:, :, None, None, None, :], sp * scale, NEG_INF)]
+  for k, _, mask in segments:
+    st = jnp.einsum("bnckrd,bntkd->bnkrct", q, k, preferred_element_type=jnp.float32)
+    scores.append(jnp.where(mask[:, :, None, None], st * scale, NEG_INF))
+  m = functools.reduce(jnp.maximum, [s.max(-1, keepdims=True) for s in scores])
+  es = [jnp.exp(s - m) for s in scores]
+  z = sum(e.sum(-1, keepdims=True) for e in es)
+  dt = pv.dtype
+  o = jnp.einsum("bnkrcs,bskd->bnckrd", (es[0] / z).astype(dt), pv)
+  for e, (_, v, _) in zip(es[1:], segments):
+    o = o + jnp.einsum("bnkrct,bntkd->bnckrd", (e / z).astype(dt), v)
   return o.reshape(q_BxNxCxHxD.shape)

@@ -155,31 +155,40 @@ class Transformer(nnx.Module):
     return self.logits(x), cache
 
   def decode_shared(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
-                    thought_kv, write_index):
+                    thought_kv, write_index, filled: int | None = None):
     """N streams per document decode C tokens against a shared prefix cache plus their own cache.
 
     prefix_kv: (k, v) each [L, B, S, K, D], computed once per document and never copied per stream.
     thought_kv: (k, v) each [L, B, N, T, K, D]; the C new keys are written at `write_index`, and a
-    query at thought index i sees thought keys <= i. Returns (logits [B, N, C, V], thought_kv).
+    query at thought index i sees thought keys <= i (the cache's keys before `write_index`, read
+    only, and the new keys themselves; the cache is written once, after the layers, so a step
+    costs the new keys' write, not a copy of the cache). `filled` (static, optional): a bound on
+    `write_index`; only the cache's first `filled` keys are read, so a step over a mostly empty
+    long cache costs what the filled part does. Returns (logits [B, N, C, V], thought_kv).
     Differentiable in all inputs, so the training forward over thoughts uses it too.
     """
-    c = tokens_BxNxC.shape[-1]
-    t_max = thought_kv[0].shape[3]
-    q_idx = write_index + jnp.arange(c, dtype=jnp.int32)
-    tmask = jnp.arange(t_max)[None, :] <= q_idx[:, None]  # [C, T]
-    tmask = jnp.broadcast_to(tmask, tokens_BxNxC.shape[:2] + tmask.shape)
+    b, n, c = tokens_BxNxC.shape
+    t_read = thought_kv[0].shape[3] if filled is None else min(filled, thought_kv[0].shape[3])
+    old = jnp.broadcast_to(jnp.arange(t_read) < write_index, (b, n, c, t_read))
+    new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
 
     def attend(q, k, v, kv):
+      # the cache is only read here; this step's keys are attended to directly and written into
+      # the cache once, after the layer scan, so no layer copies its slice of the cache
       pk, pv, tk, tv = kv
-      tk = jax.lax.dynamic_update_slice(tk, k.astype(tk.dtype), (0, 0, write_index, 0, 0))
-      tv = jax.lax.dynamic_update_slice(tv, v.astype(tv.dtype), (0, 0, write_index, 0, 0))
+      tk, tv = tk[:, :, :t_read], tv[:, :, :t_read]
       dt = q.dtype
-      o = L.shared_prefix_attention(q, pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS,
-                                    tk.astype(dt), tv.astype(dt), tmask)
-      return o, (pk, pv, tk, tv)
+      o = L.stream_attention(q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
+                             [(tk.astype(dt), tv.astype(dt), old),
+                              (k.astype(tk.dtype).astype(dt), v.astype(tv.dtype).astype(dt), new)])
+      return o, (k, v)
 
-    x, (_, _, tk, tv) = self._trunk(tokens_BxNxC, positions_BxNxC, attend,
+    x, (k_new, v_new) = self._trunk(tokens_BxNxC, positions_BxNxC, attend,
                                     (*prefix_kv, *thought_kv))
+    at = (0, 0, 0, write_index, 0, 0)
+    tk, tv = thought_kv
+    tk = jax.lax.dynamic_update_slice(tk, k_new.astype(tk.dtype), at)
+    tv = jax.lax.dynamic_update_slice(tv, v_new.astype(tv.dtype), at)
     return self.logits(x), (tk, tv)
 
   def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,

@@ -3,8 +3,9 @@
 For each document b, position t (k per document) and thought g (G per position), a stream decodes
     [x_<t] + template + <think> + thought + </think>  and scores  x_t
 Stream n = k * G + g of document b reads the document's prefix K/V (computed once, [B, S]) masked
-to keys < t, plus its own thought cache. The decode loop is one `jax.lax.while_loop` that stops when
-every stream has closed its thought and scored x_t.
+to keys < t, plus its own thought cache. The decode loop is a `jax.lax.while_loop` that stops when
+every stream has closed its thought and scored x_t; for long thought buffers it is a few loops in
+turn, each reading only the part of the thought cache filled so far (`SamplerConfig.read_spans`).
 
 Per-token log-probs are those of the sampling policy softmax(logits / temperature) (top-k/top-p
 only restrict what is sampled), which is what the trainer recomputes for the importance ratio.
@@ -38,6 +39,8 @@ class SamplerConfig:
   close_alts: tuple[tuple[int, ...], ...] = ()  # other tokenizations of </think> that end a thought
   naive: bool = False  # copy the prefix per stream (the baseline the shared cache replaces)
   predict: bool = False  # RPT: sample one prediction token after </think> (a policy action)
+  attend_block: int = 128  # decode steps read only the filled part of the thought cache, in
+  #                          spans that double from this length; 0 = always the whole buffer
 
   def __post_init__(self):
     if self.group_size < 1:
@@ -47,6 +50,8 @@ class SamplerConfig:
                        f"{self.max_thought_len})")
     if not self.close_ids or not self.prompt_ids or not all(self.close_alts):
       raise ValueError("prompt_ids, close_ids and every close_alts entry must not be empty")
+    if self.attend_block < 0:
+      raise ValueError(f"attend_block must be >= 0 (got {self.attend_block})")
     if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
       raise ValueError(f"bad sampling params: temperature {self.temperature} (>= 0), top_p "
                        f"{self.top_p} (0, 1], top_k {self.top_k} (>= 0)")
@@ -58,6 +63,18 @@ class SamplerConfig:
   @property
   def buffer_len(self) -> int:
     return self.max_thought_len + len(self.close_ids) + int(self.predict)
+
+  def read_spans(self) -> tuple[int, ...]:
+    """The static lengths of thought cache that successive decode loops read (prompt + thought
+    buffer in all): attend_block, doubling while at most half the cache, then the whole cache (so
+    no step reads more than twice the keys it needs once past attend_block); one loop when the
+    cache is under 2 x attend_block."""
+    full = len(self.prompt_ids) + self.buffer_len
+    spans, span = [], self.attend_block
+    while 0 < span <= full // 2:
+      spans.append(span)
+      span *= 2
+    return tuple(spans) + (full,)
 
 
 @struct.dataclass
@@ -157,10 +174,10 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
   kv_shape = (c.n_layers, rows, per_row, p_len + tb, c.n_kv_heads, c.head_dim)
   tkv = (jnp.zeros(kv_shape, pk.dtype), jnp.zeros(kv_shape, pk.dtype))
 
-  def feed(tok_BxNxC, pos_BxNxC, tkv, write_index):
+  def feed(tok_BxNxC, pos_BxNxC, tkv, write_index, filled=None):
     shape = (rows, per_row, tok_BxNxC.shape[-1])
     logits, tkv = model.decode_shared(tok_BxNxC.reshape(shape), pos_BxNxC.reshape(shape),
-                                      (pk, pv), pmask, tkv, write_index)
+                                      (pk, pv), pmask, tkv, write_index, filled)
     return logits[:, :, -1].reshape(b, n, -1), tkv
 
   prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
@@ -180,7 +197,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
   def cond(st):
     return jnp.any(st.phase != PHASE_DONE) & (st.i <= tb)
 
-  def body(st):
+  def body(st, filled):
     i, phase, close_pos = st.i, st.phase, st.close_pos
     raw = jax.nn.log_softmax(st.logits, axis=-1)
     # 1. streams whose </think> is fully fed score x_t and finish
@@ -230,13 +247,20 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
     new_close = jnp.where(closed, m, jnp.where(hit_limit, 0, close_pos + forcing))
     truncated = st.truncated | hit_limit
     pos = (cut + p_len + i)[..., None]
-    logits, tkv = feed(nxt[..., None], pos, st.tkv, p_len + i)
+    logits, tkv = feed(nxt[..., None], pos, st.tkv, p_len + i, filled)
     return DecodeState(i=i + 1, logits=logits, tkv=tkv, buf=buf, logp=logp, mask=mask,
                        valid=valid, phase=new_phase, close_pos=new_close, gen_len=gen_len,
                        truncated=truncated, thought_len=thought_len, s_pred=s_pred, pred=st.pred,
                        top=top)
 
-  st = jax.lax.while_loop(cond, body, init)
+  # one loop per read span: step i writes cache index p_len + i and reads the keys before it, so
+  # a loop whose span is `filled` runs the steps with p_len + i < filled; the last runs the rest
+  st, spans = init, cfg.read_spans()
+  for filled in spans:
+    last = filled == spans[-1]
+    st = jax.lax.while_loop(
+        cond if last else (lambda st, f=filled: cond(st) & (p_len + st.i < f)),
+        functools.partial(body, filled=None if last else filled), st)
   shape4 = (b, k, g, tb)
   return Rollout(tokens=st.buf.reshape(shape4), logp=st.logp.reshape(shape4),
                  mask=st.mask.reshape(shape4), valid=st.valid.reshape(shape4),

@@ -111,6 +111,26 @@ def test_naive_prefix_copy_gives_identical_outputs(model, docs):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
 
 
+def test_reading_the_filled_cache_in_spans_changes_nothing(model, docs):
+  """Decode loops that read only the filled part of the thought cache (spans 2, 4, 8, then the
+  whole 17-token cache) sample the same thoughts with the same log-probs as one loop reading the
+  whole cache, and both match explicit full forwards."""
+  d, cuts = docs
+  spanned = scfg(max_thought_len=12, min_thought_len=10, attend_block=2)
+  assert spanned.read_spans() == (2, 4, 8, 17)
+  assert scfg(max_thought_len=12, attend_block=0).read_spans() == (17,)
+  a = S.rollout(model, d, cuts, jax.random.key(7), spanned)
+  b = S.rollout(model, d, cuts, jax.random.key(7), scfg(max_thought_len=12, min_thought_len=10,
+                                                        attend_block=0))
+  assert int(np.asarray(a.valid).sum(-1).max()) > 8  # the thoughts reach the last span
+  np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+  _check_against_full_forward(model, d, cuts, a, spanned)
+  with pytest.raises(ValueError, match="attend_block"):
+    scfg(attend_block=-1)
+
+
 def test_greedy_equals_model_greedy_continuation(model, docs):
   d, cuts = docs
   cfg = scfg(temperature=0.0, max_thought_len=5, close_ids=(47,), group_size=2)
@@ -175,7 +195,7 @@ class _Scripted:
     shape = (CFG.n_layers,) + docs.shape + (CFG.n_kv_heads, CFG.head_dim)
     return jnp.zeros(shape), jnp.zeros(shape)
 
-  def decode_shared(self, tok, pos, prefix, pmask, tkv, write_index):
+  def decode_shared(self, tok, pos, prefix, pmask, tkv, write_index, filled=None):
     v = jnp.arange(self.vocab)
     logits = (10.0 * (v == self.first[tok][..., None]) + 5.0 * (v == self.second[tok][..., None]))
     return logits, tkv
