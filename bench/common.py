@@ -50,7 +50,7 @@ def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_k
   stream."""
   import jax.numpy as jnp
   from flax import nnx
-  from rlp import metrics as M
+  from rlp import metrics
   half = max(1, thought // 2)
   if half == thought:
     raise ValueError("decode_over_bound needs thought >= 2")
@@ -61,11 +61,11 @@ def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_k
   step = max(best["full"] - best["half"], 0.0) / (thought - half)
   filled = (thought + half) / 2
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  bound = M.decode_step_bound(model.config, streams=streams,
+  bound = metrics.decode_step_bound(model.config, streams=streams,
                               kv_tokens=prefix_kv_tokens + streams * filled,
                               attended=mean_prefix + filled, weight_bytes=weight_bytes,
                               kv_value_bytes=jnp.dtype(dtype).itemsize,
-                              flops_rate=M.measured_peak_flops(dtype),
-                              bandwidth=M.measured_bandwidth())
+                              flops_rate=metrics.measured_peak_flops(dtype),
+                              bandwidth=metrics.measured_bandwidth())
   return {"decode_step_seconds": step, "decode_streams": streams, **bound,
           "decode_over_bound": step / bound["bound_seconds"]}

@@ -35,14 +35,14 @@ def _pool(tok, n):
 
 def run(docs=8, seq_len=256, dims=(32, 128), pool=64, n=16, select_dim=64, draws=5):
   import models
-  from rlp import diversity as V
+  from rlp import diversity
   model, tok = models.load_gguf(models.smollm2_path(), with_tokenizer=True)
   out = []
   texts = _pool(tok, max(pool, docs))
   for d in dims:
-    V.measure(model, texts[:4], seq_len=seq_len, proj_dim=d, batch_size=4)  # compile
+    diversity.measure(model, texts[:4], seq_len=seq_len, proj_dim=d, batch_size=4)  # compile
     t0 = time.perf_counter()
-    got = V.measure(model, texts[:docs], seq_len=seq_len, proj_dim=d, batch_size=4)
+    got = diversity.measure(model, texts[:docs], seq_len=seq_len, proj_dim=d, batch_size=4)
     sec = (time.perf_counter() - t0) / docs
     out.append({"figure": "seconds_per_doc", "proj_dim": d, "seq_len": seq_len, "docs": docs,
                 "seconds_per_doc": sec, "seconds_per_1000_docs": 1000 * sec,
@@ -53,13 +53,13 @@ def run(docs=8, seq_len=256, dims=(32, 128), pool=64, n=16, select_dim=64, draws
     out.append({"figure": "extrapolated", "proj_dim": 1024,
                 "seconds_per_1000_docs": 1000 * (a * 1024 + b)})
     print(json.dumps(out[-1]), flush=True)
-  got = V.measure(model, texts[:pool], seq_len=seq_len, proj_dim=select_dim, batch_size=4)
+  got = diversity.measure(model, texts[:pool], seq_len=seq_len, proj_dim=select_dim, batch_size=4)
   rng = np.random.default_rng(0)
-  rand = [V.g_vendi(got.z[rng.choice(pool, n, replace=False)]) for _ in range(draws)]
+  rand = [diversity.g_vendi(got.z[rng.choice(pool, n, replace=False)]) for _ in range(draws)]
   for method in ("cluster", "greedy"):
-    idx = V.select(got.z, n, by=method)
+    idx = diversity.select(got.z, n, by=method)
     out.append({"figure": "selection", "method": method, "pool": pool, "n": n,
-                "proj_dim": select_dim, "g_vendi_selected": V.g_vendi(got.z[idx]),
+                "proj_dim": select_dim, "g_vendi_selected": diversity.g_vendi(got.z[idx]),
                 "g_vendi_random_mean": float(np.mean(rand)),
                 "g_vendi_random_std": float(np.std(rand)), "g_vendi_pool": got.g_vendi,
                 "selected_reasoning_share": float(np.mean(idx < pool // 2))})

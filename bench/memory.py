@@ -58,24 +58,24 @@ class MemoryPlanError(ConfigError):
 def model_config(config, shape: str | None = None) -> models.ModelConfig:
   """The config's model shape without loading weights: its own fields (random init), the GGUF
   header, the HF config.json, or a named shape."""
-  from models import weights as W
-  from rlp import configuration as CFG
+  from models import weights
+  from rlp import configuration
   m = config.model
-  rt = CFG._runtime(config)
+  rt = configuration._runtime(config)
   if shape:
     if shape not in SHAPES:
       raise MemoryPlanError(f"--model_shape={shape!r}: known shapes are {sorted(SHAPES)}")
     return SHAPES[shape].replace(**rt)
   if m.init == "random":
-    return CFG.model_config(config)
+    return configuration.model_config(config)
   if m.init == "gguf":
     from models.gguf import open_reader
     path = _gguf_path(m)
-    return W.config_from_gguf(open_reader(path), path, **rt)
+    return weights.config_from_gguf(open_reader(path), path, **rt)
   if m.init == "hf" and m.path and os.path.isfile(os.path.join(m.path, "config.json")):
     import json
     with open(os.path.join(m.path, "config.json")) as f:
-      return W.config_from_hf(json.load(f), os.path.join(m.path, "config.json"), **rt)
+      return weights.config_from_hf(json.load(f), os.path.join(m.path, "config.json"), **rt)
   raise MemoryPlanError(
       f"model.init={m.init} with model.path={m.path!r}: no model shape to read here; pass "
       f"--config.model.path=DIR (an HF directory) or --model_shape=NAME ({', '.join(SHAPES)})")
@@ -84,10 +84,10 @@ def model_config(config, shape: str | None = None) -> models.ModelConfig:
 def _prompt_and_closer(config) -> tuple[int, int, bool]:
   """(prompt tokens, closer tokens, exact) of the run's thought format; an estimate when the
   tokenizer is not on this machine."""
-  from rlp import configuration as CFG
+  from rlp import configuration
   try:
     tok = _tokenizer(config)
-    s = CFG.sampler_config(config, tok)
+    s = configuration.sampler_config(config, tok)
     return len(s.prompt_ids), len(s.close_ids), True
   except Exception:  # noqa: BLE001 - no tokenizer here: typical lengths of '<think>' / '</think>'
     return 3, 4, False
@@ -108,12 +108,12 @@ def _tokenizer(config):
 
 def _abstract_state(config, mc):
   from flax import nnx
-  from rlp import configuration as CFG
-  from rlp import trainer as T
-  tx = CFG.optimizer(config)
+  from rlp import configuration
+  from rlp import trainer
+  tx = configuration.optimizer(config)
 
   def make():
-    return T.init_state(models.Transformer(mc, rngs=nnx.Rngs(0)), tx, config.seed,
+    return trainer.init_state(models.Transformer(mc, rngs=nnx.Rngs(0)), tx, config.seed,
                         config.rlp.kl_beta)
   return jax.eval_shape(make)
 
@@ -155,20 +155,20 @@ def _activations(mc, tokens: float, attn_pairs: float, logit_tokens: float, rema
 
 def plan(config, *, n_devices: int | None = None, device_memory: float | None = None,
          shape: str | None = None, platform: str | None = None) -> dict:
-  from rlp import configuration as CFG
-  from rlp import sharding as SH
+  from rlp import configuration
+  from rlp import sharding as sharding_lib
   mc = model_config(config, shape)  # first: its error names --model_shape
   checked = config
   if shape:  # the weights are not here: their path is not checked
     checked = config.copy_and_resolve_references()
     with checked.unlocked():
       checked.model.init = "random"
-  CFG.validate(checked)
+  configuration.validate(checked)
   n_devices = n_devices or jax.device_count()
   try:
-    dp, fsdp, tp = SH.mesh_shape((config.mesh.data, config.mesh.fsdp, config.mesh.tensor),
+    dp, fsdp, tp = sharding_lib.mesh_shape((config.mesh.data, config.mesh.fsdp, config.mesh.tensor),
                                  n_devices)
-  except SH.MeshError as e:
+  except sharding_lib.MeshError as e:
     raise MemoryPlanError(f"config.mesh over {n_devices} devices: {e}") from None
   d, r = config.data, config.rlp
   e = jnp.dtype(mc.dtype).itemsize
@@ -252,30 +252,30 @@ def compiled(config) -> dict:
   inputs (nothing is allocated or run): arguments + outputs - aliased + temporaries, per device
   (an SPMD program's figures are those of one device's program)."""
   from flax import nnx
-  from rlp import configuration as CFG
-  from rlp import sharding as SH
-  from rlp import trainer as T
+  from rlp import configuration
+  from rlp import sharding as sharding_lib
+  from rlp import trainer
   mc = model_config(config)
   tok = _tokenizer(config)
-  mesh = SH.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
-  tx = CFG.optimizer(config)
+  mesh = sharding_lib.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+  tx = configuration.optimizer(config)
   d = config.data
   with jax.set_mesh(mesh):
     abstract_model = nnx.eval_shape(lambda: models.Transformer(mc, rngs=nnx.Rngs(0)))
     state = _abstract_state(config, mc)
-    sh = SH.state_shardings(state, tx, mesh, SH.logical_axes(abstract_model))
+    sh = sharding_lib.state_shardings(state, tx, mesh, sharding_lib.logical_axes(abstract_model))
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                          state, sh)
     batch = {"tokens": jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jnp.int32,
-                                            sharding=SH.batch_sharding(mesh, 2)),
+                                            sharding=sharding_lib.batch_sharding(mesh, 2)),
              "lengths": jax.ShapeDtypeStruct((d.batch_size,), jnp.int32,
-                                             sharding=SH.batch_sharding(mesh, 1)),
+                                             sharding=sharding_lib.batch_sharding(mesh, 1)),
              "cuts": jax.ShapeDtypeStruct((d.batch_size, d.positions_per_doc), jnp.int32,
-                                               sharding=SH.batch_sharding(mesh, 2))}
+                                               sharding=sharding_lib.batch_sharding(mesh, 2))}
     if config.objective == "cpt":
       batch = {"tokens": batch["tokens"], "lengths": batch["lengths"]}
     tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
-    step = T.make_step(nnx.graphdef(abstract_model), tx, CFG.step_config(config, tok),
+    step = trainer.make_step(nnx.graphdef(abstract_model), tx, configuration.step_config(config, tok),
                        tokenizer_bytes=tok_bytes)
     ma = step.lower(state, batch).compile().memory_analysis()
   total = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes

@@ -9,8 +9,8 @@ from flax import nnx
 
 import models
 from bench import common
-from rlp import metrics as M
-from rlp import trainer as T
+from rlp import metrics
+from rlp import trainer
 
 TINY = models.ModelConfig(vocab_size=260, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                           head_dim=16, d_ff=128)
@@ -38,9 +38,9 @@ def load(name: str, **runtime):
 
 
 def train_step_fn(model, batch, seq, lr=1e-5, loss_chunk=-1):
-  tx = T.make_optimizer(lr, grad_clip=0.0)
-  state = T.init_state(model, tx)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt", loss_chunk=loss_chunk))
+  tx = trainer.make_optimizer(lr, grad_clip=0.0)
+  state = trainer.init_state(model, tx)
+  step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt", loss_chunk=loss_chunk))
   x = jnp.asarray(np.random.default_rng(0).integers(0, model.config.vocab_size, (batch, seq + 1)),
                   jnp.int32)
   b = {"inputs": x[:, :-1], "targets": x[:, 1:], "loss_mask": jnp.ones((batch, seq))}
@@ -129,7 +129,7 @@ def run(model_name="smollm2", batch=2, seq=256, peer=False, iters=3, dtype="floa
     f()  # compile / warm up
   best.update(common.alternate(fns, rounds=iters))
   tokens = batch * seq
-  peak, src = M.device_peak_flops(dtype)
+  peak, src = metrics.device_peak_flops(dtype)
   per_token = cfg.flops_per_token(seq, training=True)
   flops = tokens * per_token
   out = {"bench": "model", "model": model_name, "batch": batch, "seq": seq, "dtype": dtype,

@@ -14,8 +14,8 @@ from flax import nnx
 
 from bench import common
 from bench.model import load, train_step_fn
-from rlp import sampler as S
-from rlp import trainer as T
+from rlp import sampler as sampler_lib
+from rlp import trainer
 
 
 def _setup(model, contexts, context_len, group, thought, seed=0):
@@ -23,10 +23,10 @@ def _setup(model, contexts, context_len, group, thought, seed=0):
   vocab = model.config.vocab_size
   tokens = jnp.asarray(rng.integers(0, min(vocab, 20000), (contexts, context_len)), jnp.int32)
   pos = jnp.asarray(rng.integers(context_len // 2, context_len - 1, (contexts, 1)), jnp.int32)
-  scfg = S.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
+  scfg = sampler_lib.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
                          prompt_ids=(1,), close_ids=(vocab - 1, 0, 0))
   return {"tokens": tokens, "lengths": jnp.full((contexts,), context_len, jnp.int32),
-          "cuts": pos}, T.StepConfig(sampler=scfg)
+          "cuts": pos}, trainer.StepConfig(sampler=scfg)
 
 
 def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999):
@@ -93,29 +93,29 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   graphdef = nnx.graphdef(model)
   batch, cfg = _setup(model, contexts, context_len, group, thought)
   cfg = dataclasses.replace(cfg, grad_accum=grad_accum)
-  tx = T.make_optimizer(1e-6)
+  tx = trainer.make_optimizer(1e-6)
   # One donated train state serves every part (a 1B model's params + EMA + Adam is ~20 GB: a second
   # copy per part does not fit on one accelerator); the CPT step is measured after it is freed.
-  holder = [T.init_state(model, tx)]
-  step = T.make_step(graphdef, tx, cfg)
+  holder = [trainer.init_state(model, tx)]
+  step = trainer.make_step(graphdef, tx, cfg)
 
   def full():
     holder[0], m, _ = step(holder[0], batch)
     jax.block_until_ready(m["loss"])
 
-  rollout = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
+  rollout = jax.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
                                               batch["cuts"], k, cfg.sampler))
-  score = jax.jit(lambda p: T.ema_logp_at(p, graphdef, batch["tokens"], batch["cuts"]))
+  score = jax.jit(lambda p: trainer.ema_logp_at(p, graphdef, batch["tokens"], batch["cuts"]))
   ro = rollout(holder[0].params, jax.random.key(0))
-  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro,
+  mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro,
                                   adv=jnp.ones(ro.s_pred.shape))
   del ro
-  phases_cfg = T.resolve(cfg)  # as make_step builds the step
+  phases_cfg = trainer.resolve(cfg)  # as make_step builds the step
 
   @functools.partial(jax.jit, donate_argnums=0)
   def update(st):
-    (loss, _), g = T.policy_grads(st.params, graphdef, mb, phases_cfg, None)
-    return T.apply_update(st, g, loss, tx, phases_cfg)[0]
+    (loss, _), g = trainer.policy_grads(st.params, graphdef, mb, phases_cfg, None)
+    return trainer.apply_update(st, g, loss, tx, phases_cfg)[0]
 
   def update_run():
     holder[0] = update(holder[0])
@@ -133,7 +133,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
 
   def rollout_at(t):
     c = dataclasses.replace(cfg.sampler, max_thought_len=t)
-    f = jax.jit(lambda p, k: S.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
+    f = jax.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
                                           batch["cuts"], k, c).mask)
     return lambda: jax.block_until_ready(f(holder[0].params, jax.random.key(2)))
   decode = common.decode_over_bound(
@@ -159,8 +159,8 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
     best["peer"] = common.alternate({"peer": torch_step}, rounds=iters)["peer"]
     del torch_step
     gc.collect()
-    holder[0] = T.init_state(model, tx)
-    step = T.make_step(graphdef, tx, cfg)
+    holder[0] = trainer.init_state(model, tx)
+    step = trainer.make_step(graphdef, tx, cfg)
     full()
     best["step"] = min(best["step"], common.alternate({"s": full}, rounds=iters)["s"])
   thought_tokens = contexts * group * thought

@@ -15,7 +15,7 @@ import numpy as np
 
 from bench import common
 from bench.model import load
-from rlp import sampler as S
+from rlp import sampler
 
 
 def _inputs(vocab, docs, doc_len, positions, seed=0):
@@ -55,15 +55,15 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
   model = load(model_name, dtype=dtype)
   d, cuts = _inputs(model.config.vocab_size, docs, doc_len, positions)
   # a </think> the model will not sample, so every thought runs to the full length T
-  cfg = S.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
+  cfg = sampler.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
                         prompt_ids=(1,), close_ids=(model.config.vocab_size - 1, 0, 0))
   counts = {}
 
   def ours(naive):
-    c = S.SamplerConfig(**{**cfg.__dict__, "naive": naive})
+    c = sampler.SamplerConfig(**{**cfg.__dict__, "naive": naive})
 
     def f():
-      ro = S.rollout(model, d, cuts, jax.random.key(0), c)
+      ro = sampler.rollout(model, d, cuts, jax.random.key(0), c)
       counts["naive" if naive else "shared"] = int(jax.block_until_ready(ro.mask).sum())
     return f
 
@@ -86,8 +86,8 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
   cuts_np = np.asarray(cuts)
 
   def rollout_at(t):
-    c = S.SamplerConfig(**{**cfg.__dict__, "max_thought_len": t})
-    return lambda: jax.block_until_ready(S.rollout(model, d, cuts, jax.random.key(0), c).mask)
+    c = sampler.SamplerConfig(**{**cfg.__dict__, "max_thought_len": t})
+    return lambda: jax.block_until_ready(sampler.rollout(model, d, cuts, jax.random.key(0), c).mask)
   out.update(common.decode_over_bound(
       model, rollout_at, thought=thought, streams=docs * positions * group,
       prefix_kv_tokens=float(cuts_np.max(1).sum()), mean_prefix=float(cuts_np.mean()),

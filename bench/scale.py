@@ -21,17 +21,17 @@ from bench.rlp_step import _setup
 from bench.model import load
 from bench import common
 from flax import nnx
-from rlp import sharding as SH, trainer as T
+from rlp import sharding, trainer
 model = load("tiny")
 batch, cfg = _setup(model, 8, 128, 4, 16)
-mesh = SH.make_mesh((-1, 1, 1))
-tx = T.make_optimizer(1e-4)
+mesh = sharding.make_mesh((-1, 1, 1))
+tx = trainer.make_optimizer(1e-4)
 with jax.set_mesh(mesh):
-  state = T.init_state(model, tx)
-  sh = SH.state_shardings(state, tx, mesh, SH.logical_axes(model))
+  state = trainer.init_state(model, tx)
+  sh = sharding.state_shardings(state, tx, mesh, sharding.logical_axes(model))
   state = jax.device_put(state, sh)
-  batch = SH.shard_batch({k: jax.device_get(v) for k, v in batch.items()}, mesh)
-  step = T.make_step(nnx.graphdef(model), tx, cfg)
+  batch = sharding.shard_batch({k: jax.device_get(v) for k, v in batch.items()}, mesh)
+  step = trainer.make_step(nnx.graphdef(model), tx, cfg)
   holder = [state]
   def f():
     holder[0], m, _ = step(holder[0], batch)
@@ -58,24 +58,24 @@ def _dir_bytes(path):
 
 def run(model_name="smollm2"):
   from bench.model import load
-  from rlp import checkpoint as C
-  from rlp import trainer as T
+  from rlp import checkpoint
+  from rlp import trainer
   out = {"bench": "scale", **common.device_info()}
   t1, t8 = _step_time(1), _step_time(8)
   out.update(step_seconds_1_device=t1, step_seconds_8_devices=t8, sharding_overhead=t8 / t1)
   model = load(model_name)
-  tx = T.make_optimizer(1e-6)
-  state = T.init_state(model, tx)
+  tx = trainer.make_optimizer(1e-6)
+  state = trainer.init_state(model, tx)
   d = tempfile.mkdtemp()
   try:
-    ck = C.Checkpointer(os.path.join(d, "ck"), async_save=False)
+    ck = checkpoint.Checkpointer(os.path.join(d, "ck"), async_save=False)
     t = time.perf_counter()
     ck.save(1, state, {"it": 0}, {"model": model_name})
     ck.wait()
     out["checkpoint_save_seconds"] = time.perf_counter() - t
     out["checkpoint_bytes"] = _dir_bytes(os.path.join(d, "ck"))
     t = time.perf_counter()
-    got = ck.restore_latest(C.abstract_like(state))
+    got = ck.restore_latest(checkpoint.abstract_like(state))
     jax.block_until_ready(got[0])
     out["checkpoint_restore_seconds"] = time.perf_counter() - t
     ck.close()

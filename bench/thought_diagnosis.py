@@ -73,9 +73,9 @@ def _positions(lp_next, lens, k, min_prefix, mode, rng, cands):
 
 def measure(model, tok, docs, name, v):
   from flax import nnx
-  from rlp import data as D, sampler as S, thought_format as F
-  fmt = F.thought_format(tok, v["template"])
-  cfg = S.SamplerConfig(group_size=FLAGS.group, max_thought_len=v["thought_len"],
+  from rlp import data, sampler, thought_format
+  fmt = thought_format.thought_format(tok, v["template"])
+  cfg = sampler.SamplerConfig(group_size=FLAGS.group, max_thought_len=v["thought_len"],
                         temperature=v["temperature"], prompt_ids=fmt.prompt_ids,
                         close_ids=fmt.close_ids, close_alts=fmt.close_alts if v["alts"] else ())
   graphdef, params = nnx.split(model)
@@ -84,7 +84,7 @@ def measure(model, tok, docs, name, v):
   marker = tok.encode(v["marker"]) if v["marker"] else None
   usable = [d[:FLAGS.seq_len] for d in docs]
   if marker:
-    usable = [d for d in usable if (D.marker_positions(d, marker) >= 16).any()]
+    usable = [d for d in usable if (data.marker_positions(d, marker) >= 16).any()]
   s_len = FLAGS.seq_len + len(pre)
   toks = np.zeros((len(usable), s_len), np.int32)
   lens = np.zeros(len(usable), np.int32)
@@ -95,7 +95,7 @@ def measure(model, tok, docs, name, v):
   lp = logits - logits.max(-1, keepdims=True)
   lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
   lp_next = np.take_along_axis(lp[:, :-1], toks[:, 1:, None], -1)[..., 0]
-  cands = [D.marker_positions(d, marker) if marker else None for d in usable]
+  cands = [data.marker_positions(d, marker) if marker else None for d in usable]
   mode = v["selection"]
   cuts = _positions(lp_next, lens, FLAGS.positions, 16, mode, rng, cands)
   tgt = np.take_along_axis(toks, cuts, 1)
@@ -105,7 +105,7 @@ def measure(model, tok, docs, name, v):
   ptoks = np.concatenate([np.broadcast_to(pre, (len(usable), len(pre))), toks[:, :FLAGS.seq_len]],
                          1) if len(pre) else toks
   t0 = time.time()
-  ro = S.rollout(model, ptoks, cuts + len(pre), jax.random.key(1), cfg)
+  ro = sampler.rollout(model, ptoks, cuts + len(pre), jax.random.key(1), cfg)
   secs = time.time() - t0
   s_pred = np.asarray(ro.s_pred)
   toks_ro, valid = np.asarray(ro.tokens), np.asarray(ro.valid)
@@ -137,9 +137,9 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from rlp import data as D, evaluate as E
-  model, tok, desc = E.load_for_eval(FLAGS.model)
-  docs_ds, _ = D.open_documents("reasoning:eval", tok, num_docs=FLAGS.docs)
+  from rlp import data, evaluate
+  model, tok, desc = evaluate.load_for_eval(FLAGS.model)
+  docs_ds, _ = data.open_documents("reasoning:eval", tok, num_docs=FLAGS.docs)
   docs = [np.asarray(docs_ds[i]) for i in range(len(docs_ds))]
   for name, v in variants().items():
     if FLAGS.only and name not in FLAGS.only:

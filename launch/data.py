@@ -60,51 +60,51 @@ def _tokenizer():
 
 
 def _texts(spec):
-  from rlp import corpora, data as D
+  from rlp import corpora, data
   kind, _, arg = spec.partition(":")
   if kind in ("reasoning", "reasoning_thought"):
     return corpora.reasoning_documents(arg or "train", FLAGS.num_docs,
-                                       thought_format=kind == "reasoning_thought"), D.DataStats()
+                                       thought_format=kind == "reasoning_thought"), data.DataStats()
   if kind == "shakespeare":
-    return corpora.shakespeare_documents(), D.DataStats()
+    return corpora.shakespeare_documents(), data.DataStats()
   if kind == "toy":
     split, _, frac = arg.partition(":")
     try:
       return corpora.toy_documents(split or "train", FLAGS.num_docs,
-                                   float(frac) if frac else 0.0), D.DataStats()
+                                   float(frac) if frac else 0.0), data.DataStats()
     except (ValueError, corpora.CorpusError) as e:
-      raise D.DataError(f"rlp-data: source {spec!r}: {e}") from None
+      raise data.DataError(f"rlp-data: source {spec!r}: {e}") from None
   if kind in ("text", "jsonl"):
-    stats = D.DataStats()
-    return D.text_documents(arg, FLAGS.invalid_utf8, stats), stats
-  raise D.DataError(f"rlp-data: source {spec!r} cannot be built from (reasoning, "
+    stats = data.DataStats()
+    return data.text_documents(arg, FLAGS.invalid_utf8, stats), stats
+  raise data.DataError(f"rlp-data: source {spec!r} cannot be built from (reasoning, "
                     "reasoning_thought, shakespeare, toy[:split[:worked_frac]], text:PATH, "
                     "jsonl:PATH)")
 
 
 def build():
   from tqdm import tqdm
-  from rlp import data as D
+  from rlp import data
   if not FLAGS.output:
-    raise D.DataError("rlp-data build needs --output=DIR")
+    raise data.DataError("rlp-data build needs --output=DIR")
   tok = _tokenizer()
   texts, stats = _texts(FLAGS.source)
   if FLAGS.num_docs:
     texts = texts[:FLAGS.num_docs]
-  docs = D.tokenize_documents(tqdm(texts, desc="tokenizing", unit="doc"), tok, FLAGS.min_tokens,
+  docs = data.tokenize_documents(tqdm(texts, desc="tokenizing", unit="doc"), tok, FLAGS.min_tokens,
                               stats)
-  manifest = D.write_shards(docs, FLAGS.output, tok, FLAGS.num_shards, stats, FLAGS.overwrite)
+  manifest = data.write_shards(docs, FLAGS.output, tok, FLAGS.num_shards, stats, FLAGS.overwrite)
   print(json.dumps({k: manifest[k] for k in ("documents", "tokens", "skipped_empty",
                                              "skipped_short", "invalid_utf8", "tokenizer")}))
 
 
 def train_tokenizer():
   import sentencepiece as spm
-  from rlp import data as D
+  from rlp import data
   if not FLAGS.output:
-    raise D.DataError("rlp-data train-tokenizer needs --output=PREFIX")
+    raise data.DataError("rlp-data train-tokenizer needs --output=PREFIX")
   if os.path.exists(FLAGS.output + ".model") and not FLAGS.overwrite:
-    raise D.DataError(f"{FLAGS.output}.model exists; pass --overwrite or another --output")
+    raise data.DataError(f"{FLAGS.output}.model exists; pass --overwrite or another --output")
   texts, _ = _texts(FLAGS.source)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   spm.SentencePieceTrainer.train(
@@ -119,8 +119,8 @@ def train_tokenizer():
 
 
 def inspect():
-  from rlp import data as D
-  ds, manifest = D.open_shards(FLAGS.output)
+  from rlp import data
+  ds, manifest = data.open_shards(FLAGS.output)
   lengths = [len(ds[i]) for i in range(min(len(ds), 1000))]
   print(json.dumps({**{k: manifest[k] for k in ("documents", "tokens", "tokenizer")},
                     "mean_doc_tokens_sampled": sum(lengths) / max(len(lengths), 1)}))
@@ -129,9 +129,9 @@ def inspect():
 def _gradient_pool(source):
   """The proxy model, its tokenizer, the documents of `source` and their G-Vendi measurement."""
   import numpy as np
-  from rlp import data as D, diversity, evaluate
+  from rlp import data, diversity, evaluate
   model, tok, desc = evaluate.load_for_eval(FLAGS.model)
-  ds, _ = D.open_documents(source, tok, min_tokens=2, num_docs=FLAGS.max_docs)
+  ds, _ = data.open_documents(source, tok, min_tokens=2, num_docs=FLAGS.max_docs)
   docs = [np.asarray(ds[i]) for i in range(len(ds) if FLAGS.max_docs is None
                                            else min(len(ds), FLAGS.max_docs))]
   got = diversity.measure(model, docs, seq_len=FLAGS.seq_len, proj_dim=FLAGS.proj_dim,
@@ -148,27 +148,27 @@ def diversity_cmd(source):
 
 def select_cmd(source):
   import numpy as np
-  from rlp import data as D, diversity
+  from rlp import data, diversity
   if not FLAGS.output or not FLAGS.n:
-    raise D.DataError("rlp-data select needs --n=N and --output=DIR")
+    raise data.DataError("rlp-data select needs --n=N and --output=DIR")
   outs = [FLAGS.output] + ([FLAGS.random_output] if FLAGS.random_output else [])
   if len(set(map(os.path.abspath, outs))) < len(outs):
-    raise D.DataError("--random_output must differ from --output")
+    raise data.DataError("--random_output must differ from --output")
   for out in outs:
     if os.path.exists(os.path.join(out, "manifest.json")) and not FLAGS.overwrite:
-      raise D.DataError(f"{out} already holds a dataset (manifest.json); choose another "
+      raise data.DataError(f"{out} already holds a dataset (manifest.json); choose another "
                         "directory or pass --overwrite")
   tok, docs, got, _ = _gradient_pool(source)
   try:
     idx = diversity.select(got.z, FLAGS.n, by=FLAGS.method, seed=FLAGS.seed)
   except diversity.DiversityError as e:
-    raise D.DataError(str(e)) from None
+    raise data.DataError(str(e)) from None
   rand = np.random.default_rng(FLAGS.seed).choice(len(docs), FLAGS.n, replace=False)
-  manifest = D.write_shards([docs[i] for i in idx], FLAGS.output, tok, FLAGS.num_shards,
+  manifest = data.write_shards([docs[i] for i in idx], FLAGS.output, tok, FLAGS.num_shards,
                             overwrite=FLAGS.overwrite)
   extra = {}
   if FLAGS.random_output:
-    rm = D.write_shards([docs[i] for i in sorted(rand)], FLAGS.random_output, tok,
+    rm = data.write_shards([docs[i] for i in sorted(rand)], FLAGS.random_output, tok,
                         FLAGS.num_shards, overwrite=FLAGS.overwrite)
     extra = {"random_output": FLAGS.random_output, "random_tokens": rm["tokens"]}
   print(json.dumps({"selected": len(idx), "pool": len(docs), "method": FLAGS.method,

@@ -70,7 +70,7 @@ _FIELDS = (("group", "rlp.group_size"), ("thought_len", "rlp.max_thought_len"),
 def thought_eval_config(run_config):
   """The thought eval's settings: the run's (or defaults for a GGUF/HF model), then the flags."""
   from configs import base
-  from rlp import configuration as CFG
+  from rlp import configuration
   c = base.get_config()
   c.rlp.max_thought_len, c.data.seq_len, c.train.eval_positions = 24, 256, 4
   for flag, field in _FIELDS:
@@ -80,9 +80,9 @@ def thought_eval_config(run_config):
     if flag is not None and getattr(FLAGS, flag) is not None:
       c[group][name] = getattr(FLAGS, flag)
   c.rlp.min_thought_len = min(c.rlp.min_thought_len, c.rlp.max_thought_len)
-  if c.data.selection not in CFG.SELECTIONS or (c.data.selection == "marker"
+  if c.data.selection not in configuration.SELECTIONS or (c.data.selection == "marker"
                                                 and not c.data.position_marker):
-    raise CFG.ConfigError(f"--selection must be one of {CFG.SELECTIONS} (got "
+    raise configuration.ConfigError(f"--selection must be one of {configuration.SELECTIONS} (got "
                           f"{c.data.selection!r}), and marker needs --position_marker")
   return c
 
@@ -90,25 +90,25 @@ def thought_eval_config(run_config):
 def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from rlp import configuration as CFG, corpora, data as D, evaluate as E
+  from rlp import configuration, corpora, data, evaluate
   from rlp.thought_format import thought_format
   if len(argv) > 1:
     cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value")
-  model, tok, desc = E.load_for_eval(FLAGS.model, FLAGS.use_ema)
+  model, tok, desc = evaluate.load_for_eval(FLAGS.model, FLAGS.use_ema)
   run_config = desc.pop("config", None)
   out = FLAGS.out or (os.path.join(FLAGS.model, "eval", f"step-{desc['step']}.json")
                       if desc["kind"] == "checkpoint" else "eval_report.json")
   if os.path.exists(out) and not FLAGS.overwrite:
-    raise E.EvalError(f"{out} exists; pass --overwrite or another --out")
+    raise evaluate.EvalError(f"{out} exists; pass --overwrite or another --out")
   c = thought_eval_config(run_config)
   source = FLAGS.likelihood_source or (run_config.data.eval_source if run_config is not None
                                        and run_config.data.eval_source else "reasoning:eval")
   report = {"model": desc, "likelihood_source": source}
-  docs_ds, stats = D.open_documents(source, tok, num_docs=FLAGS.likelihood_docs)
+  docs_ds, stats = data.open_documents(source, tok, num_docs=FLAGS.likelihood_docs)
   docs = [docs_ds[i] for i in range(min(len(docs_ds), FLAGS.likelihood_docs))]
   from flax import nnx
   graphdef, params = nnx.split(model)
-  report.update(E.heldout_nll(graphdef, params, docs, c.data.seq_len))
+  report.update(evaluate.heldout_nll(graphdef, params, docs, c.data.seq_len))
   report["thought_eval"] = {"group_size": c.rlp.group_size,
                             "max_thought_len": c.rlp.max_thought_len,
                             "temperature": c.rlp.temperature, "template": c.rlp.template,
@@ -116,18 +116,18 @@ def main(argv):
                             "position_marker": c.data.position_marker,
                             "positions_per_doc": c.train.eval_positions,
                             "min_prefix": c.data.min_prefix, "seed": FLAGS.seed}
-  report.update(E.thought_likelihood(
-      model, docs, CFG.sampler_config(c, tok), c.data.seq_len,
+  report.update(evaluate.thought_likelihood(
+      model, docs, configuration.sampler_config(c, tok), c.data.seq_len,
       positions=max(1, c.train.eval_positions), min_prefix=c.data.min_prefix, seed=FLAGS.seed,
       batch_size=max(1, min(len(docs), 4)), selection=c.data.selection,
-      marker_ids=CFG.marker_ids(c, tok),
+      marker_ids=configuration.marker_ids(c, tok),
       baseline_exclude=thought_format(tok, c.rlp.template).open_token))
   if FLAGS.problems:
-    problems = (E.load_problems(FLAGS.jsonl) if FLAGS.jsonl
+    problems = (evaluate.load_problems(FLAGS.jsonl) if FLAGS.jsonl
                 else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
     shots = corpora.reasoning_problems("train", max(FLAGS.shots, 1))[:FLAGS.shots]
     ks = [int(k) for k in FLAGS.k]
-    reasoning, examples = E.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
+    reasoning, examples = evaluate.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
                                            FLAGS.max_new_tokens, FLAGS.temperature,
                                            fallback=FLAGS.answer_fallback)
     report.update(reasoning)

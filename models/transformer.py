@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from models import layers as L
+from models import layers
 from models.config import ModelConfig
 
 # name -> (logical axes without the leading "layers" axis, init kind)
@@ -112,11 +112,11 @@ class Transformer(nnx.Module):
 
     def attend(q, k, v, _):
       if use_cudnn:
-        return L.cudnn_causal_attention(q, k, v), None
-      return L.attention(q, k, v, mask), None
+        return layers.cudnn_causal_attention(q, k, v), None
+      return layers.attention(q, k, v, mask), None
 
     x = self._trunk(tokens, positions, attend, None)[0]
-    return L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
+    return layers.rms_norm(x, self.final_norm[...], self.config.norm_eps)
 
   def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
     c = self.config
@@ -148,7 +148,7 @@ class Transformer(nnx.Module):
       ck, cv = kv
       ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache.end, 0, 0))
       cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache.end, 0, 0))
-      return L.attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask), (ck, cv)
+      return layers.attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask), (ck, cv)
 
     x, (ck, cv) = self._trunk(tokens, positions, attend, (cache.k, cache.v))
     cache = KVCache(k=ck, v=cv, segment_ids=seg_cache, end=cache.end + n)
@@ -178,7 +178,7 @@ class Transformer(nnx.Module):
       pk, pv, tk, tv = kv
       tk, tv = tk[:, :, :t_read], tv[:, :, :t_read]
       dt = q.dtype
-      o = L.stream_attention(q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
+      o = layers.stream_attention(q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
                              [(tk.astype(dt), tv.astype(dt), old),
                               (k.astype(tk.dtype).astype(dt), v.astype(tv.dtype).astype(dt), new)])
       return o, (k, v)
@@ -203,12 +203,12 @@ class Transformer(nnx.Module):
     def attend(q, k, v, kv):
       pk, pv = kv
       dt = q.dtype
-      return L.shared_prefix_attention(q, pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS,
+      return layers.shared_prefix_attention(q, pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS,
                                        k, v, tmask), None
 
     x, _ = self._trunk(tokens_BxNxC, positions_BxNxC, attend, prefix_kv)
     if hidden:
-      return L.rms_norm(x, self.final_norm[...], self.config.norm_eps)
+      return layers.rms_norm(x, self.final_norm[...], self.config.norm_eps)
     return self.logits(x)
 
   def prefix_kv(self, tokens_BxS, positions=None):
@@ -219,13 +219,13 @@ class Transformer(nnx.Module):
     causal = jnp.tril(jnp.ones((s, s), bool))[None]
 
     def attend(q, k, v, _):  # each layer's k, v leave the scan as its outputs: no cache writes
-      return L.attention(q, k, v, causal), (k, v)
+      return layers.attention(q, k, v, causal), (k, v)
 
     return self._trunk(tokens_BxS, positions, attend, None)[1]
 
   def logits(self, x):
     """The trunk's output -> float32 logits (final norm, then the head)."""
-    return self.head(L.rms_norm(x, self.final_norm[...], self.config.norm_eps))
+    return self.head(layers.rms_norm(x, self.final_norm[...], self.config.norm_eps))
 
   def head(self, x):
     """Normed hidden states -> float32 logits."""
@@ -244,26 +244,26 @@ class Transformer(nnx.Module):
     c = self.config
     dt = jnp.dtype(c.dtype)
     x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
-    inv_freq = L.rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
-    cos, sin = L.rope_tables(positions, inv_freq)
+    inv_freq = layers.rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
+    cos, sin = layers.rope_tables(positions, inv_freq)
     params = {name: getattr(self.layers, name)[...] for name in layer_param_shapes(c)}
 
     def block(x, layer):
       p, kv = layer
       p = jax.tree.map(lambda a: a.astype(dt), p)
-      h = L.rms_norm(x, p["attn_norm"], c.norm_eps)
+      h = layers.rms_norm(x, p["attn_norm"], c.norm_eps)
       q = jnp.einsum("...d,dhk->...hk", h, p["wq"])
       k = jnp.einsum("...d,dhk->...hk", h, p["wk"])
       v = jnp.einsum("...d,dhk->...hk", h, p["wv"])
       if c.attn_bias:
         q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
       if c.qk_norm:
-        q = L.rms_norm(q, p["q_norm"], c.norm_eps)
-        k = L.rms_norm(k, p["k_norm"], c.norm_eps)
-      q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
+        q = layers.rms_norm(q, p["q_norm"], c.norm_eps)
+        k = layers.rms_norm(k, p["k_norm"], c.norm_eps)
+      q, k = layers.apply_rope(q, cos, sin), layers.apply_rope(k, cos, sin)
       o, kv = attend(q, k, v, kv)
       x = x + jnp.einsum("...hk,hkd->...d", o, p["wo"])
-      h = L.rms_norm(x, p["mlp_norm"], c.norm_eps)
+      h = layers.rms_norm(x, p["mlp_norm"], c.norm_eps)
       g = jnp.einsum("...d,df->...f", h, p["w_gate"])
       u = jnp.einsum("...d,df->...f", h, p["w_up"])
       x = x + jnp.einsum("...f,fd->...d", jax.nn.silu(g) * u, p["w_down"])

@@ -7,9 +7,9 @@ import os
 
 import models
 from models.tokenizer import Tokenizer, load_tokenizer
-from rlp import sampler as S
+from rlp import sampler as sampler_lib
 from rlp import sharding
-from rlp import trainer as T
+from rlp import trainer
 from rlp.thought_format import thought_format
 
 
@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 def _checks(c):
   d, r, o, t, m = c.data, c.rlp, c.optim, c.train, c.model
-  yield "objective", c.objective, c.objective in T.OBJECTIVES, f"one of {T.OBJECTIVES}"
+  yield "objective", c.objective, c.objective in trainer.OBJECTIVES, f"one of {trainer.OBJECTIVES}"
   yield "model.init", m.init, m.init in ("random", "gguf", "hf", "checkpoint"), \
       "random | gguf | hf | checkpoint"
   yield "model.dtype", m.dtype, m.dtype in ("float32", "bfloat16", "float16"), \
@@ -196,12 +196,12 @@ def load_model_and_tokenizer(config) -> tuple[models.Transformer, Tokenizer]:
   return model, tok
 
 
-def sampler_config(config, tok: Tokenizer) -> S.SamplerConfig:
+def sampler_config(config, tok: Tokenizer) -> sampler_lib.SamplerConfig:
   """The run's sampler: its thought format (rlp/thought_format.py) and sampling settings. The
   trainer, the in-run eval and `rlp-eval` on the run's workdir all use this."""
   r = config.rlp
   fmt = thought_format(tok, r.template)
-  return S.SamplerConfig(group_size=r.group_size, max_thought_len=r.max_thought_len,
+  return sampler_lib.SamplerConfig(group_size=r.group_size, max_thought_len=r.max_thought_len,
                          min_thought_len=r.min_thought_len, temperature=r.temperature,
                          top_k=r.top_k, top_p=r.top_p, prompt_ids=fmt.prompt_ids,
                          close_ids=fmt.close_ids, close_alts=fmt.close_alts,
@@ -214,9 +214,9 @@ def marker_ids(config, tok: Tokenizer) -> tuple[int, ...] | None:
   return tuple(tok.encode(d.position_marker)) if d.selection == "marker" else None
 
 
-def step_config(config, tok: Tokenizer) -> T.StepConfig:
+def step_config(config, tok: Tokenizer) -> trainer.StepConfig:
   r, d = config.rlp, config.data
-  return T.StepConfig(objective=config.objective, sampler=sampler_config(config, tok),
+  return trainer.StepConfig(objective=config.objective, sampler=sampler_config(config, tok),
                       eps_low=r.eps_low, eps_high=r.eps_high, normalize=r.normalize,
                       adv_scale=r.adv_scale, kl_beta=r.kl_beta, ema_tau=r.ema_tau,
                       kl_estimator=r.kl_estimator, dynamic_sampling=r.dynamic_sampling,
@@ -233,7 +233,7 @@ def step_config(config, tok: Tokenizer) -> T.StepConfig:
 
 def optimizer(config):
   o = config.optim
-  return T.make_optimizer(o.lr, o.warmup_steps, config.train.steps, o.schedule, o.weight_decay,
+  return trainer.make_optimizer(o.lr, o.warmup_steps, config.train.steps, o.schedule, o.weight_decay,
                           o.b1, o.b2, o.grad_clip)
 
 
@@ -242,5 +242,5 @@ def warmup_optimizer(config):
   tenth of the warm-up, then constant. Same state layout as the run's, so the train state's
   shardings and checkpoints do not change at the switch."""
   o = config.optim
-  return T.make_optimizer(config.warmup.lr, max(1, config.warmup.steps // 10), 0, "constant",
+  return trainer.make_optimizer(config.warmup.lr, max(1, config.warmup.steps // 10), 0, "constant",
                           o.weight_decay, o.b1, o.b2, o.grad_clip)

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlp import objective as O
-from rlp import sampler as S
+from rlp import objective
+from rlp import sampler
 
 
 class EvalError(ValueError):
@@ -148,7 +148,7 @@ def unigram_entropy(samples: Sequence[Sequence[int]]) -> float:
 def _nll_sum(graphdef, params, tokens, lengths):
   logits = nnx.merge(graphdef, params)(tokens)[:, :-1]
   mask = jnp.arange(tokens.shape[1] - 1)[None] < (lengths[:, None] - 1)
-  nll = -O.token_logp(logits, tokens[:, 1:])
+  nll = -objective.token_logp(logits, tokens[:, 1:])
   return (nll * mask).sum(), mask.sum()
 
 
@@ -174,7 +174,7 @@ def heldout_nll(graphdef, params, docs, seq_len: int, batch_size: int = 4, pad_i
   return {"eval/nll": nll, "eval/ppl": float(np.exp(min(nll, 50.0))), "eval/tokens": count}
 
 
-def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, positions: int = 4,
+def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int, positions: int = 4,
                        min_prefix: int = 8, seed: int = 0, batch_size: int = 2,
                        selection: str = "uniform", marker_ids=None,
                        baseline_exclude: int | None = None, ks: Sequence[int] = ()) -> dict:
@@ -203,7 +203,7 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
   taught that a thought may follow keeps mass on it; "no thought here" renormalises without it).
   Documents that cannot hold a position (too short, no marker) are skipped and counted.
   """
-  from rlp import data as D
+  from rlp import data
   graphdef, params = nnx.split(model)
   rng = np.random.default_rng(seed)
   s_pred, s_plain, acc_t, acc_plain, thought_len = [], [], [], [], []
@@ -211,7 +211,7 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
   usable = []
   for d in docs:
     d = np.asarray(d)[:seq_len]
-    cand = None if marker_ids is None else D.marker_positions(d, marker_ids)
+    cand = None if marker_ids is None else data.marker_positions(d, marker_ids)
     if len(d) > min_prefix + 1 and (cand is None or (cand >= min_prefix).any()):
       usable.append((d, cand))
   if not usable:
@@ -240,7 +240,7 @@ def thought_likelihood(model, docs, cfg: S.SamplerConfig, seq_len: int, position
       cuts = np.stack(cuts).astype(np.int32)
     else:
       cands = [c[1] for c in chunk] + [chunk[0][1]] * (batch_size - n_real)
-      cuts = np.stack([D.choose_positions(int(l), positions, min_prefix, rng, c)
+      cuts = np.stack([data.choose_positions(int(l), positions, min_prefix, rng, c)
                        for l, c in zip(lens, cands)])
     ro = jax.tree.map(_to_host, _rollout(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
                                          jax.random.key(seed + i), cfg))
@@ -300,7 +300,7 @@ def _plain_logits(graphdef, params, tokens):
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
 def _rollout(graphdef, params, tokens, cuts, key, cfg):
-  return S.rollout_fn(nnx.merge(graphdef, params), tokens, cuts, key, cfg)
+  return sampler.rollout_fn(nnx.merge(graphdef, params), tokens, cuts, key, cfg)
 
 
 # ---------------------------------------------------------------- generation
@@ -318,7 +318,7 @@ def _generate(graphdef, params, prompt, pad_len, key, steps, temperature, top_p)
 
   def step(carry, i):
     last, cache = carry
-    tok, _ = S.sample_logits(jax.random.fold_in(key, i), last, temperature, 0, top_p)
+    tok, _ = sampler.sample_logits(jax.random.fold_in(key, i), last, temperature, 0, top_p)
     positions = (p + i - pad_len)[:, None]
     logits, cache = model.decode(tok[:, None], cache, positions=positions,
                                  segment_ids=jnp.ones((b, 1), jnp.int32))
@@ -409,9 +409,9 @@ def load_for_eval(path: str, use_ema: bool = False):
   import ml_collections
   import models
   from models.tokenizer import load_tokenizer
-  from rlp import checkpoint as C
-  from rlp import configuration as CFG
-  from rlp import trainer as T
+  from rlp import checkpoint
+  from rlp import configuration
+  from rlp import trainer
   if path == "smollm2":
     path = models.smollm2_path()
   if os.path.isfile(path):
@@ -422,13 +422,13 @@ def load_for_eval(path: str, use_ema: bool = False):
       config = ml_collections.ConfigDict(json.load(f))
     if config.model.init == "checkpoint":
       with open(os.path.join(config.model.path, "config.json")) as f:
-        model, tok = CFG.load_model_and_tokenizer(ml_collections.ConfigDict(json.load(f)))
+        model, tok = configuration.load_model_and_tokenizer(ml_collections.ConfigDict(json.load(f)))
     else:
-      model, tok = CFG.load_model_and_tokenizer(config)
-    tx = CFG.optimizer(config)
-    state = T.init_state(model, tx, kl_beta=config.rlp.kl_beta)
-    ck = C.Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
-    got = ck.restore_latest(C.abstract_like(state))
+      model, tok = configuration.load_model_and_tokenizer(config)
+    tx = configuration.optimizer(config)
+    state = trainer.init_state(model, tx, kl_beta=config.rlp.kl_beta)
+    ck = checkpoint.Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
+    got = ck.restore_latest(checkpoint.abstract_like(state))
     ck.close()
     if got is None:
       raise EvalError(f"{path}/checkpoints holds no readable checkpoint")

@@ -21,13 +21,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rlp import checkpoint as C
-from rlp import configuration as CFG
-from rlp import data as D
-from rlp import evaluate as E
-from rlp import metrics as M
-from rlp import sharding as SH
-from rlp import trainer as T
+from rlp import checkpoint
+from rlp import configuration
+from rlp import data
+from rlp import evaluate as evaluate_lib
+from rlp import metrics
+from rlp import sharding
+from rlp import trainer
 from rlp.thought_format import thought_format
 
 
@@ -127,22 +127,22 @@ def _build_data(config, tok, model_vocab, warmup: bool = False):
   """The run's pipeline (RLP/RPT: documents and positions; CPT: packed sequences), or with
   warmup=True the format warm-up's packed sequences of warmup.source."""
   d = config.data
-  D.check_vocab(tok, model_vocab)
+  data.check_vocab(tok, model_vocab)
   source = config.warmup.source if warmup else d.source
-  docs, stats = D.open_documents(source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs,
+  docs, stats = data.open_documents(source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs,
                                  thought_format=thought_format(tok, config.rlp.template),
                                  seed=config.seed)
   if stats.max_token_id is not None:  # a stored dataset's ids must fit the model's embedding
-    D.check_vocab(tok, model_vocab, {"max_token_id": stats.max_token_id})
+    data.check_vocab(tok, model_vocab, {"max_token_id": stats.max_token_id})
   per_process = d.batch_size // jax.process_count()
   common = dict(seq_len=d.seq_len, batch_size=per_process, seed=config.seed,
                 process_index=jax.process_index(), process_count=jax.process_count())
   if config.objective == "cpt" or warmup:
-    ds = D.cpt_dataset(docs, **common)
+    ds = data.cpt_dataset(docs, **common)
   else:
     pad = tok.eos_id if tok.eos_id is not None else 0
-    ds = D.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
-                       pad_id=pad, marker_ids=CFG.marker_ids(config, tok), **common)
+    ds = data.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
+                       pad_id=pad, marker_ids=configuration.marker_ids(config, tok), **common)
   return ds, stats
 
 
@@ -171,7 +171,7 @@ class _Iterators:
 def _eval_docs(config, tok):
   if not config.train.eval_docs or not config.data.eval_source:
     return []
-  ds, _ = D.open_documents(config.data.eval_source, tok, min_tokens=2,
+  ds, _ = data.open_documents(config.data.eval_source, tok, min_tokens=2,
                            num_docs=config.train.eval_docs)
   return [ds[i] for i in range(min(len(ds), config.train.eval_docs))]
 
@@ -179,11 +179,11 @@ def _eval_docs(config, tok):
 def _thought_eval(config, tok, graphdef, params, eval_docs):
   """Held-out thought eval with the run's own sampler, format and position selection."""
   d = config.data
-  return E.thought_likelihood(nnx.merge(graphdef, params), eval_docs,
-                              CFG.sampler_config(config, tok), d.seq_len,
+  return evaluate_lib.thought_likelihood(nnx.merge(graphdef, params), eval_docs,
+                              configuration.sampler_config(config, tok), d.seq_len,
                               positions=config.train.eval_positions, min_prefix=d.min_prefix,
                               seed=config.seed, batch_size=max(1, min(len(eval_docs), 8)),
-                              selection=d.selection, marker_ids=CFG.marker_ids(config, tok),
+                              selection=d.selection, marker_ids=configuration.marker_ids(config, tok),
                               baseline_exclude=thought_format(tok, config.rlp.template).open_token)
 
 
@@ -191,11 +191,11 @@ def _reasoning_eval(config, tok, graphdef, params, eval_docs):
   """pass@1 / pass@k over training: the thought eval's held-out positions as problems, each
   solved by train.eval_reasoning_samples thoughts of the run's sampler (evaluate.py)."""
   d, t = config.data, config.train
-  cfg = dataclasses.replace(CFG.sampler_config(config, tok), group_size=t.eval_reasoning_samples)
-  ev = E.thought_likelihood(nnx.merge(graphdef, params), eval_docs, cfg, d.seq_len,
+  cfg = dataclasses.replace(configuration.sampler_config(config, tok), group_size=t.eval_reasoning_samples)
+  ev = evaluate_lib.thought_likelihood(nnx.merge(graphdef, params), eval_docs, cfg, d.seq_len,
                             positions=t.eval_positions, min_prefix=d.min_prefix,
                             seed=config.seed + 1, batch_size=max(1, min(len(eval_docs), 8)),
-                            selection=d.selection, marker_ids=CFG.marker_ids(config, tok),
+                            selection=d.selection, marker_ids=configuration.marker_ids(config, tok),
                             baseline_exclude=thought_format(tok, config.rlp.template).open_token,
                             ks=tuple(t.eval_reasoning_ks))
   return {k: v for k, v in ev.items() if k.startswith(("reasoning/", "diversity/"))}
@@ -210,7 +210,7 @@ def _evaluate(config, tok, graphdef, params, eval_docs, heldout: bool = True,
               reasoning: bool = False) -> dict:
   ev = {}
   if heldout:
-    ev.update(E.heldout_nll(graphdef, params, eval_docs, config.data.seq_len))
+    ev.update(evaluate_lib.heldout_nll(graphdef, params, eval_docs, config.data.seq_len))
     if config.train.eval_positions and config.objective != "rpt":
       ev.update(_thought_eval(config, tok, graphdef, params, eval_docs))
   if reasoning:
@@ -220,8 +220,8 @@ def _evaluate(config, tok, graphdef, params, eval_docs, heldout: bool = True,
 
 def _restore_init_checkpoint(config, state, shardings, log):
   """model.init=checkpoint: start from the params of a previous run's newest checkpoint."""
-  prev = C.Checkpointer(os.path.join(config.model.path, "checkpoints"), async_save=False)
-  got = prev.restore_latest(C.abstract_like(state, shardings), log=log)
+  prev = checkpoint.Checkpointer(os.path.join(config.model.path, "checkpoints"), async_save=False)
+  got = prev.restore_latest(checkpoint.abstract_like(state, shardings), log=log)
   prev.close()
   if got is None:
     raise TrainingError(f"model.path={config.model.path} has no readable checkpoint")
@@ -263,48 +263,48 @@ def _sample_text(tok, batch, ro, b=0, k=0, n=2):
 def train(config, workdir: str, log=None) -> dict:
   """Runs (or resumes) a training run in `workdir`; returns the last logged metrics."""
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-  CFG.validate(config, jax.device_count())
+  configuration.validate(config, jax.device_count())
   if "://" in workdir:
-    raise CFG.ConfigError(f"--workdir={workdir} is a URL; use a local or mounted path (e.g. a "
+    raise configuration.ConfigError(f"--workdir={workdir} is a URL; use a local or mounted path (e.g. a "
                           "gcsfuse mount of the bucket) shared by all processes")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise CFG.ConfigError(f"--workdir={workdir} is a file; give a directory (new, or a run's "
+    raise configuration.ConfigError(f"--workdir={workdir} is a file; give a directory (new, or a run's "
                           "workdir to resume it)")
   os.makedirs(workdir, exist_ok=True)
   _environment_warnings(config, log)
-  mesh = SH.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+  mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
   if config.model.init == "checkpoint":
     with open(os.path.join(config.model.path, "config.json")) as f:
       import ml_collections
       prev_cfg = ml_collections.ConfigDict(json.load(f))
-    model, tok = CFG.load_model_and_tokenizer(prev_cfg)
+    model, tok = configuration.load_model_and_tokenizer(prev_cfg)
   else:
-    model, tok = CFG.load_model_and_tokenizer(config)
+    model, tok = configuration.load_model_and_tokenizer(config)
   ds, data_stats = _build_data(config, tok, model.config.vocab_size)
-  iterator = _Iterators(D.make_iterator(ds, config.data.workers))
+  iterator = _Iterators(data.make_iterator(ds, config.data.workers))
   if config.warmup.steps:
     wds, _ = _build_data(config, tok, model.config.vocab_size, warmup=True)
-    iterator.warmup = D.make_iterator(wds, config.data.workers)
-  tx = CFG.optimizer(config)
-  step_cfg = CFG.step_config(config, tok)
+    iterator.warmup = data.make_iterator(wds, config.data.workers)
+  tx = configuration.optimizer(config)
+  step_cfg = configuration.step_config(config, tok)
   graphdef = nnx.graphdef(model)
   model_cfg = model.config
   with jax.set_mesh(mesh):
-    state = T.init_state(model, tx, config.seed, config.rlp.kl_beta)
-    shardings = SH.state_shardings(state, tx, mesh, SH.logical_axes(model))
+    state = trainer.init_state(model, tx, config.seed, config.rlp.kl_beta)
+    shardings = sharding.state_shardings(state, tx, mesh, sharding.logical_axes(model))
     state = jax.device_put(state, shardings)
     del model
     if config.model.init == "checkpoint":
       state = _restore_init_checkpoint(config, state, shardings, log)
-    ckpt = C.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
-    writer = M.MetricsWriter(workdir, config.train.tensorboard)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    writer = metrics.MetricsWriter(workdir, config.train.tensorboard)
     start = 0
     try:
-      restored = ckpt.restore_latest(C.abstract_like(state, shardings), log=log)
-    except C.CheckpointError as e:
+      restored = ckpt.restore_latest(checkpoint.abstract_like(state, shardings), log=log)
+    except checkpoint.CheckpointError as e:
       ckpt.close()
       changed = _config_changes(config, workdir)
-      raise C.CheckpointError(
+      raise checkpoint.CheckpointError(
           f"{workdir} holds a run this config cannot resume"
           + (f" (changed since it: {'; '.join(changed)})" if changed else "") + f": {e}") from None
     if restored is not None:
@@ -316,11 +316,11 @@ def train(config, workdir: str, log=None) -> dict:
           + (f" ({moved} later metric lines moved to metrics.rewound.jsonl)" if moved else ""))
     _write_config(config, workdir, start, log)
     tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
-    placed = SH.step_shardings(shardings, mesh)  # stated, not left to the partitioner
-    step_fn = T.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes, **placed)
+    placed = sharding.step_shardings(shardings, mesh)  # stated, not left to the partitioner
+    step_fn = trainer.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes, **placed)
     if config.warmup.steps:
-      wtx = CFG.warmup_optimizer(config)
-      warm_fn = T.make_step(graphdef, wtx, dataclasses.replace(step_cfg, objective="cpt"),
+      wtx = configuration.warmup_optimizer(config)
+      warm_fn = trainer.make_step(graphdef, wtx, dataclasses.replace(step_cfg, objective="cpt"),
                             **placed)
 
       def reset(state):  # warm-up -> main phase: EMA restarts at theta, fresh optimizer state
@@ -337,8 +337,8 @@ def train(config, workdir: str, log=None) -> dict:
                       config.warmup.steps, saved.get("ref_reset"))
 
     def reset_ref(state):
-      return jax.device_put(T.reset_reference(state, tx), shardings)
-    peak, peak_src = M.device_peak_flops(config.model.dtype, devices=mesh.devices.flat)
+      return jax.device_put(trainer.reset_reference(state, tx), shardings)
+    peak, peak_src = metrics.device_peak_flops(config.model.dtype, devices=mesh.devices.flat)
     eval_docs = _eval_docs(config, tok)
     result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
                         peak, eval_docs, graphdef, model_cfg, log, workdir, resets, reset_ref,
@@ -449,7 +449,7 @@ class _Phases:
 def _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef, state, log):
   """A rerun of a finished run: writes what a run killed after its last checkpoint still owed
   (the final held-out eval, then the curves, via the returned step), else only says it is done."""
-  rows = M.read_metrics(workdir)
+  rows = metrics.read_metrics(workdir)
   has_eval = any(r.get("step") == total and "eval/nll" in r for r in rows)
   owed_eval = bool(eval_docs) and not has_eval
   owed_plot = config.train.plot and not os.path.exists(os.path.join(workdir, "curves.png"))
@@ -487,8 +487,8 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
   last = {}
   skips = 0
   # constant for the FLOPs estimate: computed once, not on every logged step
-  prompt_len = len(CFG.sampler_config(config, tok).prompt_ids)
-  ema_forward = T.StepConfig(compute_ema=config.rlp.compute_ema,
+  prompt_len = len(configuration.sampler_config(config, tok).prompt_ids)
+  ema_forward = trainer.StepConfig(compute_ema=config.rlp.compute_ema,
                              selection=d.selection).needs_ema_forward
   t_last = time.perf_counter()
   watch = CollapseWatch(t_cfg.collapse_frac,
@@ -496,16 +496,16 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
 
   def emit(step, m, ro, batch, dt):
     nonlocal skips, last
-    host = M.to_host(m)
+    host = metrics.to_host(m)
     skips = skips + 1 if host.get("skipped", 0) > 0 else 0
     if step <= warm:  # the format warm-up's next-token steps, named apart from the run's
       host["warmup/nll"] = host.pop("cpt/nll")
     if config.objective == "cpt" or step <= warm:
       tokens = host.get("tokens", 0)
-      flops = M.cpt_step_flops(model_cfg, d.batch_size, d.seq_len)
+      flops = metrics.cpt_step_flops(model_cfg, d.batch_size, d.seq_len)
     else:
       tokens = host.get("tokens", 0) + host.get("thought_tokens", 0)
-      flops = M.rlp_step_flops(model_cfg, batch=d.batch_size, seq_len=d.seq_len,
+      flops = metrics.rlp_step_flops(model_cfg, batch=d.batch_size, seq_len=d.seq_len,
                                positions=d.positions_per_doc, group=config.rlp.group_size,
                                prompt_len=prompt_len,
                                thought_len=host.get("rlp/thought_len_mean", 0) + 1,
@@ -567,13 +567,13 @@ def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start,
     # resumed from the checkpoint written just before a reset: apply it as the first run did
     state = reset_ref(state)
     if not any(r.get("step") == start and "event/ref_reset" in r
-               for r in M.read_metrics(workdir)):
+               for r in metrics.read_metrics(workdir)):
       writer.write(start, {"event/ref_reset": 1.0})
   with _StopFlag() as stop:
     step = start
     while step < total:
       batch = iterator.next(step, warm)
-      gbatch = SH.shard_batch(batch, mesh)
+      gbatch = sharding.shard_batch(batch, mesh)
       state, m, ro = step_fn(state, gbatch, step)
       step += 1
       flush()  # the previous step's metrics, read while this step runs

@@ -19,8 +19,8 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from rlp import objective as O
-from rlp import sampler as S
+from rlp import objective as objective_lib
+from rlp import sampler as sampler_lib
 
 OBJECTIVES = ("rlp", "cpt", "rpt")
 
@@ -50,7 +50,7 @@ class UpdateBatch:
   n_valid: jax.Array  # [B, K, G] thought tokens incl. the closer (the scorer's read position)
 
   @classmethod
-  def from_rollout(cls, tokens, lengths, cuts, ro: S.Rollout, adv, mask=None) -> "UpdateBatch":
+  def from_rollout(cls, tokens, lengths, cuts, ro: sampler_lib.Rollout, adv, mask=None) -> "UpdateBatch":
     """mask: the rollout's sampled tokens unless given (dynamic sampling drops groups)."""
     return cls(tokens=tokens, lengths=lengths, cuts=cuts, targets=ro.targets, thought=ro.tokens,
                old_logp=ro.logp, adv=adv,
@@ -61,7 +61,7 @@ class UpdateBatch:
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
   objective: str = "rlp"
-  sampler: S.SamplerConfig = S.SamplerConfig()
+  sampler: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig()
   eps_low: float = 0.2
   eps_high: float = 0.2
   normalize: str = "sequence"
@@ -217,16 +217,16 @@ def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=No
   chunk = _loss_chunk(cfg)
   if chunk > 0:
     h = model.hidden(inputs, positions, segment_ids)
-    return O.linear_cross_entropy(h, model.head_weight(), targets, mask, chunk)
+    return objective_lib.linear_cross_entropy(h, model.head_weight(), targets, mask, chunk)
   logits = model(inputs, positions=positions, segment_ids=segment_ids)
-  return O.next_token_loss(logits, targets, mask)
+  return objective_lib.next_token_loss(logits, targets, mask)
 
 
 # ---------------------------------------------------------------- RLP / RPT
 def ema_scores(ema_params, graphdef, tokens, cfg: StepConfig):
   """EMA model on the plain documents: log p_phi(x_t | x_<t) and entropy at every t ([B, S])."""
   logits = nnx.merge(graphdef, ema_params)(tokens)[:, :-1]
-  lp = O.token_logp(logits, tokens[:, 1:], cfg.baseline_exclude)
+  lp = objective_lib.token_logp(logits, tokens[:, 1:], cfg.baseline_exclude)
   logp_all = jax.nn.log_softmax(logits, -1)
   ent = -(jnp.exp(logp_all) * logp_all).sum(-1)
   pad = jnp.zeros((tokens.shape[0], 1))
@@ -240,7 +240,7 @@ def ema_logp_at(ema_params, graphdef, tokens, cuts_BxK, exclude=None):
   model = nnx.merge(graphdef, ema_params)
   h = model.hidden(tokens)
   h_at = jnp.take_along_axis(h, jnp.maximum(cuts_BxK - 1, 0)[..., None], 1)  # predicts x_t
-  lp = O.token_logp(model.head(h_at), jnp.take_along_axis(tokens, cuts_BxK, 1), exclude)
+  lp = objective_lib.token_logp(model.head(h_at), jnp.take_along_axis(tokens, cuts_BxK, 1), exclude)
   return jnp.where(cuts_BxK > 0, lp, 0.0)
 
 
@@ -287,7 +287,7 @@ def _rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
   boundary = jnp.any((p[:, None] + 1) == cum[..., None, :], -1)  # [B, K, P]
   pb = vocab_bytes[jnp.maximum(pred_BxKxG, 0)]  # [B, K, G, P]
   plen = jnp.where(pred_BxKxG >= 0, vocab_len[jnp.maximum(pred_BxKxG, 0)], 0)
-  return O.rpt_reward(pb, plen, cont_bytes[:, :, None], boundary[:, :, None])
+  return objective_lib.rpt_reward(pb, plen, cont_bytes[:, :, None], boundary[:, :, None])
 
 
 def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
@@ -302,22 +302,22 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   model = nnx.merge(graphdef, params)
   scorer = cfg.scorer_weight > 0
   chunk = _loss_chunk(cfg)  # > 0: the head over thought tokens in chunks, never all the logits
-  out = S.thought_logits(model, mb.tokens, mb.cuts, mb.thought, scfg,
+  out = sampler_lib.thought_logits(model, mb.tokens, mb.cuts, mb.thought, scfg,
                          with_next=scorer, hidden=chunk > 0)
   if scorer:  # entry n_valid predicts x_t after the whole thought (closer included)
     after = jnp.take_along_axis(out, mb.n_valid[..., None, None], 3)[..., 0, :]
     after = model.head(after) if chunk else after
-    s_pred = O.token_logp(after, jnp.broadcast_to(mb.targets[..., None], after.shape[:-1]))
+    s_pred = objective_lib.token_logp(after, jnp.broadcast_to(mb.targets[..., None], after.shape[:-1]))
     out = out[..., :-1, :]
   if chunk:
-    logp, ent = O.chunked_policy_logp(out, model.head, mb.thought, scfg.temperature, chunk)
+    logp, ent = objective_lib.chunked_policy_logp(out, model.head, mb.thought, scfg.temperature, chunk)
     mask = mb.mask.astype(jnp.float32)
     entropy = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
   else:
-    pl = S.policy_logits(out, scfg.temperature)
-    logp = O.token_logp(pl, mb.thought)
-    entropy = O.entropy(pl, mb.mask)
-  loss, m = O.clipped_surrogate_loss(logp, mb.old_logp, mb.adv, mb.mask, cfg.eps_low,
+    pl = sampler_lib.policy_logits(out, scfg.temperature)
+    logp = objective_lib.token_logp(pl, mb.thought)
+    entropy = objective_lib.entropy(pl, mb.mask)
+  loss, m = objective_lib.clipped_surrogate_loss(logp, mb.old_logp, mb.adv, mb.mask, cfg.eps_low,
                                      cfg.eps_high, cfg.normalize, return_metrics=True)
   m["entropy"] = jax.lax.stop_gradient(entropy)
   w_tok = 1.0 if w is None else w["tok"]
@@ -327,14 +327,14 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   m["pg_loss"] = loss
   if cfg.kl_beta > 0:
     ref = nnx.merge(graphdef, ref_params)
-    ref_out = S.thought_logits(ref, mb.tokens, mb.cuts, mb.thought, scfg,
+    ref_out = sampler_lib.thought_logits(ref, mb.tokens, mb.cuts, mb.thought, scfg,
                                hidden=chunk > 0)
     if chunk:
-      ref_logp = O.chunked_policy_logp(ref_out, ref.head, mb.thought, scfg.temperature,
+      ref_logp = objective_lib.chunked_policy_logp(ref_out, ref.head, mb.thought, scfg.temperature,
                                        chunk)[0]
     else:
-      ref_logp = O.token_logp(S.policy_logits(ref_out, scfg.temperature), mb.thought)
-    kl = O.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb.mask,
+      ref_logp = objective_lib.token_logp(sampler_lib.policy_logits(ref_out, scfg.temperature), mb.thought)
+    kl = objective_lib.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb.mask,
                        cfg.kl_estimator) * w_tok
     loss = loss + cfg.kl_beta * kl
     m["kl"] = kl
@@ -404,13 +404,13 @@ def _positions_and_baseline(state: TrainState, batch, graphdef, cfg: StepConfig)
   return cuts, jnp.take_along_axis(ema_scores(state.ema, graphdef, tokens, cfg)[0], cuts, 1)
 
 
-def _rewards(ro: S.Rollout, s_ema, tokens, cuts, cfg: StepConfig, vocab_bytes, vocab_len):
+def _rewards(ro: sampler_lib.Rollout, s_ema, tokens, cuts, cfg: StepConfig, vocab_bytes, vocab_len):
   """(rewards [B, K, G], metrics): RLP's information gain over the EMA baseline or RPT's match,
   then the truncated-thought shaping."""
   metrics = {}
   if cfg.objective == "rlp":
     s_ema = s_ema[..., None] if s_ema is not None else jnp.zeros(cuts.shape + (1,))
-    rewards = O.information_gain(ro.s_pred, s_ema)
+    rewards = objective_lib.information_gain(ro.s_pred, s_ema)
     metrics.update({"rlp/s_pred_mean": ro.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
                     if cfg.compute_ema else jnp.nan,
                     "rlp/gain_positive_frac": (rewards > 0).mean() if cfg.compute_ema else jnp.nan})
@@ -460,9 +460,9 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   cuts, s_ema = _positions_and_baseline(state, batch, graphdef, cfg)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
-  ro = S.chunked_rollout_fn(old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch)
+  ro = sampler_lib.chunked_rollout_fn(old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch)
   rewards, metrics = _rewards(ro, s_ema, tokens, cuts, cfg, vocab_bytes, vocab_len)
-  adv = O.group_advantages(rewards, cfg.adv_scale)
+  adv = objective_lib.group_advantages(rewards, cfg.adv_scale)
   sampled = ro.mask.astype(jnp.float32)
   thought_tokens = sampled.sum()
   if cfg.dynamic_sampling:

@@ -34,17 +34,17 @@ def test_the_cpu_peak_counts_every_device_a_step_uses():
   does (one fake CPU device alone measured less than the host gives all of them, and notebook 03
   showed an MFU of 1.2); the source string says how many devices were measured."""
   import jax
-  from rlp import metrics as M
+  from rlp import metrics
   assert jax.local_device_count() == 8  # tests/conftest.py
-  a, _ = M._peak_operands(32, "float32", 0, jax.local_devices())
+  a, _ = metrics._peak_operands(32, "float32", 0, jax.local_devices())
   assert a.shape == (8, 32, 32)
   assert {s.device for s in a.addressable_shards} == set(jax.local_devices())
-  peak, src = M.device_peak_flops("float32")
-  assert peak == M.measured_peak_flops("float32") > 0
+  peak, src = metrics.device_peak_flops("float32")
+  assert peak == metrics.measured_peak_flops("float32") > 0
   assert src == "measured matmul, 8 cpu device(s) at once"
   # a run on a mesh over 2 of the 8 devices divides by those 2, whatever mesh is set
   with jax.set_mesh(jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("x",))):
-    two, src2 = M.device_peak_flops("float32", devices=jax.devices()[:2])
+    two, src2 = metrics.device_peak_flops("float32", devices=jax.devices()[:2])
   assert src2 == "measured matmul, 2 cpu device(s) at once" and two > 0
 
 
@@ -71,10 +71,10 @@ def test_decode_bound_arithmetic(monkeypatch):
   from flax import nnx
   import models
   from bench import common
-  from rlp import metrics as M
+  from rlp import metrics
   cfg = models.ModelConfig(vocab_size=100, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1,
                            head_dim=8, d_ff=32)
-  b = M.decode_step_bound(cfg, streams=4, kv_tokens=50, attended=20, weight_bytes=1000,
+  b = metrics.decode_step_bound(cfg, streams=4, kv_tokens=50, attended=20, weight_bytes=1000,
                           kv_value_bytes=4, flops_rate=1e6, bandwidth=1e4)
   kv = 2 * 2 * 1 * 8 * 4 * 50
   n = cfg.num_params(include_embedding=False) + 100 * 16
@@ -85,15 +85,15 @@ def test_decode_bound_arithmetic(monkeypatch):
   assert b["bound_by"] == ("memory" if (1000 + kv) / 1e4 >= flops / 1e6 else "matmul")
   model = models.Transformer(cfg, rngs=nnx.Rngs(0))
   monkeypatch.setattr(common, "alternate", lambda fns, rounds: {"full": 3.0, "half": 1.0})
-  monkeypatch.setattr(M, "measured_peak_flops", lambda dtype: 1e6)
-  monkeypatch.setattr(M, "measured_bandwidth", lambda: 1e4)
+  monkeypatch.setattr(metrics, "measured_peak_flops", lambda dtype: 1e6)
+  monkeypatch.setattr(metrics, "measured_bandwidth", lambda: 1e4)
   calls = []
   got = common.decode_over_bound(model, lambda t: (lambda: calls.append(t)), thought=8, streams=4,
                                  prefix_kv_tokens=10, mean_prefix=5, dtype="float32", iters=1)
   assert calls == [8, 4]  # each length run once before timing
   assert got["decode_step_seconds"] == 2.0 / 4  # (3 s - 1 s) over the 4 extra tokens
   weights = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  want = M.decode_step_bound(cfg, streams=4, kv_tokens=10 + 4 * 6, attended=5 + 6,
+  want = metrics.decode_step_bound(cfg, streams=4, kv_tokens=10 + 4 * 6, attended=5 + 6,
                              weight_bytes=weights, kv_value_bytes=4, flops_rate=1e6,
                              bandwidth=1e4)
   assert got["bound_seconds"] == want["bound_seconds"]
@@ -112,9 +112,9 @@ def test_memory_plan_parts_and_checks(tmp_path):
   one = memory.run(c, n_devices=1, device_memory_gb=1.0, check=False)
   from flax import nnx
   import models
-  from rlp import configuration as CFG, trainer as T
-  state = T.init_state(models.Transformer(CFG.model_config(c), rngs=nnx.Rngs(0)),
-                       CFG.optimizer(c))
+  from rlp import configuration, trainer
+  state = trainer.init_state(models.Transformer(configuration.model_config(c), rngs=nnx.Rngs(0)),
+                       configuration.optimizer(c))
   nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree)) / memory.GiB  # noqa: E731
   assert one["params_gib"] == nbytes(state.params) and one["ema_gib"] == nbytes(state.ema)
   assert one["optimizer_gib"] == nbytes(state.opt_state) and one["reference_gib"] == 0

@@ -77,7 +77,7 @@ def test_diversity_and_select_commands(tmp_path):
   assert got["n"] == 12 and got["proj_dim"] == 16 and 1 <= got["g_vendi"] <= 12
   assert got["model"] == proxy and got["seconds"] > 0
   out = str(tmp_path / "sel")
-  from rlp import data as D
+  from rlp import data
   for method in ("cluster", "greedy"):
     extra = [f"--random_output={out}-random"] if method == "greedy" else []
     r = _cli("select", "toy:train", *common, "--by=gvendi", f"--method={method}", "--n=5",
@@ -85,11 +85,11 @@ def test_diversity_and_select_commands(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     sel = json.loads(r.stdout.strip().splitlines()[-1])
     assert sel["selected"] == 5 and sel["pool"] == 12
-    ds, _ = D.open_documents(f"arrayrecord:{out}-{method}", load_tokenizer(proxy))
+    ds, _ = data.open_documents(f"arrayrecord:{out}-{method}", load_tokenizer(proxy))
     assert len(ds) == 5
   # the random baseline of the same size from the same pool, as its own dataset
-  rnd, _ = D.open_documents(f"arrayrecord:{out}-random", load_tokenizer(proxy))
-  pool, _ = D.open_documents("toy:train", load_tokenizer(proxy), num_docs=12)
+  rnd, _ = data.open_documents(f"arrayrecord:{out}-random", load_tokenizer(proxy))
+  pool, _ = data.open_documents("toy:train", load_tokenizer(proxy), num_docs=12)
   pool = {tuple(pool[i][:48]) for i in range(12)}
   assert len(rnd) == 5 and all(tuple(rnd[i]) in pool for i in range(5))
   r = _cli("select", "toy:train", *common, "--n=5", f"--output={out}-greedy")

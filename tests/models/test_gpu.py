@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 
 import models
-from rlp import sampler as S
-from rlp import trainer as T
+from rlp import sampler as sampler_lib
+from rlp import trainer
 
 pytestmark = pytest.mark.skipif(jax.devices()[0].platform != "gpu",
                                 reason="needs a CUDA GPU (cuDNN attention, bf16 matmul units)")
@@ -29,10 +29,10 @@ def test_cudnn_attention_matches_xla_forward_and_gradient():
   kk = jax.random.normal(k[1], (2, 256, 2, 64), jnp.bfloat16)
   v = jax.random.normal(k[2], (2, 256, 2, 64), jnp.bfloat16)
   mask = jnp.tril(jnp.ones((256, 256), bool))[None]
-  from models import layers as L
-  ref = lambda q, k, v: L.attention(q, k, v, mask).astype(jnp.float32).sum()
-  fast = lambda q, k, v: L.cudnn_causal_attention(q, k, v).astype(jnp.float32).sum()
-  assert _rel(L.cudnn_causal_attention(q, kk, v), L.attention(q, kk, v, mask)) < 2e-2
+  from models import layers
+  ref = lambda q, k, v: layers.attention(q, k, v, mask).astype(jnp.float32).sum()
+  fast = lambda q, k, v: layers.cudnn_causal_attention(q, k, v).astype(jnp.float32).sum()
+  assert _rel(layers.cudnn_causal_attention(q, kk, v), layers.attention(q, kk, v, mask)) < 2e-2
   for ga, gb in zip(jax.grad(fast, (0, 1, 2))(q, kk, v), jax.grad(ref, (0, 1, 2))(q, kk, v)):
     assert _rel(ga, gb) < 3e-2
 
@@ -46,20 +46,20 @@ def test_bf16_cpt_loss_cudnn_fused_equals_xla_unfused():
   for name, attention, chunk in (("fast", "cudnn", 64), ("ref", "xla", 0)):
     model = models.Transformer(CFG.replace(attention=attention), rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
-    cfg = T.StepConfig(objective="cpt", loss_chunk=chunk)
+    cfg = trainer.StepConfig(objective="cpt", loss_chunk=chunk)
 
     def loss(p):
       m = nnx.merge(graphdef, p)
-      return T._next_token_loss(m, batch["inputs"], batch["targets"], batch["loss_mask"], cfg)
+      return trainer._next_token_loss(m, batch["inputs"], batch["targets"], batch["loss_mask"], cfg)
     out[name] = jax.device_get(jax.jit(jax.value_and_grad(loss))(params))
   (lf, gf), (lr, gr) = out["fast"], out["ref"]
   assert abs(float(lf) - float(lr)) < 1e-2 * abs(float(lr))
   errs = [_rel(a, b) for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gr))]
   assert max(errs) < 5e-2, errs
   model = models.Transformer(CFG.replace(attention="cudnn"), rngs=nnx.Rngs(0))
-  tx = T.make_optimizer(1e-3)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt", loss_chunk=64))
-  _, m, _ = step(T.init_state(model, tx), batch)
+  tx = trainer.make_optimizer(1e-3)
+  step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt", loss_chunk=64))
+  _, m, _ = step(trainer.init_state(model, tx), batch)
   assert np.isfinite(float(m["loss"])) and float(m["skipped"]) == 0.0
 
 
@@ -68,10 +68,10 @@ def test_bf16_rlp_step_on_gpu():
   tokens = jax.random.randint(jax.random.key(2), (4, 128), 2, CFG.vocab_size)
   batch = {"tokens": tokens, "lengths": jnp.full((4,), 128, jnp.int32),
            "cuts": jnp.full((4, 1), 100, jnp.int32)}
-  scfg = S.SamplerConfig(group_size=4, max_thought_len=16, prompt_ids=(1,), close_ids=(0,))
-  tx = T.make_optimizer(1e-4)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(sampler=scfg))
-  state, m, ro = step(T.init_state(model, tx), batch)
+  scfg = sampler_lib.SamplerConfig(group_size=4, max_thought_len=16, prompt_ids=(1,), close_ids=(0,))
+  tx = trainer.make_optimizer(1e-4)
+  step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(sampler=scfg))
+  state, m, ro = step(trainer.init_state(model, tx), batch)
   m = jax.device_get(m)
   assert all(np.isfinite(float(v)) for v in m.values())
   assert int(state.skips) == 0 and ro.tokens.shape[-1] >= 16

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import models
-from rlp import data as D
+from rlp import data
 from models.tokenizer import load_tokenizer
 
 
@@ -26,7 +26,7 @@ def _docs(n=40, seed=0):
 def _rlp(docs, **kw):
   base = dict(seq_len=32, batch_size=4, positions_per_doc=3, min_prefix=4, pad_id=0, seed=7)
   base.update(kw)
-  return D.rlp_dataset(docs, **base)
+  return data.rlp_dataset(docs, **base)
 
 
 def _take(it, n):
@@ -55,11 +55,11 @@ def test_process_split_covers_every_document_once():
   docs = _docs(n=37)
   seen = []
   for p in range(3):
-    ds = D._shard_and_shuffle(docs, seed=1, process_index=p, process_count=3, num_epochs=1)
+    ds = data._shard_and_shuffle(docs, seed=1, process_index=p, process_count=3, num_epochs=1)
     seen += [int(ds[i][0]) // 1000 for i in range(len(ds))]
   assert sorted(seen) == list(range(37))
-  with pytest.raises(D.DataError, match="process_index"):
-    D._shard_and_shuffle(docs, 0, 3, 3, 1)
+  with pytest.raises(data.DataError, match="process_index"):
+    data._shard_and_shuffle(docs, 0, 3, 3, 1)
 
 
 def test_positions_in_bounds_and_honour_min_prefix():
@@ -71,33 +71,33 @@ def test_positions_in_bounds_and_honour_min_prefix():
   rng = np.random.default_rng(0)
   # among candidates only, never below min_prefix; with replacement only when too few
   for _ in range(20):
-    assert set(D.choose_positions(8, 2, 3, rng, np.asarray([1, 4, 6]))) == {4, 6}
-  assert D.choose_positions(8, 3, 3, rng, np.asarray([5])).tolist() == [5, 5, 5]
-  with pytest.raises(D.DataError, match="no candidate"):
-    D.choose_positions(8, 1, 3, rng, np.asarray([1, 2]))
+    assert set(data.choose_positions(8, 2, 3, rng, np.asarray([1, 4, 6]))) == {4, 6}
+  assert data.choose_positions(8, 3, 3, rng, np.asarray([5])).tolist() == [5, 5, 5]
+  with pytest.raises(data.DataError, match="no candidate"):
+    data.choose_positions(8, 1, 3, rng, np.asarray([1, 2]))
 
 
 def test_a_marker_no_document_has_fails_with_one_line_instead_of_hanging():
   from models.tokenizer import byte_tokenizer
   tok = byte_tokenizer()
-  docs, _ = D.open_documents("toy:train", tok, num_docs=8)
-  with pytest.raises(D.DataError, match="none of the first 8 documents has the position marker"):
-    D.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=1, min_prefix=4, pad_id=0,
+  docs, _ = data.open_documents("toy:train", tok, num_docs=8)
+  with pytest.raises(data.DataError, match="none of the first 8 documents has the position marker"):
+    data.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=1, min_prefix=4, pad_id=0,
                   marker_ids=tok.encode("#"))
 
 
 def test_marker_positions_pick_the_token_after_each_marker():
   doc = np.asarray([5, 1, 2, 7, 1, 2, 9, 1])
-  assert D.marker_positions(doc, [1, 2]).tolist() == [3, 6]
-  assert D.marker_positions(doc, [1]).tolist() == [2, 5]  # the last 1 has no next token
-  assert D.marker_positions(doc, [4]).tolist() == []
+  assert data.marker_positions(doc, [1, 2]).tolist() == [3, 6]
+  assert data.marker_positions(doc, [1]).tolist() == [2, 5]  # the last 1 has no next token
+  assert data.marker_positions(doc, [4]).tolist() == []
 
 
 def test_marker_selection_on_the_testbed_targets_answers():
   from models.tokenizer import byte_tokenizer
   tok = byte_tokenizer()
-  docs, _ = D.open_documents("toy:train", tok, num_docs=16)
-  ds = D.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=2, min_prefix=4,
+  docs, _ = data.open_documents("toy:train", tok, num_docs=16)
+  ds = data.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=2, min_prefix=4,
                      pad_id=0, marker_ids=tok.encode("="))
   batch = next(iter(ds))
   for row, pos in zip(batch["tokens"], batch["cuts"]):
@@ -110,7 +110,7 @@ def test_marker_selection_on_the_testbed_targets_answers():
 
 def test_packing_never_crosses_documents():
   docs = _docs(n=30)
-  batch = next(iter(D.cpt_dataset(docs, seq_len=64, batch_size=3, seed=0)))
+  batch = next(iter(data.cpt_dataset(docs, seq_len=64, batch_size=3, seed=0)))
   seg, mask = batch["segment_ids"], batch["loss_mask"]
   inp, tgt, pos = batch["inputs"], batch["targets"], batch["positions"]
   for r in range(3):
@@ -130,45 +130,45 @@ def test_open_documents_counts_and_bad_utf8(tmp_path, tok):
   p = tmp_path / "c.jsonl"
   lines = [json.dumps({"text": t}) for t in ["hello world, a real document", "", "   ", "hi"]]
   p.write_bytes(("\n".join(lines) + "\n").encode() + b'{"text": "bad \xff byte here ok"}\n')
-  ds, stats = D.open_documents(f"jsonl:{p}", tok, min_tokens=4)
+  ds, stats = data.open_documents(f"jsonl:{p}", tok, min_tokens=4)
   assert stats.skipped_empty == 2 and stats.skipped_short == 1 and stats.invalid_utf8 == 1
   assert len(ds) == 2 and stats.documents == 2
-  with pytest.raises(D.DataError, match="not valid UTF-8"):
-    D.open_documents(f"jsonl:{p}", tok, invalid_utf8="reject")
+  with pytest.raises(data.DataError, match="not valid UTF-8"):
+    data.open_documents(f"jsonl:{p}", tok, invalid_utf8="reject")
   q = tmp_path / "m.jsonl"
   q.write_text('{"text": "ok"}\n{"body": "x"}\n')
-  with pytest.raises(D.DataError, match=r"m.jsonl:2 has no 'text' field"):
-    D.open_documents(f"jsonl:{q}", tok)
-  with pytest.raises(D.DataError, match="unknown data source"):
-    D.open_documents("s3:bucket", tok)
+  with pytest.raises(data.DataError, match=r"m.jsonl:2 has no 'text' field"):
+    data.open_documents(f"jsonl:{q}", tok)
+  with pytest.raises(data.DataError, match="unknown data source"):
+    data.open_documents("s3:bucket", tok)
 
 
 def test_shards_roundtrip_hash_mismatch_and_truncation(tmp_path, tok):
-  ds, stats = D.open_documents("reasoning:train", tok, num_docs=20)
+  ds, stats = data.open_documents("reasoning:train", tok, num_docs=20)
   docs = [ds[i] for i in range(len(ds))]
   out = tmp_path / "shards"
-  m = D.write_shards(docs, str(out), tok, num_shards=3, stats=stats, progress=False)
+  m = data.write_shards(docs, str(out), tok, num_shards=3, stats=stats, progress=False)
   assert m["documents"] == 20 and sum(m["documents_per_shard"]) == 20
-  back, stats2 = D.open_documents(f"arrayrecord:{out}", tok)
+  back, stats2 = data.open_documents(f"arrayrecord:{out}", tok)
   assert sorted(tuple(back[i].tolist()) for i in range(20)) == sorted(tuple(d.tolist()) for d in docs)
-  with pytest.raises(D.DataError, match="already holds a dataset"):
-    D.write_shards(docs, str(out), tok, progress=False)
+  with pytest.raises(data.DataError, match="already holds a dataset"):
+    data.write_shards(docs, str(out), tok, progress=False)
   sp_path = tmp_path / "other.json"
   from tokenizers import Tokenizer, models as tm
   Tokenizer(tm.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(sp_path))
   other = load_tokenizer(str(sp_path))
-  with pytest.raises(D.DataError, match=f"written by tokenizer {tok.fingerprint}.*{other.fingerprint}"):
-    D.open_documents(f"arrayrecord:{out}", other)
+  with pytest.raises(data.DataError, match=f"written by tokenizer {tok.fingerprint}.*{other.fingerprint}"):
+    data.open_documents(f"arrayrecord:{out}", other)
   shard = out / m["shards"][1]
   shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-  with pytest.raises(D.DataError, match=m["shards"][1]):
-    D.open_documents(f"arrayrecord:{out}", tok)
+  with pytest.raises(data.DataError, match=m["shards"][1]):
+    data.open_documents(f"arrayrecord:{out}", tok)
 
 
 def test_vocab_larger_than_model_is_refused(tok):
-  with pytest.raises(D.DataError, match=r"tokenizer vocab \(49152\) is larger.*\(1000\)"):
-    D.check_vocab(tok, 1000)
-  D.check_vocab(tok, 49152)
+  with pytest.raises(data.DataError, match=r"tokenizer vocab \(49152\) is larger.*\(1000\)"):
+    data.check_vocab(tok, 1000)
+  data.check_vocab(tok, 49152)
 
 
 def test_tfds_builder_round_trip(tmp_path, tok):
@@ -189,7 +189,7 @@ def test_tfds_builder_round_trip(tmp_path, tok):
         yield i, {"text": f"document number {i} says hello"}
 
   RlpTinyText(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-  ds, _ = D.open_documents(f"tfds:rlp_tiny_text:train@{tmp_path}", tok)
+  ds, _ = data.open_documents(f"tfds:rlp_tiny_text:train@{tmp_path}", tok)
   assert all(int(ds[i][-1]) == tok.eos_id for i in range(len(ds)))  # like every other source
   texts = sorted(tok.decode(ds[i][:-1]) for i in range(len(ds)))
   assert texts == sorted(f"document number {i} says hello" for i in range(6))
@@ -209,7 +209,7 @@ def test_multiprocess_prefetch_is_deterministic_and_complete():
   docs = _docs(n=24)
 
   def epoch(workers):
-    it = D.make_iterator(_rlp(docs, num_epochs=1, batch_size=2), workers=workers)
+    it = data.make_iterator(_rlp(docs, num_epochs=1, batch_size=2), workers=workers)
     out = list(it)
     del it
     return out
@@ -226,8 +226,8 @@ def test_thoughts_source_inserts_the_runs_exact_thought_ids():
   from rlp.thought_format import thought_format
   tok = byte_tokenizer()
   fmt = thought_format(tok, "hm ")
-  docs, _ = D.open_documents("thoughts:toy:train", tok, num_docs=8, thought_format=fmt)
-  plain, _ = D.open_documents("toy:train", tok, num_docs=8)
+  docs, _ = data.open_documents("thoughts:toy:train", tok, num_docs=8, thought_format=fmt)
+  plain, _ = data.open_documents("toy:train", tok, num_docs=8)
   for i in range(8):
     d, p = list(docs[i]), list(plain[i])
     a = d.index(fmt.prompt_ids[-1]) - len(fmt.prompt_ids) + 1  # where the thought was inserted
@@ -235,9 +235,9 @@ def test_thoughts_source_inserts_the_runs_exact_thought_ids():
     assert d[a:a + len(fmt.prompt_ids)] == list(fmt.prompt_ids)
     assert d[:a] + d[b:] == p  # the document resumes exactly where it stopped
     thought = d[a + len(fmt.prompt_ids):b - 1]
-    assert 1 <= len(thought) <= D.THOUGHT_INSERT_MAX and thought == p[a:a + len(thought)]
-  with pytest.raises(D.DataError, match="warmup.source"):
-    D.open_documents("thoughts:toy:train", tok, num_docs=2)
+    assert 1 <= len(thought) <= data.THOUGHT_INSERT_MAX and thought == p[a:a + len(thought)]
+  with pytest.raises(data.DataError, match="warmup.source"):
+    data.open_documents("thoughts:toy:train", tok, num_docs=2)
 
 
 def test_testbed_corpus_worked_steps_and_splits():
@@ -261,9 +261,9 @@ def test_testbed_corpus_worked_steps_and_splits():
   assert worked > 40 and plain > 40  # mixed within the corpus (per problem)
   assert corpora.toy_documents("eval", 5) != corpora.toy_documents("train", 5)
   assert corpora.toy_documents("train", 5) == corpora.toy_documents("train", 5)
-  with pytest.raises(D.DataError, match="worked fraction"):
+  with pytest.raises(data.DataError, match="worked fraction"):
     from models.tokenizer import byte_tokenizer
-    D.open_documents("toy:train:lots", byte_tokenizer())
+    data.open_documents("toy:train:lots", byte_tokenizer())
 
 
 def _llama3_style_dir(tmp_path, tokenizer_config=None, generation_config=None):
@@ -292,13 +292,13 @@ def test_hf_tokenizer_reads_bos_eos_from_its_directory(tmp_path):
                                    "eos_token": "<|end_of_text|>"})
   tok = load_tokenizer(d)
   assert (tok.bos_id, tok.eos_id, tok.add_bos) == (4, 5, True)
-  docs = D.tokenize_documents(["the cat sat"], tok, 1, D.DataStats())
+  docs = data.tokenize_documents(["the cat sat"], tok, 1, data.DataStats())
   assert docs[0].tolist() == [4, 1, 2, 3, 5]  # BOS, the text, EOS
   # the config can turn BOS off; an instruct-style generation config names EOS by id
   tok = load_tokenizer(_llama3_style_dir(_sub(tmp_path, "b"), {"add_bos_token": False},
                                            {"eos_token_id": [6, 5]}))
   assert (tok.eos_id, tok.add_bos) == (6, False)
-  assert D.tokenize_documents(["the cat"], tok, 1, D.DataStats())[0].tolist() == [1, 2, 6]
+  assert data.tokenize_documents(["the cat"], tok, 1, data.DataStats())[0].tolist() == [1, 2, 6]
   # no config files: the post-processor says BOS is added; EOS by its well-known name
   tok = load_tokenizer(_llama3_style_dir(_sub(tmp_path, "c")))
   assert (tok.bos_id, tok.eos_id, tok.add_bos) == (4, 5, True)
@@ -316,9 +316,9 @@ def test_stored_dataset_ids_are_checked_against_the_model_vocab(tmp_path):
   from rlp import loop
   tok = load_tokenizer("bytes")
   out = str(tmp_path / "ds")
-  docs = D.tokenize_documents(["a first document with enough tokens to train on"] * 4, tok, 2,
-                              D.DataStats())
-  D.write_shards(docs, out, tok, progress=False)
+  docs = data.tokenize_documents(["a first document with enough tokens to train on"] * 4, tok, 2,
+                              data.DataStats())
+  data.write_shards(docs, out, tok, progress=False)
   c = tiny.get_config()
   c.data.source, c.data.min_prefix = f"arrayrecord:{out}", 4
   loop._build_data(c, tok, 260)  # fits
@@ -326,5 +326,5 @@ def test_stored_dataset_ids_are_checked_against_the_model_vocab(tmp_path):
   manifest["max_token_id"] = 400  # e.g. written for a larger vocabulary
   with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f)
-  with pytest.raises(D.DataError, match="token id 400 >= the model's vocab"):
+  with pytest.raises(data.DataError, match="token id 400 >= the model's vocab"):
     loop._build_data(c, tok, 260)

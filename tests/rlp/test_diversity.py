@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import models
-from rlp import diversity as V
+from rlp import diversity
 
 
 def _independent_vendi(z):
@@ -22,22 +22,22 @@ def _independent_vendi(z):
 @pytest.mark.parametrize("n,d", [(5, 16), (40, 8), (12, 12)])
 def test_score_equals_independent_and_kernel_forms_within_bounds(n, d):
   z = np.random.default_rng(n * d).normal(size=(n, d))
-  got = V.g_vendi(z)
+  got = diversity.g_vendi(z)
   assert got == pytest.approx(_independent_vendi(z), rel=1e-9)
-  assert got == pytest.approx(V.g_vendi_kernel(z), rel=1e-9)  # the n x n cosine-kernel form
+  assert got == pytest.approx(diversity.g_vendi_kernel(z), rel=1e-9)  # the n x n cosine-kernel form
   assert 1.0 <= got <= min(n, d) + 1e-9
   # scaling a row changes nothing (rows are normalised); orthogonal rows reach the maximum
   z2 = z.copy()
   z2[0] *= 7.0
-  assert V.g_vendi(z2) == pytest.approx(got, rel=1e-9)
-  assert V.g_vendi(np.eye(d)[:min(n, d)]) == pytest.approx(min(n, d), rel=1e-9)
+  assert diversity.g_vendi(z2) == pytest.approx(got, rel=1e-9)
+  assert diversity.g_vendi(np.eye(d)[:min(n, d)]) == pytest.approx(min(n, d), rel=1e-9)
 
 
 def test_projection_is_the_dense_rademacher_matrix_and_keeps_dot_products():
   rng = np.random.default_rng(0)
   grads = {"a": jnp.asarray(rng.normal(size=(2, 3, 5)), jnp.float32),
            "b": jnp.asarray(rng.normal(size=(2, 37)), jnp.float32)}
-  proj = V.Projection(dim=64, seed=3, chunk=8)
+  proj = diversity.Projection(dim=64, seed=3, chunk=8)
   z = np.asarray(proj.apply(grads))
   # the same R built densely from the same per-leaf, per-chunk keys
   base = jax.random.key(3)
@@ -45,7 +45,7 @@ def test_projection_is_the_dense_rademacher_matrix_and_keeps_dot_products():
   for li, leaf in enumerate(jax.tree_util.tree_leaves(grads)):
     p = int(np.prod(leaf.shape[1:]))
     n_chunks = -(-p // 8)
-    r = np.concatenate([np.asarray(V.rademacher(jax.random.fold_in(jax.random.fold_in(base, li),
+    r = np.concatenate([np.asarray(diversity.rademacher(jax.random.fold_in(jax.random.fold_in(base, li),
                                                                    i), 8, 64))
                         for i in range(n_chunks)])[:p]
     blocks.append(r)
@@ -55,7 +55,7 @@ def test_projection_is_the_dense_rademacher_matrix_and_keeps_dot_products():
   np.testing.assert_allclose(z, g @ dense / 8.0, rtol=1e-5, atol=1e-5)
   # Johnson-Lindenstrauss: dot products of 20 random 20k-dim vectors survive d = 1024
   x = rng.normal(size=(20, 20000)).astype(np.float32)
-  zx = np.asarray(V.Projection(dim=1024, seed=0).apply({"w": jnp.asarray(x)}))
+  zx = np.asarray(diversity.Projection(dim=1024, seed=0).apply({"w": jnp.asarray(x)}))
   ux = x / np.linalg.norm(x, axis=1, keepdims=True)
   uz = zx / np.linalg.norm(zx, axis=1, keepdims=True)
   assert np.abs(ux @ ux.T - uz @ uz.T).max() < 4 / np.sqrt(1024)
@@ -81,17 +81,17 @@ def test_pipeline_copies_score_one_and_the_seed_fixes_the_score(tiny):
   from rlp import corpora
   docs = _docs(tok, corpora.toy_documents("train", 6, 0.0))
   kw = dict(seq_len=64, proj_dim=64, batch_size=4)
-  same = V.measure(model, [docs[0]] * 6, **kw)
+  same = diversity.measure(model, [docs[0]] * 6, **kw)
   assert same.g_vendi == pytest.approx(1.0, abs=1e-3) and same.n == 6
-  first = V.measure(model, docs, **kw)
+  first = diversity.measure(model, docs, **kw)
   assert 1.5 < first.g_vendi <= 6 and first.z.shape == (6, 64)
-  assert V.measure(model, docs, **kw).g_vendi == first.g_vendi  # same seed, same score
-  other = V.measure(model, docs, seed=1, **kw).g_vendi
+  assert diversity.measure(model, docs, **kw).g_vendi == first.g_vendi  # same seed, same score
+  other = diversity.measure(model, docs, seed=1, **kw).g_vendi
   assert other != first.g_vendi and other == pytest.approx(first.g_vendi, rel=0.25)
   # a short last batch is padded, and the padding rows do not count
-  assert V.measure(model, docs[:5], **kw).n == 5
-  assert V.measure(model, docs[:5], **kw).g_vendi == pytest.approx(
-      V.g_vendi(first.z[:5]), rel=1e-4)
+  assert diversity.measure(model, docs[:5], **kw).n == 5
+  assert diversity.measure(model, docs[:5], **kw).g_vendi == pytest.approx(
+      diversity.g_vendi(first.z[:5]), rel=1e-4)
 
 
 @pytest.mark.slow
@@ -104,9 +104,9 @@ def test_two_tasks_mixed_score_above_either_alone_on_smollm2():
   prose = [f"Alice has {rng.integers(2, 99)} apples and gives {rng.integers(1, 9)} of them to "
            f"Bob, who eats {rng.integers(1, 5)}." for _ in range(6)]  # another: one sentence form
   kw = dict(seq_len=40, proj_dim=32, batch_size=6)
-  a = V.measure(model, _docs(tok, arith), **kw).g_vendi
-  b = V.measure(model, _docs(tok, prose), **kw).g_vendi
-  mix = V.measure(model, _docs(tok, arith[:3] + prose[:3]), **kw).g_vendi
+  a = diversity.measure(model, _docs(tok, arith), **kw).g_vendi
+  b = diversity.measure(model, _docs(tok, prose), **kw).g_vendi
+  mix = diversity.measure(model, _docs(tok, arith[:3] + prose[:3]), **kw).g_vendi
   assert mix > max(a, b), (a, b, mix)
 
 
@@ -117,15 +117,15 @@ def test_selection_prefers_the_rare_and_spreads_over_clusters():
   z = np.concatenate([c + 0.05 * rng.normal(size=(k, 32)) for c, k in zip(centres, sizes)])
   label = np.repeat([0, 1, 2], sizes)
   for by in ("cluster", "greedy"):
-    idx = V.select(z, 9, by=by)
+    idx = diversity.select(z, 9, by=by)
     assert len(set(idx.tolist())) == 9
     # the common group (2/3 of the pool) is under-represented; greedy also covers every group
     assert np.mean(label[idx] == 0) < 0.5, (by, label[idx])
     if by == "greedy":
       assert set(label[idx]) == {0, 1, 2}, label[idx]
   # greedy raises the (order-2) Vendi score step by step: above random subsets of the same size
-  chosen = V.g_vendi(z[V.select(z, 9, by="greedy")])
-  rand = [V.g_vendi(z[rng.choice(len(z), 9, replace=False)]) for _ in range(20)]
+  chosen = diversity.g_vendi(z[diversity.select(z, 9, by="greedy")])
+  rand = [diversity.g_vendi(z[rng.choice(len(z), 9, replace=False)]) for _ in range(20)]
   assert chosen > max(rand), (chosen, max(rand))
-  with pytest.raises(V.DiversityError, match="pool size"):
-    V.select(z, 100)
+  with pytest.raises(diversity.DiversityError, match="pool size"):
+    diversity.select(z, 100)

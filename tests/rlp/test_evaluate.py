@@ -14,8 +14,8 @@ import pytest
 from flax import nnx
 
 import models
-from rlp import evaluate as E
-from rlp import sampler as S
+from rlp import evaluate
+from rlp import sampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,15 +26,15 @@ def test_pass_at_k_equals_exact_combinatorics(n, c, k):
   # probability that a uniformly drawn k-subset of the n samples holds a correct one
   subsets = list(itertools.combinations(range(n), k))
   exact = sum(any(i < c for i in s) for s in subsets) / len(subsets)
-  assert abs(E.pass_at_k(n, c, k) - exact) < 1e-12
-  assert abs(E.pass_at_k(n, c, k) - (1 - math.comb(n - c, k) / math.comb(n, k))) < 1e-12
+  assert abs(evaluate.pass_at_k(n, c, k) - exact) < 1e-12
+  assert abs(evaluate.pass_at_k(n, c, k) - (1 - math.comb(n - c, k) / math.comb(n, k))) < 1e-12
 
 
 def test_pass_at_k_rejects_bad_input():
-  with pytest.raises(E.EvalError, match="at least 8 samples"):
-    E.pass_at_k(4, 1, 8)
-  with pytest.raises(E.EvalError):
-    E.pass_at_k(4, 5, 1)
+  with pytest.raises(evaluate.EvalError, match="at least 8 samples"):
+    evaluate.pass_at_k(4, 1, 8)
+  with pytest.raises(evaluate.EvalError):
+    evaluate.pass_at_k(4, 5, 1)
 
 
 @pytest.mark.parametrize("text,want,fallback", [
@@ -57,45 +57,45 @@ def test_pass_at_k_rejects_bad_input():
     ("", None, None),
 ])
 def test_answer_extraction(text, want, fallback):
-  assert E.extract_answer(text) == want
-  assert E.extract_answer(text, fallback=True) == fallback
+  assert evaluate.extract_answer(text) == want
+  assert evaluate.extract_answer(text, fallback=True) == fallback
 
 
 def test_completion_stops_at_the_first_eos():
   from models.tokenizer import load_tokenizer
   tok = load_tokenizer("bytes")
   ids = tok.encode("The answer is 5.") + [tok.eos_id] + tok.encode(" 2019 was a year")
-  text = E._completion(tok, ids)
-  assert text == "The answer is 5." and E.extract_answer(text) == "5"
-  assert E._completion(tok, tok.encode("#### 3\nQuestion: next")) == "#### 3"
+  text = evaluate._completion(tok, ids)
+  assert text == "The answer is 5." and evaluate.extract_answer(text) == "5"
+  assert evaluate._completion(tok, tok.encode("#### 3\nQuestion: next")) == "#### 3"
 
 
 def test_answers_match_numerically():
-  assert E.answers_match("1234", "1,234") and E.answers_match("3.5", "3.50")
-  assert E.answers_match("-7", "-7") and not E.answers_match("7", "-7")
-  assert not E.answers_match(None, "3")
+  assert evaluate.answers_match("1234", "1,234") and evaluate.answers_match("3.5", "3.50")
+  assert evaluate.answers_match("-7", "-7") and not evaluate.answers_match("7", "-7")
+  assert not evaluate.answers_match(None, "3")
 
 
 def test_problem_file_errors_name_the_line(tmp_path):
   p = tmp_path / "p.jsonl"
   p.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
-  with pytest.raises(E.EvalError, match=r"p.jsonl:2 has no 'answer' field"):
-    E.load_problems(str(p))
+  with pytest.raises(evaluate.EvalError, match=r"p.jsonl:2 has no 'answer' field"):
+    evaluate.load_problems(str(p))
   p.write_text('{"question": "1+1?", "answer": "2"}\nnot json\n')
-  with pytest.raises(E.EvalError, match=r"p.jsonl:2 is not valid JSON"):
-    E.load_problems(str(p))
+  with pytest.raises(evaluate.EvalError, match=r"p.jsonl:2 is not valid JSON"):
+    evaluate.load_problems(str(p))
   p.write_text('{"question": "1+1?", "answer": 2}\n')
-  assert E.load_problems(str(p)) == [{"question": "1+1?", "answer": "2"}]
+  assert evaluate.load_problems(str(p)) == [{"question": "1+1?", "answer": "2"}]
 
 
 def test_diversity_measures():
   same = [[1, 2, 3, 4]] * 3
   varied = [[1, 2, 3, 4], [5, 6, 7, 8], [1, 9, 3, 9]]
-  assert E.distinct_n(same, 2) == pytest.approx(3 / 9)
-  assert E.distinct_n(varied, 1) > E.distinct_n(same, 1)
-  assert E.mean_pairwise_edit(same) == 0.0
-  assert E.mean_pairwise_edit([[1, 2, 3], [1, 2, 4]]) == pytest.approx(1 / 3)
-  assert E.unigram_entropy(same) == pytest.approx(np.log(4))
+  assert evaluate.distinct_n(same, 2) == pytest.approx(3 / 9)
+  assert evaluate.distinct_n(varied, 1) > evaluate.distinct_n(same, 1)
+  assert evaluate.mean_pairwise_edit(same) == 0.0
+  assert evaluate.mean_pairwise_edit([[1, 2, 3], [1, 2, 4]]) == pytest.approx(1 / 3)
+  assert evaluate.unigram_entropy(same) == pytest.approx(np.log(4))
 
 
 def test_tiny_model_end_to_end():
@@ -104,7 +104,7 @@ def test_tiny_model_end_to_end():
   model = models.Transformer(models.ModelConfig(vocab_size=260), rngs=nnx.Rngs(0))
   problems = [{"question": "What is 2 + 3?", "answer": "5"}, {"question": "7 - 1?", "answer": "6"}]
   shots = [{"question": "1 + 1?", "solution": "1 + 1 = 2\n#### 2"}]
-  report, examples = E.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1, 2, 4],
+  report, examples = evaluate.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1, 2, 4],
                                       max_new_tokens=12, fallback=True)
   for k in ("reasoning/pass@1_greedy", "reasoning/pass@1", "reasoning/pass@4",
             "reasoning_fallback/pass@1_greedy", "reasoning_fallback/pass@4",
@@ -116,7 +116,7 @@ def test_tiny_model_end_to_end():
   assert report["diversity/pairwise_edit"] >= 0 and np.isfinite(report["diversity/token_entropy"])
   assert report["reasoning/pass@1"] <= report["reasoning/pass@2"] <= report["reasoning/pass@4"]
   assert len(examples) == 2
-  strict, _ = E.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1], max_new_tokens=12)
+  strict, _ = evaluate.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1], max_new_tokens=12)
   assert not any(k.startswith("reasoning_fallback/") for k in strict)
 
 
@@ -140,28 +140,28 @@ def _explicit_thought_eval(model, docs, scfg, cuts):
 
 def test_thought_likelihood_equals_explicit_forwards_and_ignores_padding():
   from models.tokenizer import load_tokenizer
-  from rlp import data as D
+  from rlp import data
   tok = load_tokenizer("bytes")
   model = models.Transformer(models.ModelConfig(vocab_size=260), rngs=nnx.Rngs(3))
   texts = ["1+2+3+4=0\n5+5+5+5=0\n", "9+9+9+9=6\n1+1+1+1=4\n", "2+2+2+2=8\n3+3+3+3=2\n"]
   docs = [np.asarray(tok.encode(t)) for t in texts]
-  scfg = S.SamplerConfig(group_size=2, max_thought_len=4, temperature=0.0,
+  scfg = sampler.SamplerConfig(group_size=2, max_thought_len=4, temperature=0.0,
                          prompt_ids=(256,), close_ids=(257,))
   marker = tok.encode("=")
   # three documents in batches of 2: the last batch is padded, and the pad row must not count
-  got = E.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
+  got = evaluate.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
                              batch_size=2, selection="marker", marker_ids=marker)
-  cuts = [D.marker_positions(d, marker) for d in docs]  # both '=' positions of each document
+  cuts = [data.marker_positions(d, marker) for d in docs]  # both '=' positions of each document
   gain, acc_t, acc_p = _explicit_thought_eval(model, docs, scfg, cuts)
   assert got["eval/positions"] == 6
   np.testing.assert_allclose(got["eval/information_gain"], gain, atol=1e-4)
   np.testing.assert_allclose(got["eval/next_token_acc_thought"], acc_t)
   np.testing.assert_allclose(got["eval/next_token_acc_plain"], acc_p)
-  one = E.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
+  one = evaluate.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
                              batch_size=1, selection="marker", marker_ids=marker)
   np.testing.assert_allclose(one["eval/information_gain"], got["eval/information_gain"], atol=1e-5)
-  with pytest.raises(E.EvalError, match="no document"):
-    E.thought_likelihood(model, docs, scfg, seq_len=32, min_prefix=4, selection="marker",
+  with pytest.raises(evaluate.EvalError, match="no document"):
+    evaluate.thought_likelihood(model, docs, scfg, seq_len=32, min_prefix=4, selection="marker",
                          marker_ids=tok.encode("#"))
 
 
@@ -173,18 +173,18 @@ def test_thought_pass_at_k_counts_each_positions_samples(monkeypatch):
   # positions have counts between 0 and n
   model = models.Transformer(models.ModelConfig(vocab_size=8), rngs=nnx.Rngs(5))
   docs = [np.random.default_rng(i).integers(2, 8, size=20) for i in range(3)]
-  scfg = S.SamplerConfig(group_size=6, max_thought_len=4, temperature=1.0,
+  scfg = sampler.SamplerConfig(group_size=6, max_thought_len=4, temperature=1.0,
                          prompt_ids=(0,), close_ids=(1,))
   seen = []
-  real = E._rollout
+  real = evaluate._rollout
 
   def recording(graphdef, params, tokens, cuts, key, cfg):
     ro = real(graphdef, params, tokens, cuts, key, cfg)
     seen.append((np.asarray(tokens), np.asarray(cuts), jax.tree.map(np.asarray, ro)))
     return ro
-  monkeypatch.setattr(E, "_rollout", recording)
+  monkeypatch.setattr(evaluate, "_rollout", recording)
   kw = dict(seq_len=32, positions=3, min_prefix=4, batch_size=2)
-  got = E.thought_likelihood(model, docs, scfg, ks=(1, 3, 6), **kw)
+  got = evaluate.thought_likelihood(model, docs, scfg, ks=(1, 3, 6), **kw)
   counts, div = [], []
   for b_idx, (toks, cuts, ro) in enumerate(seen):
     n_real = 2 if b_idx == 0 else 1  # three documents in batches of two
@@ -202,13 +202,13 @@ def test_thought_pass_at_k_counts_each_positions_samples(monkeypatch):
     np.testing.assert_allclose(got[f"reasoning/pass@{k}"], np.mean([by_hand(c, k) for c in counts]))
   assert got["reasoning/pass@6"] == np.mean([c > 0 for c in counts])
   np.testing.assert_allclose(got["reasoning/pass@1"], got["eval/next_token_acc_thought"])
-  np.testing.assert_allclose(got["diversity/distinct_1"], np.mean([E.distinct_n(t, 1) for t in div]))
+  np.testing.assert_allclose(got["diversity/distinct_1"], np.mean([evaluate.distinct_n(t, 1) for t in div]))
   np.testing.assert_allclose(got["diversity/pairwise_edit"],
-                             np.mean([E.mean_pairwise_edit(t) for t in div]))
+                             np.mean([evaluate.mean_pairwise_edit(t) for t in div]))
   assert 0 < got["diversity/distinct_1"] <= 1  # temperature 1: the six thoughts differ
-  with pytest.raises(E.EvalError, match="pass@8 needs at least 8"):
-    E.thought_likelihood(model, docs, scfg, ks=(1, 8), **kw)
-  plain = E.thought_likelihood(model, docs, scfg, **kw)
+  with pytest.raises(evaluate.EvalError, match="pass@8 needs at least 8"):
+    evaluate.thought_likelihood(model, docs, scfg, ks=(1, 8), **kw)
+  plain = evaluate.thought_likelihood(model, docs, scfg, **kw)
   assert not any(k.startswith(("reasoning/", "diversity/")) for k in plain)
 
 
@@ -217,7 +217,7 @@ def test_generate_matches_greedy_with_left_padding():
   tok = load_tokenizer("bytes")
   model = models.Transformer(models.ModelConfig(vocab_size=260), rngs=nnx.Rngs(1))
   prompts = ["a short one", "a much longer prompt here"]
-  got = E.generate(model, tok, prompts, 6, temperature=0.0)
+  got = evaluate.generate(model, tok, prompts, 6, temperature=0.0)
   for p, g in zip(prompts, got):
     want = np.asarray(models.greedy_generate(model, tok.encode(p), 6))[0].tolist()
     assert g == want

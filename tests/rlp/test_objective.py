@@ -5,26 +5,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlp import objective as O
+from rlp import objective
 
 
 def test_information_gain_is_a_constant():
-  g = jax.grad(lambda s: O.information_gain(s, jnp.asarray(1.0)))(jnp.asarray(3.0))
-  assert float(O.information_gain(jnp.asarray(-1.0), jnp.asarray(-3.0))) == 2.0
+  g = jax.grad(lambda s: objective.information_gain(s, jnp.asarray(1.0)))(jnp.asarray(3.0))
+  assert float(objective.information_gain(jnp.asarray(-1.0), jnp.asarray(-3.0))) == 2.0
   assert float(g) == 0.0
 
 
 def test_group_advantages_leave_one_out():
   r = jnp.asarray([[1.0, 2.0, 3.0, 6.0]])
-  a = O.group_advantages(r)
+  a = objective.group_advantages(r)
   # A_i = G/(G-1) (r_i - mean) = r_i - mean_{j != i} r_j
   loo = np.asarray([1 - 11 / 3, 2 - 10 / 3, 3 - 9 / 3, 6 - 6 / 3])
   np.testing.assert_allclose(np.asarray(a)[0], loo, rtol=1e-6)
-  std = O.group_advantages(r, "std")
+  std = objective.group_advantages(r, "std")
   np.testing.assert_allclose(np.asarray(std)[0], (r[0] - 3.0) / (np.std([1, 2, 3, 6]) + 1e-6),
                              rtol=1e-5)
   with pytest.raises(ValueError, match=">= 2"):
-    O.group_advantages(jnp.ones((3, 1)))
+    objective.group_advantages(jnp.ones((3, 1)))
 
 
 def test_surrogate_hand_values_sequence_and_token():
@@ -37,8 +37,8 @@ def test_surrogate_hand_values_sequence_and_token():
   per_tok = np.asarray([[-1.0, -0.5, 0.0], [4.0, 2.0, 2.0]])
   seq = ((-1.0 - 0.5) / 2 + (4 + 2 + 2) / 3) / 2
   tok = (-1.0 - 0.5 + 8.0) / 5
-  got_seq, m = O.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "sequence", True)
-  got_tok = O.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "token")
+  got_seq, m = objective.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "sequence", True)
+  got_tok = objective.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "token")
   assert abs(float(got_seq) - seq) < 1e-6 and abs(float(got_tok) - tok) < 1e-6
   assert per_tok.shape == logp.shape
   # clipped tokens: none with A>0 above 1.2; A<0 with ratio < 0.8: none -> 0 of 5
@@ -48,7 +48,7 @@ def test_surrogate_hand_values_sequence_and_token():
 
 def _grad_wrt_logp(ratio, adv, eps_low=0.2, eps_high=0.3):
   logp = jnp.log(jnp.asarray([[ratio]]))
-  f = lambda lp: O.clipped_surrogate_loss(lp, jnp.zeros((1, 1)), jnp.asarray([adv]),
+  f = lambda lp: objective.clipped_surrogate_loss(lp, jnp.zeros((1, 1)), jnp.asarray([adv]),
                                           jnp.ones((1, 1)), eps_low, eps_high)
   return float(jax.grad(f)(logp)[0, 0])
 
@@ -64,7 +64,7 @@ def test_clip_edges_have_zero_gradient():
 def test_masked_tokens_and_empty_thoughts_do_not_count():
   logp = jnp.asarray([[-1.0, 5.0], [3.0, 3.0]])
   mask = jnp.asarray([[1, 0], [0, 0]])
-  f = lambda lp: O.clipped_surrogate_loss(lp, lp * 0 - 1.0, jnp.asarray([2.0, 7.0]), mask)
+  f = lambda lp: objective.clipped_surrogate_loss(lp, lp * 0 - 1.0, jnp.asarray([2.0, 7.0]), mask)
   g = jax.grad(f)(logp)
   assert float(f(logp)) == -2.0
   np.testing.assert_array_equal(np.asarray(g)[0, 1:], 0.0)
@@ -74,9 +74,9 @@ def test_masked_tokens_and_empty_thoughts_do_not_count():
 def test_kl_k3_and_ntp():
   lp, ref = jnp.asarray([[-1.0, -2.0]]), jnp.asarray([[-1.5, -2.0]])
   d = -0.5
-  assert abs(float(O.kl_k3(lp, ref, jnp.asarray([[1, 0]]))) - (np.exp(d) - d - 1)) < 1e-6
+  assert abs(float(objective.kl_k3(lp, ref, jnp.asarray([[1, 0]]))) - (np.exp(d) - d - 1)) < 1e-6
   logits = jnp.log(jnp.asarray([[[0.25, 0.75], [0.5, 0.5]]]))
-  nll = O.next_token_loss(logits, jnp.asarray([[1, 0]]), jnp.asarray([[1, 1]]))
+  nll = objective.next_token_loss(logits, jnp.asarray([[1, 0]]), jnp.asarray([[1, 1]]))
   assert abs(float(nll) - (-(np.log(0.75) + np.log(0.5)) / 2)) < 1e-6
 
 
@@ -85,7 +85,7 @@ def test_rpt_reward_prefix_at_token_boundary():
   boundary = jnp.asarray([[j in (3, 7) for j in range(8)]])  # tokens " the", " cat"
   def reward(s):
     b = jnp.asarray([[ord(c) for c in s] + [-1] * (8 - len(s))])
-    return float(O.rpt_reward(b, jnp.asarray([len(s)]), cont, boundary)[0])
+    return float(objective.rpt_reward(b, jnp.asarray([len(s)]), cont, boundary)[0])
   assert reward(" the") == 1.0
   assert reward(" the cat") == 1.0
   assert reward(" th") == 0.0  # prefix, but not at a token boundary
@@ -101,8 +101,8 @@ def test_linear_cross_entropy_equals_materialised_logits(chunk):
   w = jax.random.normal(k[1], (40, 8))
   t = jax.random.randint(k[2], (3, 16), 0, 40)
   m = (jax.random.uniform(k[3], (3, 16)) > 0.3).astype(jnp.float32)
-  ref = lambda x, w: 2.5 * O.next_token_loss(jnp.einsum("bsd,vd->bsv", x, w), t, m)
-  fused = lambda x, w: 2.5 * O.linear_cross_entropy(x, w, t, m, chunk)
+  ref = lambda x, w: 2.5 * objective.next_token_loss(jnp.einsum("bsd,vd->bsv", x, w), t, m)
+  fused = lambda x, w: 2.5 * objective.linear_cross_entropy(x, w, t, m, chunk)
   (a, ga), (b, gb) = [jax.value_and_grad(f, (0, 1))(x, w) for f in (fused, ref)]
   np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
   for u, v in zip(ga, gb):
@@ -116,10 +116,10 @@ def test_linear_cross_entropy_masked_rows_do_not_count():
   t = jnp.asarray([[1, 2, 3, 4]])
   m = jnp.asarray([[1.0, 1.0, 0.0, 0.0]])
   x2 = x.at[:, 2:].set(1e3)  # garbage under the mask changes nothing, and gets no gradient
-  a = O.linear_cross_entropy(x, w, t, m, 3)
-  b = O.linear_cross_entropy(x2, w, t, m, 3)
+  a = objective.linear_cross_entropy(x, w, t, m, 3)
+  b = objective.linear_cross_entropy(x2, w, t, m, 3)
   np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
-  g = jax.grad(lambda x: O.linear_cross_entropy(x, w, t, m, 3))(x2)
+  g = jax.grad(lambda x: objective.linear_cross_entropy(x, w, t, m, 3))(x2)
   assert float(jnp.abs(g[:, 2:]).max()) == 0.0 and float(jnp.abs(g[:, :2]).max()) > 0
 
 
@@ -127,12 +127,12 @@ def test_kl_estimators_hand_values_and_gradients():
   lp, ref = jnp.asarray([[-1.0, -2.0, -0.5]]), jnp.asarray([[-1.5, -1.0, -9.0]])
   mask = jnp.asarray([[1, 1, 0]])
   d = np.array([0.5, -1.0])  # log pi - log ref on the masked tokens
-  assert float(O.kl_estimate(lp, ref, mask, "k1")) == pytest.approx(d.mean(), abs=1e-6)
-  assert float(O.kl_estimate(lp, ref, mask, "k2")) == pytest.approx((d ** 2 / 2).mean(), abs=1e-6)
-  assert float(O.kl_estimate(lp, ref, mask, "k3")) == pytest.approx(
+  assert float(objective.kl_estimate(lp, ref, mask, "k1")) == pytest.approx(d.mean(), abs=1e-6)
+  assert float(objective.kl_estimate(lp, ref, mask, "k2")) == pytest.approx((d ** 2 / 2).mean(), abs=1e-6)
+  assert float(objective.kl_estimate(lp, ref, mask, "k3")) == pytest.approx(
       (np.exp(-d) - 1 + d).mean(), abs=1e-6)
   # k2's gradient in log pi is d (per token, / tokens); the unmasked token gets none
-  g = jax.grad(lambda x: O.kl_estimate(x, ref, mask, "k2"))(lp)
+  g = jax.grad(lambda x: objective.kl_estimate(x, ref, mask, "k2"))(lp)
   np.testing.assert_allclose(np.asarray(g)[0], [0.25, -0.5, 0.0], atol=1e-6)
   with pytest.raises(ValueError, match="k1 \\| k2 \\| k3"):
-    O.kl_estimate(lp, ref, mask, "k4")
+    objective.kl_estimate(lp, ref, mask, "k4")

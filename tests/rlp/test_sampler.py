@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 import models
-from rlp import sampler as S
+from rlp import sampler
 
 CFG = models.ModelConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                          head_dim=8, d_ff=48)
@@ -31,7 +31,7 @@ def scfg(**kw):
   base = dict(group_size=3, max_thought_len=6, min_thought_len=1, temperature=1.0,
               prompt_ids=(39,) + OPEN, close_ids=CLOSE)
   base.update(kw)
-  return S.SamplerConfig(**base)
+  return sampler.SamplerConfig(**base)
 
 
 def _check_against_full_forward(model, docs, cuts, ro, cfg):
@@ -62,7 +62,7 @@ def _check_against_full_forward(model, docs, cuts, ro, cfg):
 def test_logp_and_s_pred_equal_teacher_forced_forward(model, docs):
   d, cuts = docs
   cfg = scfg()
-  ro = S.rollout(model, d, cuts, jax.random.key(0), cfg)
+  ro = sampler.rollout(model, d, cuts, jax.random.key(0), cfg)
   assert ro.tokens.shape == (2, 2, 3, cfg.buffer_len)
   _check_against_full_forward(model, d, cuts, ro, cfg)
   np.testing.assert_array_equal(np.asarray(ro.targets), np.take_along_axis(np.asarray(d), np.asarray(cuts), 1))
@@ -73,7 +73,7 @@ def test_logp_at_temperature_0p7_with_top_k_top_p(model, docs):
   every sampled token lies inside that step's top-k set."""
   d, cuts = docs
   cfg = scfg(temperature=0.7, top_k=5, top_p=0.9)
-  ro = S.rollout(model, d, cuts, jax.random.key(3), cfg)
+  ro = sampler.rollout(model, d, cuts, jax.random.key(3), cfg)
   _check_against_full_forward(model, d, cuts, ro, cfg)
   for i, j, h in [(0, 0, 0), (1, 1, 2)]:
     t = int(cuts[i, j])
@@ -91,7 +91,7 @@ def test_truncation_appends_close_and_is_flagged(model, docs):
   d, cuts = docs
   # a close sequence the model cannot produce quickly: every thought hits the limit
   cfg = scfg(max_thought_len=3, temperature=0.0)
-  ro = S.rollout(model, d, cuts, jax.random.key(1), cfg)
+  ro = sampler.rollout(model, d, cuts, jax.random.key(1), cfg)
   lengths, trunc = np.asarray(ro.lengths), np.asarray(ro.truncated)
   valid, mask = np.asarray(ro.valid).sum(-1), np.asarray(ro.mask).sum(-1)
   assert trunc.any()  # the case under test happens
@@ -105,8 +105,8 @@ def test_truncation_appends_close_and_is_flagged(model, docs):
 
 def test_naive_prefix_copy_gives_identical_outputs(model, docs):
   d, cuts = docs
-  a = S.rollout(model, d, cuts, jax.random.key(3), scfg())
-  b = S.rollout(model, d, cuts, jax.random.key(3), scfg(naive=True))
+  a = sampler.rollout(model, d, cuts, jax.random.key(3), scfg())
+  b = sampler.rollout(model, d, cuts, jax.random.key(3), scfg(naive=True))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
 
@@ -119,8 +119,8 @@ def test_reading_the_filled_cache_in_spans_changes_nothing(model, docs):
   spanned = scfg(max_thought_len=12, min_thought_len=10, attend_block=2)
   assert spanned.read_spans() == (2, 4, 8, 17)
   assert scfg(max_thought_len=12, attend_block=0).read_spans() == (17,)
-  a = S.rollout(model, d, cuts, jax.random.key(7), spanned)
-  b = S.rollout(model, d, cuts, jax.random.key(7), scfg(max_thought_len=12, min_thought_len=10,
+  a = sampler.rollout(model, d, cuts, jax.random.key(7), spanned)
+  b = sampler.rollout(model, d, cuts, jax.random.key(7), scfg(max_thought_len=12, min_thought_len=10,
                                                         attend_block=0))
   assert int(np.asarray(a.valid).sum(-1).max()) > 8  # the thoughts reach the last span
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
@@ -134,7 +134,7 @@ def test_reading_the_filled_cache_in_spans_changes_nothing(model, docs):
 def test_greedy_equals_model_greedy_continuation(model, docs):
   d, cuts = docs
   cfg = scfg(temperature=0.0, max_thought_len=5, close_ids=(47,), group_size=2)
-  ro = S.rollout(model, d, cuts, jax.random.key(4), cfg)
+  ro = sampler.rollout(model, d, cuts, jax.random.key(4), cfg)
   toks = np.asarray(ro.tokens)
   for i in range(2):
     for j in range(2):
@@ -148,9 +148,9 @@ def test_greedy_equals_model_greedy_continuation(model, docs):
 
 def test_deterministic_given_key(model, docs):
   d, cuts = docs
-  a = S.rollout(model, d, cuts, jax.random.key(5), scfg())
-  b = S.rollout(model, d, cuts, jax.random.key(5), scfg())
-  c = S.rollout(model, d, cuts, jax.random.key(6), scfg())
+  a = sampler.rollout(model, d, cuts, jax.random.key(5), scfg())
+  b = sampler.rollout(model, d, cuts, jax.random.key(5), scfg())
+  c = sampler.rollout(model, d, cuts, jax.random.key(6), scfg())
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
   assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
 
@@ -158,8 +158,8 @@ def test_deterministic_given_key(model, docs):
 def test_thought_logits_match_rollout_logp(model, docs):
   d, cuts = docs
   cfg = scfg()
-  ro = S.rollout(model, d, cuts, jax.random.key(7), cfg)
-  logits = S.thought_logits(model, d, cuts, ro.tokens, cfg)
+  ro = sampler.rollout(model, d, cuts, jax.random.key(7), cfg)
+  logits = sampler.thought_logits(model, d, cuts, ro.tokens, cfg)
   lp = jax.nn.log_softmax(logits / cfg.temperature, -1)
   got = jnp.take_along_axis(lp, ro.tokens[..., None], -1)[..., 0] * ro.mask
   np.testing.assert_allclose(np.asarray(got), np.asarray(ro.logp), atol=1e-4)
@@ -168,19 +168,19 @@ def test_thought_logits_match_rollout_logp(model, docs):
 def test_top_k_top_p_restrict_support():
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
   keys = jax.random.split(jax.random.key(0), 400)
-  tk = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_k=2)[0])(keys)
+  tk = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_k=2)[0])(keys)
   assert set(np.asarray(tk).ravel().tolist()) == {0, 1}
-  tp = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_p=0.9)[0])(keys)
+  tp = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_p=0.9)[0])(keys)
   assert set(np.asarray(tp).ravel().tolist()) == {0, 1, 2}
   # top-p after top-k renormalises: top-2 leaves [.625, .375], so top-p 0.6 keeps one token
-  both = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_k=2, top_p=0.6)[0])(keys)
+  both = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_k=2, top_p=0.6)[0])(keys)
   assert set(np.asarray(both).ravel().tolist()) == {0}
   # ... and after a ban: the banned top token's mass does not count toward the nucleus
   ban = jnp.asarray([[True, False, False, False]])
-  bp = jax.vmap(lambda k: S.sample_logits(k, logits, 1.0, top_p=0.5, ban=ban)[0])(keys)
+  bp = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_p=0.5, ban=ban)[0])(keys)
   assert set(np.asarray(bp).ravel().tolist()) == {1}  # .3/.5 = .6 >= 0.5 alone
   with pytest.raises(ValueError, match="min_thought_len"):
-    S.SamplerConfig(min_thought_len=0)
+    sampler.SamplerConfig(min_thought_len=0)
 
 
 class _Scripted:
@@ -208,10 +208,10 @@ P, A, X, W, Y, Z, D = 1, 2, 3, 4, 5, 6, 7
 
 def _scripted_rollout(first, second, **kw):
   docs = jnp.full((1, 6), D, jnp.int32)
-  cfg = S.SamplerConfig(**{**dict(group_size=2, max_thought_len=6, temperature=0.0,
+  cfg = sampler.SamplerConfig(**{**dict(group_size=2, max_thought_len=6, temperature=0.0,
                                   prompt_ids=(P,), close_ids=(W, Y, Z)), **kw})
   model = _Scripted(first, second)
-  return S.rollout_fn(model, docs, jnp.asarray([[3]], jnp.int32), jax.random.key(0), cfg)
+  return sampler.rollout_fn(model, docs, jnp.asarray([[3]], jnp.int32), jax.random.key(0), cfg)
 
 
 def _table(**edges):
@@ -268,7 +268,7 @@ def test_chunked_rollout_samples_chunks_in_turn(model):
   d = jnp.asarray(rng.integers(0, 40, (8, 12)), jnp.int32)
   cuts = jnp.asarray(np.sort(rng.integers(3, 11, (8, 2)), 1), jnp.int32)
   graphdef, params = nnx.split(model)
-  run = jax.jit(lambda p, d, c, key, cfg, chunk: S.chunked_rollout_fn(
+  run = jax.jit(lambda p, d, c, key, cfg, chunk: sampler.chunked_rollout_fn(
       nnx.merge(graphdef, p), d, c, key, cfg, chunk), static_argnums=(4, 5))
   key = jax.random.key(7)
   greedy = scfg(temperature=0.0)
@@ -285,7 +285,7 @@ def test_chunked_rollout_samples_chunks_in_turn(model):
   ro = run(params, d, cuts, key, cfg, 2)  # 4 chunks of 2: chunk j = documents j and j + 4
   for j in range(4):
     rows = np.asarray([j, j + 4])
-    same(ro, S.rollout(model, d[rows], cuts[rows], jax.random.fold_in(key, j), cfg), rows)
+    same(ro, sampler.rollout(model, d[rows], cuts[rows], jax.random.fold_in(key, j), cfg), rows)
   _check_against_full_forward(model, d, cuts, ro, cfg)
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("data",))
   shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))

@@ -9,13 +9,13 @@ import pytest
 from flax import nnx
 
 import models
-from rlp import objective as O
-from rlp import sampler as S
-from rlp import trainer as T
+from rlp import objective as objective_lib
+from rlp import sampler as sampler_lib
+from rlp import trainer
 
 CFG = models.ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                          head_dim=8, d_ff=64)
-SCFG = S.SamplerConfig(group_size=4, max_thought_len=3, temperature=1.0, prompt_ids=(29, 30),
+SCFG = sampler_lib.SamplerConfig(group_size=4, max_thought_len=3, temperature=1.0, prompt_ids=(29, 30),
                        close_ids=(31,))
 B, SEQ = 4, 12
 
@@ -33,9 +33,9 @@ def _batch(seed=0, k=2):
 
 def _run(step_cfg, lr=1e-3, steps=1, seed=0, batch=None):
   model = _model()
-  tx = T.make_optimizer(lr)
-  state = T.init_state(model, tx, seed=seed, kl_beta=step_cfg.kl_beta)
-  step = T.make_step(nnx.graphdef(model), tx, step_cfg, donate=False)
+  tx = trainer.make_optimizer(lr)
+  state = trainer.init_state(model, tx, seed=seed, kl_beta=step_cfg.kl_beta)
+  step = trainer.make_step(nnx.graphdef(model), tx, step_cfg, donate=False)
   out = []
   for i in range(steps):
     state, m, ro = step(state, batch if batch is not None else _batch(i))
@@ -47,7 +47,7 @@ def test_regression_pin_one_step_metrics():
   """A regression pin, not an independent check: the code's own output at one commit, to 6 digits
   on CPU float32, so any change to the numbers is noticed. Update only when a change is meant to
   alter them. The independent checks are the explicit-expression tests below."""
-  _, (m,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2))
+  _, (m,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2))
   got = {k: round(float(m[k]), 6) for k in ("loss", "grad_norm", "rlp/reward_mean",
                                            "rlp/s_pred_mean", "rlp/s_ema_mean", "rlp/entropy")}
   # loss is 0 at rho == 1 with group-centred advantages (spec consequence 2); the gradient is not.
@@ -74,7 +74,7 @@ def _explicit_loss(params, docs, cuts, thought, mask, adv, temperature):
         seq = jnp.concatenate([docs[i, :t], jnp.asarray(SCFG.prompt_ids), jnp.asarray(toks)])
         logits = model(seq[None])[0] / temperature
         start = t + len(SCFG.prompt_ids)
-        lp = O.token_logp(logits[start - 1:start - 1 + len(toks)], jnp.asarray(toks))
+        lp = objective_lib.token_logp(logits[start - 1:start - 1 + len(toks)], jnp.asarray(toks))
         ratio = jnp.exp(lp - jax.lax.stop_gradient(lp))
         total = total - (ratio * adv[i, j, h] * m).sum() / n_tok
         count += 1
@@ -86,17 +86,17 @@ def _explicit_loss(params, docs, cuts, thought, mask, adv, temperature):
                          ids=["T1", "T0.7-topk5-topp0.9"])
 def test_only_thought_tokens_are_trained(scfg):
   model = _model()
-  state = T.init_state(model, T.make_optimizer(1e-3))
+  state = trainer.init_state(model, trainer.make_optimizer(1e-3))
   batch = _batch(1)
-  ro = S.rollout(model, batch["tokens"], batch["cuts"], jax.random.key(0), scfg)
-  adv = O.group_advantages(jax.random.normal(jax.random.key(1), ro.s_pred.shape))
-  mb = T.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro, adv)
-  cfg = T.StepConfig(sampler=scfg)
-  g_ours = jax.grad(lambda p: T._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(state.params)
+  ro = sampler_lib.rollout(model, batch["tokens"], batch["cuts"], jax.random.key(0), scfg)
+  adv = objective_lib.group_advantages(jax.random.normal(jax.random.key(1), ro.s_pred.shape))
+  mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro, adv)
+  cfg = trainer.StepConfig(sampler=scfg)
+  g_ours = jax.grad(lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(state.params)
   g_ref = jax.grad(_explicit_loss)(state.params, batch["tokens"], batch["cuts"], ro.tokens,
                                    ro.mask, adv, scfg.temperature)
   # the rollout's old log-probs are the tempered, unfiltered policy's: ratio 1 at the start
-  loss0, aux = T._pg_loss(state.params, nnx.graphdef(model), mb, cfg, None)
+  loss0, aux = trainer._pg_loss(state.params, nnx.graphdef(model), mb, cfg, None)
   assert abs(float(loss0)) < 1e-5
   for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6, rtol=1e-4)
@@ -107,12 +107,12 @@ def test_s_ema_constant_leaves_advantages_and_gradient_unchanged():
   s_pred = jax.random.normal(jax.random.key(0), (B, 2, 4))
   s_ema = jax.random.normal(jax.random.key(1), (B, 2, 1))
   shift = jax.random.normal(jax.random.key(2), (B, 2, 1)) * 5
-  a1 = O.group_advantages(O.information_gain(s_pred, s_ema))
-  a2 = O.group_advantages(O.information_gain(s_pred, s_ema + shift))
+  a1 = objective_lib.group_advantages(objective_lib.information_gain(s_pred, s_ema))
+  a2 = objective_lib.group_advantages(objective_lib.information_gain(s_pred, s_ema + shift))
   np.testing.assert_allclose(np.asarray(a1), np.asarray(a2), atol=1e-5)
   logp = jax.random.normal(jax.random.key(3), (B, 2, 4, 3))
   mask = jnp.ones_like(logp)
-  f = lambda lp, a: O.clipped_surrogate_loss(lp, jax.lax.stop_gradient(lp), a, mask)
+  f = lambda lp, a: objective_lib.clipped_surrogate_loss(lp, jax.lax.stop_gradient(lp), a, mask)
   np.testing.assert_allclose(np.asarray(jax.grad(f)(logp, a1)), np.asarray(jax.grad(f)(logp, a2)),
                              atol=1e-6)
 
@@ -120,9 +120,9 @@ def test_s_ema_constant_leaves_advantages_and_gradient_unchanged():
 def test_ema_is_closed_form_of_parameter_history():
   tau, n = 0.5, 4
   model = _model()
-  tx = T.make_optimizer(1e-2)
-  state = T.init_state(model, tx)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(sampler=SCFG, ema_tau=tau),
+  tx = trainer.make_optimizer(1e-2)
+  state = trainer.init_state(model, tx)
+  step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(sampler=SCFG, ema_tau=tau),
                      donate=False)
   history = [state.params]
   for i in range(n):
@@ -140,9 +140,9 @@ def test_ema_is_closed_form_of_parameter_history():
 
 def test_cpt_keeps_no_ema():
   model = _model()
-  tx = T.make_optimizer(1e-2)
-  state = T.init_state(model, tx)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt"), donate=False)
+  tx = trainer.make_optimizer(1e-2)
+  state = trainer.init_state(model, tx)
+  step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt"), donate=False)
   x = jnp.asarray(np.random.default_rng(0).integers(0, 32, (2, 9)), jnp.int32)
   new, _, _ = step(state, dict(inputs=x[:, :-1], targets=x[:, 1:], loss_mask=jnp.ones((2, 8))))
   for a, b in zip(jax.tree.leaves(new.ema), jax.tree.leaves(state.ema)):
@@ -151,10 +151,10 @@ def test_cpt_keeps_no_ema():
 
 def test_rlp_increases_information_gain_on_fixed_contexts():
   """A real learning signal: the policy learns thoughts that raise log p(x_t) over the EMA."""
-  scfg = S.SamplerConfig(group_size=8, max_thought_len=2, temperature=1.0, prompt_ids=(30,),
+  scfg = sampler_lib.SamplerConfig(group_size=8, max_thought_len=2, temperature=1.0, prompt_ids=(30,),
                          close_ids=(31,))
   batch = _batch(0)
-  _, ms, _ = _run(T.StepConfig(sampler=scfg, positions_per_doc=2), lr=1e-3, steps=20,
+  _, ms, _ = _run(trainer.StepConfig(sampler=scfg, positions_per_doc=2), lr=1e-3, steps=20,
                   batch=batch)
   r = np.asarray([float(m["rlp/reward_mean"]) for m in ms])
   assert r[-5:].mean() > r[:2].mean() + 0.02, r
@@ -162,9 +162,9 @@ def test_rlp_increases_information_gain_on_fixed_contexts():
 
 def test_cpt_reduces_next_token_loss():
   model = _model()
-  tx = T.make_optimizer(3e-3)
-  state = T.init_state(model, tx)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt"))
+  tx = trainer.make_optimizer(3e-3)
+  state = trainer.init_state(model, tx)
+  step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt"))
   x = jnp.asarray(np.tile(np.arange(8), (4, 3))[:, :17], jnp.int32)
   batch = dict(inputs=x[:, :-1], targets=x[:, 1:], loss_mask=jnp.ones((4, 16)))
   losses = []
@@ -175,34 +175,34 @@ def test_cpt_reduces_next_token_loss():
 
 
 def test_multiple_updates_make_the_clip_matter():
-  _, (m,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, num_updates=3,
+  _, (m,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, num_updates=3,
                                  minibatches=2, eps_low=0.01, eps_high=0.01), lr=1e-2)
   assert float(m["rlp/ratio_max"]) > 1.0 + 1e-4
   assert float(m["rlp/clip_frac"]) > 0.0
 
 
 def test_knobs_kl_ntp_entropy_selection_and_no_ema():
-  cfg = T.StepConfig(sampler=SCFG, positions_per_doc=2, kl_beta=0.1, ntp_weight=0.5,
+  cfg = trainer.StepConfig(sampler=SCFG, positions_per_doc=2, kl_beta=0.1, ntp_weight=0.5,
                      selection="entropy", min_prefix=4)
   state, (m,), ro = _run(cfg, steps=1)
   assert "rlp/kl" in m and "ntp_loss" in m and np.isfinite(m["loss"])
   assert state.ref is not None
-  _, (m2,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, compute_ema=False))
+  _, (m2,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, compute_ema=False))
   assert np.isnan(m2["rlp/s_ema_mean"]) and np.isfinite(m2["loss"])
-  assert T.StepConfig(sampler=SCFG, compute_ema=False).needs_ema_forward is False
+  assert trainer.StepConfig(sampler=SCFG, compute_ema=False).needs_ema_forward is False
 
 
 def test_scored_positions_respect_bounds_and_never_pick_invalid_ones():
   ent = jnp.asarray([[9.0, 8.0, 1.0, 2.0, 3.0, 7.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
                      [5.0, 5.0, 1.0, 9.0, 9.0, 9.0]])
-  pos = np.asarray(T._top_positions(ent, jnp.asarray([5, 6, 3]), 2, 2))
+  pos = np.asarray(trainer._top_positions(ent, jnp.asarray([5, 6, 3]), 2, 2))
   assert sorted(pos[0].tolist()) == [3, 4] and sorted(pos[1].tolist()) == [4, 5]
   # one valid position (t = 2 of a 3-token document): it is repeated, never 0 or a padded t
   assert pos[2].tolist() == [2, 2]
 
 
 def test_low_logp_selection_runs_and_scores_the_chosen_positions():
-  _, (m,), ro = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, selection="low_logp",
+  _, (m,), ro = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, selection="low_logp",
                                   min_prefix=4))
   assert np.isfinite(m["rlp/s_ema_mean"]) and np.isfinite(m["loss"])
 
@@ -212,31 +212,31 @@ def test_scorer_term_is_the_teacher_forced_s_pred():
   exactly -mean S_pred of the rollout (an independent path: the sampler's decode loop), also
   when the gradient is accumulated over micro-batches."""
   for ga in (1, 2):
-    _, (m,), ro = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5,
+    _, (m,), ro = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5,
                                     grad_accum=ga))
     np.testing.assert_allclose(m["rlp/scorer_nll"], -np.asarray(ro.s_pred).mean(), rtol=1e-5)
   # the term has a gradient: the update differs from the paper's (scorer_weight = 0)
-  a, _, _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5))
-  b, _, _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2))
+  a, _, _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5))
+  b, _, _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2))
   assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a.params),
                                                   jax.tree.leaves(b.params)))
 
 
 def test_baseline_without_a_dedicated_opener_token():
   logits = jnp.log(jnp.asarray([[0.2, 0.5, 0.3]]))
-  got = O.token_logp(logits, jnp.asarray([0]), exclude=1)
+  got = objective_lib.token_logp(logits, jnp.asarray([0]), exclude=1)
   np.testing.assert_allclose(float(got[0]), np.log(0.2 / 0.5), rtol=1e-6)
-  _, (m,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2, baseline_exclude=29))
-  _, (m0,), _ = _run(T.StepConfig(sampler=SCFG, positions_per_doc=2))
+  _, (m,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, baseline_exclude=29))
+  _, (m0,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2))
   assert m["rlp/s_ema_mean"] > m0["rlp/s_ema_mean"]  # mass of token 29 taken out: higher log-prob
   np.testing.assert_allclose(m["grad_norm"], m0["grad_norm"], rtol=1e-5)  # S_ema cancels in A
 
 
 def test_non_finite_update_is_skipped():
   model = _model()
-  tx = T.make_optimizer(1e-2)
-  state = T.init_state(model, tx)
-  step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt"), donate=False)
+  tx = trainer.make_optimizer(1e-2)
+  state = trainer.init_state(model, tx)
+  step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt"), donate=False)
   x = jnp.zeros((2, 5), jnp.int32)
   bad = dict(inputs=x, targets=x, loss_mask=jnp.full((2, 5), jnp.nan))
   new, m, _ = step(state, bad)
@@ -250,15 +250,15 @@ def test_non_finite_update_is_skipped():
 def test_rpt_step_binary_rewards():
   tok_bytes = [bytes([65 + i % 26]) for i in range(32)]
   model = _model()
-  tx = T.make_optimizer(1e-3)
-  state = T.init_state(model, tx)
-  cfg = T.StepConfig(objective="rpt", sampler=S.SamplerConfig(
+  tx = trainer.make_optimizer(1e-3)
+  state = trainer.init_state(model, tx)
+  cfg = trainer.StepConfig(objective="rpt", sampler=sampler_lib.SamplerConfig(
       group_size=4, max_thought_len=3, prompt_ids=(30,), close_ids=(31,), predict=True),
       positions_per_doc=2)
-  step = T.make_step(nnx.graphdef(model), tx, cfg, tokenizer_bytes=tok_bytes, donate=False)
+  step = trainer.make_step(nnx.graphdef(model), tx, cfg, tokenizer_bytes=tok_bytes, donate=False)
   _, m, ro = step(state, _batch(0))
   assert np.all(np.asarray(ro.prediction) >= 0)
-  r = np.asarray(T._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
+  r = np.asarray(trainer._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
                                 jnp.asarray([[b[0]] for b in tok_bytes]),
                                 jnp.ones(32, jnp.int32), 4))
   want = np.asarray([[[tok_bytes[p] == tok_bytes[int(_batch(0)["tokens"][i, int(_batch(0)["cuts"][i, j])])]
@@ -277,12 +277,12 @@ def test_fused_cpt_loss_equals_logits_path(tie):
   pos = jnp.asarray([list(range(6)) + list(range(4)), list(range(10))], jnp.int32)
   batch = dict(inputs=x[:, :-1], targets=x[:, 1:], loss_mask=(seg > 0).astype(jnp.float32),
                segment_ids=seg, positions=pos)
-  tx = T.make_optimizer(1e-2)
+  tx = trainer.make_optimizer(1e-2)
   out = []
   for chunk in (0, 3):
-    step = T.make_step(nnx.graphdef(model), tx, T.StepConfig(objective="cpt", loss_chunk=chunk),
+    step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt", loss_chunk=chunk),
                        donate=False)
-    new, m, _ = step(T.init_state(model, tx), batch)
+    new, m, _ = step(trainer.init_state(model, tx), batch)
     out.append((m, new.params))
   (m0, p0), (m1, p1) = out
   np.testing.assert_allclose(float(m1["loss"]), float(m0["loss"]), rtol=1e-6)
@@ -292,7 +292,7 @@ def test_fused_cpt_loss_equals_logits_path(tie):
 
 
 def test_fused_ntp_term_equals_logits_path():
-  cfgs = [T.StepConfig(sampler=SCFG, positions_per_doc=2, ntp_weight=0.5, loss_chunk=c)
+  cfgs = [trainer.StepConfig(sampler=SCFG, positions_per_doc=2, ntp_weight=0.5, loss_chunk=c)
           for c in (0, 5)]
   (_, (m0,), _), (_, (m1,), _) = [_run(c) for c in cfgs]
   assert float(m0["ntp_loss"]) > 0
@@ -310,7 +310,7 @@ def test_chunked_thought_head_is_the_same_update(temperature):
   base = dict(sampler=scfg, positions_per_doc=2, kl_beta=0.1, scorer_weight=0.5,
               ntp_weight=0.3)
   (s0, (m0,), _), (s3, (m3,), _) = [
-      _run(T.StepConfig(**base, loss_chunk=c), lr=1e-2) for c in (0, 3)]
+      _run(trainer.StepConfig(**base, loss_chunk=c), lr=1e-2) for c in (0, 3)]
   assert set(m0) == set(m3) and float(m0["rlp/entropy"]) > 0
   for k in m0:
     np.testing.assert_allclose(m3[k], m0[k], rtol=2e-5, atol=1e-6, err_msg=k)
@@ -322,10 +322,10 @@ def test_ema_logp_at_positions_equals_full_scores():
   """The uniform-selection path scores only the K positions: it equals the full EMA scoring
   (every position's log-prob, as entropy selection computes it) read at those positions."""
   model = _model(3)
-  params = T.init_state(model, T.make_optimizer(1e-3)).params
+  params = trainer.init_state(model, trainer.make_optimizer(1e-3)).params
   b = _batch(1, k=3)
-  full, _ = T.ema_scores(params, nnx.graphdef(model), b["tokens"], T.StepConfig())
-  at = T.ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["cuts"])
+  full, _ = trainer.ema_scores(params, nnx.graphdef(model), b["tokens"], trainer.StepConfig())
+  at = trainer.ema_logp_at(params, nnx.graphdef(model), b["tokens"], b["cuts"])
   np.testing.assert_allclose(np.asarray(at),
                              np.asarray(jnp.take_along_axis(full, b["cuts"], 1)), atol=1e-6)
   assert float(jnp.abs(at).min()) > 0
@@ -338,7 +338,7 @@ def test_grad_accum_is_the_same_update(normalize):
   base = dict(sampler=SCFG, positions_per_doc=2, normalize=normalize, kl_beta=0.1,
               ntp_weight=0.3, loss_chunk=0)
   (s1, (m1,), _), (s4, (m4,), _) = [
-      _run(T.StepConfig(**base, grad_accum=a), lr=1e-2) for a in (1, 4)]
+      _run(trainer.StepConfig(**base, grad_accum=a), lr=1e-2) for a in (1, 4)]
   assert set(m1) == set(m4)
   for k in m1:
     np.testing.assert_allclose(m4[k], m1[k], rtol=2e-5, atol=1e-6, err_msg=k)
@@ -347,12 +347,12 @@ def test_grad_accum_is_the_same_update(normalize):
   for a, b in zip(jax.tree.leaves(s4.params), jax.tree.leaves(s1.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
   with pytest.raises(ValueError, match="grad_accum=3"):
-    _run(T.StepConfig(**base, grad_accum=3))
+    _run(trainer.StepConfig(**base, grad_accum=3))
 
 
 def test_truncated_reward_shaping_changes_only_truncated_thoughts():
   # thoughts up to 16 tokens: some close (1/32 per token), some are cut
-  base = T.StepConfig(sampler=dataclasses.replace(SCFG, max_thought_len=16), positions_per_doc=2)
+  base = trainer.StepConfig(sampler=dataclasses.replace(SCFG, max_thought_len=16), positions_per_doc=2)
   _, (keep,), ro = _run(base)
   trunc = np.asarray(ro.truncated)
   assert trunc.any() and not trunc.all()  # both kinds occur in this batch
@@ -368,9 +368,9 @@ def test_truncated_reward_shaping_changes_only_truncated_thoughts():
 
 
 def test_reference_reset_copies_params_and_zeroes_the_optimizer():
-  state, _, _ = _run(T.StepConfig(sampler=SCFG, kl_beta=0.1), steps=2)
-  tx = T.make_optimizer(1e-3)
-  new = T.reset_reference(state, tx)
+  state, _, _ = _run(trainer.StepConfig(sampler=SCFG, kl_beta=0.1), steps=2)
+  tx = trainer.make_optimizer(1e-3)
+  new = trainer.reset_reference(state, tx)
   for a, b in zip(jax.tree.leaves(new.ref), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert any(float(jnp.abs(a - b).max()) > 0 for a, b in
@@ -383,7 +383,7 @@ def test_reference_reset_copies_params_and_zeroes_the_optimizer():
   assert int(new.step) == int(state.step)  # step, EMA, rng continue
   for a, b in zip(jax.tree.leaves(new.ema), jax.tree.leaves(state.ema)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert T.reset_reference(state.replace(ref=None), tx).ref is None
+  assert trainer.reset_reference(state.replace(ref=None), tx).ref is None
 
 
 def test_dynamic_sampling_drops_groups_with_equal_rewards():
@@ -391,17 +391,17 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
   it leaves the summed gradient unchanged and divides it by fewer thoughts (sequence mean)."""
   tok_bytes = [bytes([65 + i % 3]) for i in range(32)]  # 3 letters: rewards 0/1 both occur
   model = _model()
-  tx = T.make_optimizer(1e-3)
-  scfg = S.SamplerConfig(group_size=4, max_thought_len=3, prompt_ids=(30,), close_ids=(31,),
+  tx = trainer.make_optimizer(1e-3)
+  scfg = sampler_lib.SamplerConfig(group_size=4, max_thought_len=3, prompt_ids=(30,), close_ids=(31,),
                          predict=True)
   got = {}
   for ds in (False, True):
-    cfg = T.StepConfig(objective="rpt", sampler=scfg, positions_per_doc=2, dynamic_sampling=ds)
-    step = T.make_step(nnx.graphdef(model), tx, cfg, tokenizer_bytes=tok_bytes, donate=False)
-    _, m, ro = step(T.init_state(model, tx), _batch(0))
+    cfg = trainer.StepConfig(objective="rpt", sampler=scfg, positions_per_doc=2, dynamic_sampling=ds)
+    step = trainer.make_step(nnx.graphdef(model), tx, cfg, tokenizer_bytes=tok_bytes, donate=False)
+    _, m, ro = step(trainer.init_state(model, tx), _batch(0))
     got[ds] = (jax.tree.map(np.asarray, m), ro)
   (m0, ro), (m1, _) = got[False], got[True]
-  r = np.asarray(T._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
+  r = np.asarray(trainer._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
                                 jnp.asarray([[b[0]] for b in tok_bytes]),
                                 jnp.ones(32, jnp.int32), 4))
   uniform = np.all(r == r[..., :1], axis=-1)
