@@ -3,6 +3,7 @@ config from it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import models
@@ -51,33 +52,26 @@ def _checks(c):
   yield "rlp.temperature", r.temperature, r.temperature >= 0, ">= 0"
   yield "rlp.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]"
   yield "rlp.top_k", r.top_k, r.top_k >= 0, ">= 0 (0 = off)"
-  yield "rlp.eps_low", r.eps_low, 0 <= r.eps_low < 1, "in [0, 1)"
-  yield "rlp.eps_high", r.eps_high, r.eps_high >= 0, ">= 0"
-  yield "rlp.normalize", r.normalize, r.normalize in ("sequence", "token"), "sequence | token"
-  yield "rlp.adv_scale", r.adv_scale, r.adv_scale in ("none", "std"), "none | std"
-  yield "rlp.kl_beta", r.kl_beta, r.kl_beta >= 0, ">= 0"
-  for name in ("ref_reset_every", "ref_reset_on_plateau"):
-    yield f"rlp.{name}", r[name], isinstance(r[name], int) and r[name] >= 0, ">= 0 (0 = off)"
-  if r.ref_reset_on_plateau:
-    yield "train.eval_every", t.eval_every, t.eval_every > 0, \
-        "> 0 with rlp.ref_reset_on_plateau (the plateau is measured on held-out evals)"
-  yield "rlp.kl_estimator", r.kl_estimator, r.kl_estimator in ("k1", "k2", "k3"), "k1 | k2 | k3"
+  for name, (_, allowed) in trainer.STEP_RULES.items():  # the step's fields: one rule each
+    group = _STEP_FIELD_GROUP.get(name, "rlp")
+    yield f"{group}.{name}", c[group][name], trainer.rule_holds(name, c[group][name]), allowed
   yield "rlp.truncated_reward", r.truncated_reward, _truncated_reward(r.truncated_reward) \
       is not None, "keep | zero | a number"
-  yield "rlp.ema_tau", r.ema_tau, 0 <= r.ema_tau <= 1, "in [0, 1]"
-  yield "rlp.num_updates", r.num_updates, r.num_updates >= 1, ">= 1"
-  yield "rlp.minibatches", r.minibatches, r.minibatches >= 1 and d.batch_size % r.minibatches == 0, \
-      f">= 1 and divide data.batch_size ({d.batch_size})"
-  ga = r.get("grad_accum", 1)
-  mb_docs = d.batch_size // max(r.minibatches, 1)
-  yield "rlp.grad_accum", ga, isinstance(ga, int) and ga >= 1 and mb_docs % ga == 0, \
-      f">= 1 and divide the documents per minibatch ({mb_docs} = data.batch_size / rlp.minibatches)"
-  yield "rlp.rollout_batch", r.rollout_batch, isinstance(r.rollout_batch, int) and (
-      r.rollout_batch == 0 or (r.rollout_batch >= 1 and d.batch_size % r.rollout_batch == 0)), \
-      f"0 (the whole batch) or a divisor of data.batch_size ({d.batch_size})"
-  yield "rlp.ntp_weight", r.ntp_weight, r.ntp_weight >= 0, ">= 0"
-  yield "rlp.scorer_weight", r.scorer_weight, r.scorer_weight >= 0 and not (
-      r.scorer_weight > 0 and c.objective == "rpt"), ">= 0, and 0 for objective=rpt"
+  # what depends on other fields (checked once the field's own rule holds)
+  if trainer.rule_holds("minibatches", r.minibatches):
+    yield "rlp.minibatches", r.minibatches, d.batch_size % r.minibatches == 0, \
+        f">= 1 and divide data.batch_size ({d.batch_size})"
+    mb_docs = d.batch_size // r.minibatches
+    if trainer.rule_holds("grad_accum", r.grad_accum):
+      yield "rlp.grad_accum", r.grad_accum, mb_docs % r.grad_accum == 0, \
+          f">= 1 and divide the documents per minibatch ({mb_docs} = data.batch_size / " \
+          "rlp.minibatches)"
+  if trainer.rule_holds("rollout_batch", r.rollout_batch):
+    yield "rlp.rollout_batch", r.rollout_batch, r.rollout_batch == 0 or (
+        d.batch_size % r.rollout_batch == 0), \
+        f"0 (the whole batch) or a divisor of data.batch_size ({d.batch_size})"
+  yield "rlp.scorer_weight", r.scorer_weight, not (r.scorer_weight > 0 and c.objective == "rpt"), \
+      ">= 0, and 0 for objective=rpt"
   yield "optim.lr", o.lr, o.lr > 0, "> 0"
   yield "optim.schedule", o.schedule, o.schedule in ("constant", "cosine"), "constant | cosine"
   yield "optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0"
@@ -85,8 +79,6 @@ def _checks(c):
   yield "train.steps", t.steps, t.steps >= 1, ">= 1"
   for name in ("log_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"):
     yield f"train.{name}", t[name], t[name] >= 1, ">= 1"
-  yield "train.loss_chunk", t.get("loss_chunk", -1), t.get("loss_chunk", -1) >= -1, \
-      ">= -1 (-1 = auto, 0 = materialise the logits)"
   yield "train.collapse_frac", t.collapse_frac, 0 <= t.collapse_frac < 1, "in [0, 1) (0 = off)"
   for name in ("eval_every", "sample_every", "eval_docs", "eval_positions"):
     yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
@@ -214,21 +206,60 @@ def marker_ids(config, tok: Tokenizer) -> tuple[int, ...] | None:
   return tuple(tok.encode(d.position_marker)) if d.selection == "marker" else None
 
 
+# Where a StepConfig field lives in the run config when not under config.rlp (every field named
+# in trainer.STEP_RULES, or read by step_config, has exactly one home).
+_STEP_FIELD_GROUP = {"selection": "data", "positions_per_doc": "data", "min_prefix": "data",
+                     "loss_chunk": "train"}
+# StepConfig fields computed from the config rather than read from a key of the same name
+_STEP_DERIVED = ("objective", "sampler", "truncated_reward", "baseline_exclude",
+                 "ema_head_at_positions")
+
+
 def step_config(config, tok: Tokenizer) -> trainer.StepConfig:
-  r, d = config.rlp, config.data
-  return trainer.StepConfig(objective=config.objective, sampler=sampler_config(config, tok),
-                      eps_low=r.eps_low, eps_high=r.eps_high, normalize=r.normalize,
-                      adv_scale=r.adv_scale, kl_beta=r.kl_beta, ema_tau=r.ema_tau,
-                      kl_estimator=r.kl_estimator, dynamic_sampling=r.dynamic_sampling,
-                      truncated_reward=_truncated_reward(r.truncated_reward),
-                      num_updates=r.num_updates, minibatches=r.minibatches,
-                      grad_accum=r.get("grad_accum", 1), rollout_batch=r.rollout_batch,
-                      ntp_weight=r.ntp_weight, scorer_weight=r.scorer_weight,
-                      compute_ema=r.compute_ema,
-                      baseline_exclude=thought_format(tok, r.template).open_token,
-                      selection=d.selection, positions_per_doc=d.positions_per_doc,
-                      min_prefix=d.min_prefix, rpt_lookahead=r.rpt_lookahead,
-                      loss_chunk=config.train.get("loss_chunk", -1))
+  """The step's settings: every StepConfig field is read from the config key of the same name
+  (config.rlp, or the group in _STEP_FIELD_GROUP), except the few derived here; so a new step
+  setting is one StepConfig field, one key in configs/base.py and (if it has a range) one rule
+  in trainer.STEP_RULES."""
+  r = config.rlp
+  values = dict(objective=config.objective, sampler=sampler_config(config, tok),
+                truncated_reward=_truncated_reward(r.truncated_reward),
+                baseline_exclude=thought_format(tok, r.template).open_token,
+                ema_head_at_positions=None)  # decided by trainer.resolve when the step is built
+  for f in dataclasses.fields(trainer.StepConfig):
+    if f.name not in _STEP_DERIVED:
+      values[f.name] = config[_STEP_FIELD_GROUP.get(f.name, "rlp")][f.name]
+  return trainer.StepConfig(**values)
+
+
+def load_run_config(workdir: str):
+  """A run's config.json over configs/base.py's defaults, so a workdir written before a key
+  existed still loads (the key gets its default)."""
+  import json
+  from configs import base
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} cannot be read as a run's config ({e}); is {workdir} a run's "
+                      "workdir?") from None
+  config = base.get_config()
+  _overlay(config, saved)
+  return config
+
+
+def _overlay(config, saved: dict) -> None:
+  for k, v in saved.items():
+    if k in config and hasattr(config[k], "items") and isinstance(v, dict):
+      _overlay(config[k], v)
+      continue
+    if k in config and isinstance(config[k], tuple) and isinstance(v, list):
+      v = tuple(v)  # JSON writes tuples as lists
+    with config.unlocked():
+      if k in config and config[k] is not None and v is not None and type(v) is not type(
+          config[k]) and not (isinstance(config[k], float) and isinstance(v, int)):
+        del config[k]  # a value of another type than the default's: the saved one wins
+      config[k] = v
 
 
 def optimizer(config):

@@ -406,7 +406,6 @@ def load_for_eval(path: str, use_ema: bool = False):
   """(model, tokenizer, description) for a GGUF file, an HF directory, a training run's workdir
   (its newest checkpoint; `use_ema` takes the EMA params) or "smollm2". For a workdir the
   description's "config" is the run's config (its sampler, thought format and selection)."""
-  import ml_collections
   import models
   from models.tokenizer import load_tokenizer
   from rlp import checkpoint
@@ -418,11 +417,10 @@ def load_for_eval(path: str, use_ema: bool = False):
     model, tok = models.load_gguf(path, with_tokenizer=True)
     return model, tok, {"kind": "gguf", "path": path}
   if os.path.isdir(os.path.join(path, "checkpoints")):
-    with open(os.path.join(path, "config.json")) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+    config = configuration.load_run_config(path)
     if config.model.init == "checkpoint":
-      with open(os.path.join(config.model.path, "config.json")) as f:
-        model, tok = configuration.load_model_and_tokenizer(ml_collections.ConfigDict(json.load(f)))
+      model, tok = configuration.load_model_and_tokenizer(
+          configuration.load_run_config(config.model.path))
     else:
       model, tok = configuration.load_model_and_tokenizer(config)
     tx = configuration.optimizer(config)

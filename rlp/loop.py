@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -274,10 +275,8 @@ def train(config, workdir: str, log=None) -> dict:
   _environment_warnings(config, log)
   mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
   if config.model.init == "checkpoint":
-    with open(os.path.join(config.model.path, "config.json")) as f:
-      import ml_collections
-      prev_cfg = ml_collections.ConfigDict(json.load(f))
-    model, tok = configuration.load_model_and_tokenizer(prev_cfg)
+    model, tok = configuration.load_model_and_tokenizer(
+        configuration.load_run_config(config.model.path))
   else:
     model, tok = configuration.load_model_and_tokenizer(config)
   ds, data_stats = _build_data(config, tok, model.config.vocab_size)
@@ -340,9 +339,10 @@ def train(config, workdir: str, log=None) -> dict:
       return jax.device_put(trainer.reset_reference(state, tx), shardings)
     peak, peak_src = metrics.device_peak_flops(config.model.dtype, devices=mesh.devices.flat)
     eval_docs = _eval_docs(config, tok)
-    result = _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta,
-                        peak, eval_docs, graphdef, model_cfg, log, workdir, resets, reset_ref,
-                        saved.get("collapse_watch"))
+    run = _Run(config=config, workdir=workdir, mesh=mesh, ckpt=ckpt, writer=writer, tok=tok,
+               graphdef=graphdef, model_cfg=model_cfg, meta=meta, eval_docs=eval_docs, log=log,
+               resets=resets, reset_ref=reset_ref)
+    result = _run_steps(run, state, step_fn, iterator, start, peak, saved.get("collapse_watch"))
     writer.close()
     ckpt.close()
   del iterator
@@ -446,179 +446,224 @@ class _Phases:
     return self.main_fn(state, batch)
 
 
-def _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef, state, log):
-  """A rerun of a finished run: writes what a run killed after its last checkpoint still owed
-  (the final held-out eval, then the curves, via the returned step), else only says it is done."""
-  rows = metrics.read_metrics(workdir)
-  has_eval = any(r.get("step") == total and "eval/nll" in r for r in rows)
-  owed_eval = bool(eval_docs) and not has_eval
-  owed_plot = config.train.plot and not os.path.exists(os.path.join(workdir, "curves.png"))
-  if not (owed_eval or owed_plot):
-    log(f"rlp: the run is already complete at step {start} of {total} (warmup.steps + "
-        "train.steps); raise --config.train.steps to continue it")
-    return {}
-  last = {"step": start}
-  if owed_eval:
-    log(f"rlp: the run reached step {start} but its final eval was not written; writing it")
-    ev = _evaluate(config, tok, graphdef, state.params, eval_docs,
-                   reasoning=_reasoning_due(config, start, total))
-    writer.write(start, ev)
-    last.update(ev)
-  return last
+@dataclasses.dataclass
+class _Run:
+  """What the step loop works with, built once by `train`."""
+  config: Any
+  workdir: str
+  mesh: Any
+  ckpt: Any  # checkpoint.Checkpointer
+  writer: Any  # metrics.MetricsWriter
+  tok: Any
+  graphdef: Any
+  model_cfg: Any
+  meta: dict
+  eval_docs: Any
+  log: Callable[[str], None]
+  resets: Any = None  # RefReset
+  reset_ref: Callable | None = None
+
+  @property
+  def warm(self) -> int:
+    return self.config.warmup.steps
+
+  @property
+  def total(self) -> int:
+    return self.config.train.steps + self.config.warmup.steps
+
+  def evaluate(self, params, step: int, heldout: bool = True) -> dict:
+    ev = _evaluate(self.config, self.tok, self.graphdef, params, self.eval_docs, heldout=heldout,
+                   reasoning=_reasoning_due(self.config, step, self.total))
+    self.writer.write(step, ev)
+    return ev
 
 
-def _run_steps(config, state, step_fn, iterator, mesh, ckpt, writer, tok, start, meta, peak,
-               eval_docs, graphdef, model_cfg, log, workdir, resets=None, reset_ref=None,
-               watch_state=None):
-  t_cfg, d = config.train, config.data
-  warm = config.warmup.steps
-  total = t_cfg.steps + warm
-  if not isinstance(step_fn, _Phases):
-    main_fn = step_fn
-    step_fn = lambda state, batch, step: main_fn(state, batch)  # noqa: E731
-  if start >= total:
-    return _finish_owed(config, workdir, start, total, eval_docs, writer, tok, graphdef, state, log)
-  progress = None
-  if t_cfg.progress and jax.process_index() == 0:
-    from tqdm import tqdm
-    progress = tqdm(total=total, initial=start, desc=config.objective, unit="step",
-                    dynamic_ncols=True, file=sys.stdout)
-  pending = None
-  last = {}
-  skips = 0
-  # constant for the FLOPs estimate: computed once, not on every logged step
-  prompt_len = len(configuration.sampler_config(config, tok).prompt_ids)
-  ema_forward = trainer.StepConfig(compute_ema=config.rlp.compute_ema,
-                             selection=d.selection).needs_ema_forward
-  t_last = time.perf_counter()
-  watch = CollapseWatch(t_cfg.collapse_frac,
-                        progress.write if progress is not None else log, watch_state)
+class _StepLog:
+  """A step's metrics on the host: time since the previous step (evals excluded), tokens/s and
+  MFU, the collapse watch, the progress bar, sampled thoughts and the non-finite-update guard.
 
-  def emit(step, m, ro, batch, dt):
-    nonlocal skips, last
+  `record` holds a step's device metrics; `flush` reads them (blocking) and writes them, so a
+  step's metrics are read while the next step runs."""
+
+  def __init__(self, run: _Run, start: int, peak: float, watch_state=None):
+    config, t_cfg = run.config, run.config.train
+    self.run, self.start, self.peak = run, start, peak
+    self.progress = None
+    if t_cfg.progress and jax.process_index() == 0:
+      from tqdm import tqdm
+      self.progress = tqdm(total=run.total, initial=start, desc=config.objective, unit="step",
+                           dynamic_ncols=True, file=sys.stdout)
+    self.say = self.progress.write if self.progress is not None else run.log
+    self.watch = CollapseWatch(t_cfg.collapse_frac, self.say, watch_state)
+    # constants of the FLOPs estimate
+    self.prompt_len = len(configuration.sampler_config(config, run.tok).prompt_ids)
+    self.ema_forward = trainer.StepConfig(compute_ema=config.rlp.compute_ema,
+                                          selection=config.data.selection).needs_ema_forward
+    self.pending = None
+    self.skips = 0
+    self.last: dict = {}
+    self.restart_clock()
+
+  def restart_clock(self) -> None:
+    """After an eval: its time is not the next step's."""
+    self.t_last = time.perf_counter()
+
+  def record(self, step, m, ro, batch) -> None:
+    self.flush()
+    self.pending = (step, m, ro, batch)
+
+  def flush(self) -> None:
+    if self.pending is not None:
+      jax.block_until_ready(self.pending[1])
+      now = time.perf_counter()
+      self._emit(*self.pending, now - self.t_last)
+      self.t_last, self.pending = now, None
+
+  def close(self) -> None:
+    if self.progress is not None:
+      self.progress.close()
+
+  def _flops_and_tokens(self, step, host):
+    config, d = self.run.config, self.run.config.data
+    if config.objective == "cpt" or step <= self.run.warm:
+      return (metrics.cpt_step_flops(self.run.model_cfg, d.batch_size, d.seq_len),
+              host.get("tokens", 0))
+    flops = metrics.rlp_step_flops(
+        self.run.model_cfg, batch=d.batch_size, seq_len=d.seq_len, positions=d.positions_per_doc,
+        group=config.rlp.group_size, prompt_len=self.prompt_len,
+        thought_len=host.get("rlp/thought_len_mean", 0) + 1, updates=config.rlp.num_updates,
+        ema_forward=self.ema_forward)
+    return flops, host.get("tokens", 0) + host.get("thought_tokens", 0)
+
+  def _emit(self, step, m, ro, batch, dt):
+    run, t_cfg = self.run, self.run.config.train
     host = metrics.to_host(m)
-    skips = skips + 1 if host.get("skipped", 0) > 0 else 0
-    if step <= warm:  # the format warm-up's next-token steps, named apart from the run's
+    self.skips = self.skips + 1 if host.get("skipped", 0) > 0 else 0
+    if step <= run.warm:  # the format warm-up's next-token steps, named apart from the run's
       host["warmup/nll"] = host.pop("cpt/nll")
-    if config.objective == "cpt" or step <= warm:
-      tokens = host.get("tokens", 0)
-      flops = metrics.cpt_step_flops(model_cfg, d.batch_size, d.seq_len)
-    else:
-      tokens = host.get("tokens", 0) + host.get("thought_tokens", 0)
-      flops = metrics.rlp_step_flops(model_cfg, batch=d.batch_size, seq_len=d.seq_len,
-                               positions=d.positions_per_doc, group=config.rlp.group_size,
-                               prompt_len=prompt_len,
-                               thought_len=host.get("rlp/thought_len_mean", 0) + 1,
-                               updates=config.rlp.num_updates,
-                               ema_forward=ema_forward)
-    if step == start + 1:
+    flops, tokens = self._flops_and_tokens(step, host)
+    if step == self.start + 1:
       host["perf/includes_compile"] = 1.0  # the first step of a process also compiles
-    if step > warm:
-      watch(step, host)
+    if step > run.warm:
+      self.watch(step, host)
     host["perf/step_seconds"] = dt
     host["perf/tokens_per_sec"] = tokens / max(dt, 1e-9)
-    host["perf/mfu"] = flops / max(dt, 1e-9) / peak
-    host["perf/peak_flops"] = peak  # the denominator (its source is in the run log)
-    if step % t_cfg.log_every == 0 or step == total:
-      writer.write(step, host)
+    host["perf/mfu"] = flops / max(dt, 1e-9) / self.peak
+    host["perf/peak_flops"] = self.peak  # the denominator (its source is in the run log)
+    if step % t_cfg.log_every == 0 or step == run.total:
+      run.writer.write(step, host)
     if (ro is not None and t_cfg.sample_every and jax.process_index() == 0
         and (step % t_cfg.sample_every == 0 or step == 1)):
-      text = _sample_text(tok, batch, ro)
-      writer.text(step, "samples/thoughts", text)
-      (progress.write if progress else log)(f"[step {step}] sample thoughts:\n{text}")
-    if progress is not None:
-      post = {"s/step": f"{dt:.2f}" + (" (compiling)" if step == start + 1 else ""),
+      text = _sample_text(run.tok, batch, ro)
+      run.writer.text(step, "samples/thoughts", text)
+      self.say(f"[step {step}] sample thoughts:\n{text}")
+    if self.progress is not None:
+      post = {"s/step": f"{dt:.2f}" + (" (compiling)" if step == self.start + 1 else ""),
               "tok/s": f"{host['perf/tokens_per_sec']:.0f}",
               "loss": f"{host.get('loss', 0):.4f}"}
       if "rlp/reward_mean" in host:
         post["reward"] = f"{host['rlp/reward_mean']:.3f}"
-      progress.set_postfix(post, refresh=False)
-      progress.update(step - progress.n)
-    last = {"step": step, **host}
-    if skips >= t_cfg.max_consecutive_skips:
-      raise TrainingError(f"{skips} consecutive updates had a non-finite loss or gradient "
+      self.progress.set_postfix(post, refresh=False)
+      self.progress.update(step - self.progress.n)
+    self.last = {"step": step, **host}
+    if self.skips >= t_cfg.max_consecutive_skips:
+      raise TrainingError(f"{self.skips} consecutive updates had a non-finite loss or gradient "
                           f"(last at step {step}); lower optim.lr or check the data")
 
+
+def _finish_owed(run: _Run, start: int, state) -> dict:
+  """A rerun of a finished run: writes what a run killed after its last checkpoint still owed
+  (the final held-out eval, then the curves, via the returned step), else only says it is done."""
+  config, total = run.config, run.total
+  rows = metrics.read_metrics(run.workdir)
+  has_eval = any(r.get("step") == total and "eval/nll" in r for r in rows)
+  owed_eval = bool(run.eval_docs) and not has_eval
+  owed_plot = config.train.plot and not os.path.exists(os.path.join(run.workdir, "curves.png"))
+  if not (owed_eval or owed_plot):
+    run.log(f"rlp: the run is already complete at step {start} of {total} (warmup.steps + "
+            "train.steps); raise --config.train.steps to continue it")
+    return {}
+  last = {"step": start}
+  if owed_eval:
+    run.log(f"rlp: the run reached step {start} but its final eval was not written; writing it")
+    last.update(run.evaluate(state.params, start))
+  return last
+
+
+def _run_steps(run: _Run, state, step_fn, iterator, start: int, peak: float,
+               watch_state=None) -> dict:
+  """Steps from `start` to the run's total: the step, its metrics (read one step late),
+  checkpoints, held-out evals, reference resets and the agreed stop on a signal."""
+  config, t_cfg, warm, total, resets = run.config, run.config.train, run.warm, run.total, run.resets
+  if not isinstance(step_fn, _Phases):
+    main_fn = step_fn
+    step_fn = lambda state, batch, step: main_fn(state, batch)  # noqa: E731
+  if start >= total:
+    return _finish_owed(run, start, state)
+  steps = _StepLog(run, start, peak, watch_state)
   fault = _fault_injection()
-  say = progress.write if progress is not None else log
 
   def evaluate(step, heldout=True):
-    nonlocal t_last
-    if eval_docs:
-      ev = _evaluate(config, tok, graphdef, state.params, eval_docs, heldout=heldout,
-                     reasoning=_reasoning_due(config, step, total))
-      writer.write(step, ev)
+    if run.eval_docs:
+      ev = run.evaluate(state.params, step, heldout)
       if resets is not None and step > warm and heldout:
         resets.observe_eval(ev)
-      t_last = time.perf_counter()  # the eval's time is not the next step's
-
-  def flush():
-    nonlocal pending, t_last
-    if pending is not None:
-      jax.block_until_ready(pending[1])
-      now = time.perf_counter()
-      emit(*pending, now - t_last)
-      t_last, pending = now, None
+      steps.restart_clock()
 
   if start == 0 and (t_cfg.eval_every or t_cfg.eval_reasoning_every):
     evaluate(0, heldout=bool(t_cfg.eval_every))  # the starting point of the held-out curves
   stopping = None
   if resets is not None and start < total and resets.due(start):
     # resumed from the checkpoint written just before a reset: apply it as the first run did
-    state = reset_ref(state)
+    state = run.reset_ref(state)
     if not any(r.get("step") == start and "event/ref_reset" in r
-               for r in metrics.read_metrics(workdir)):
-      writer.write(start, {"event/ref_reset": 1.0})
+               for r in metrics.read_metrics(run.workdir)):
+      run.writer.write(start, {"event/ref_reset": 1.0})
   with _StopFlag() as stop:
     step = start
     while step < total:
       batch = iterator.next(step, warm)
-      gbatch = sharding.shard_batch(batch, mesh)
+      gbatch = sharding.shard_batch(batch, run.mesh)
       state, m, ro = step_fn(state, gbatch, step)
       step += 1
-      flush()  # the previous step's metrics, read while this step runs
-      pending = (step, m, ro, batch)
+      steps.record(step, m, ro, batch)  # writes the previous step's, read while this one runs
       if fault and fault[0] == step and (fault[2] is None or fault[2] == jax.process_index()):
         os.kill(os.getpid(), fault[1])
       stopping = _agreed_stop(stop.signal)
       due = step % t_cfg.checkpoint_every == 0 or step == total or stopping is not None
       if due:
-        flush()  # a checkpointed step's metrics are written before its checkpoint exists
+        steps.flush()  # a checkpointed step's metrics are written before its checkpoint exists
       heldout_due = (t_cfg.eval_every and step % t_cfg.eval_every == 0) or (warm and step == warm)
       if step < total and (heldout_due or _reasoning_due(config, step, total)):
-        flush()
+        steps.flush()
         evaluate(step, heldout=bool(heldout_due))
       if due:
-        extra = {"collapse_watch": watch.state()}
+        extra = {"collapse_watch": steps.watch.state()}
         if resets is not None:
           extra["ref_reset"] = resets.state()
-        ckpt.save(step, state, iterator.get_state(), {**meta, "step": step, **extra})
+        run.ckpt.save(step, state, iterator.get_state(), {**run.meta, "step": step, **extra})
       if stopping is not None:
         break
       why = resets.due(step) if resets is not None and step < total else None
       if why:  # applied before step + 1, after step's checkpoint: a resume repeats it exactly
-        flush()
-        state = reset_ref(state)
-        writer.write(step, {"event/ref_reset": 1.0})
-        say(f"rlp: reference reset after step {step} ({why}): ref <- params, fresh optimizer "
-            "state")
-    flush()
-  if progress is not None:
-    progress.close()
+        steps.flush()
+        state = run.reset_ref(state)
+        run.writer.write(step, {"event/ref_reset": 1.0})
+        steps.say(f"rlp: reference reset after step {step} ({why}): ref <- params, fresh "
+                  "optimizer state")
+    steps.flush()
+  steps.close()
+  last = steps.last
   if stopping is not None:
-    ckpt.wait()
+    run.ckpt.wait()
     name = signal.Signals(stopping).name
     who = "" if stop.signal else " by another process"
-    log(f"rlp: {name} received{who}; checkpoint at step {step} written; rerun the same command "
-        "to resume")
+    run.log(f"rlp: {name} received{who}; checkpoint at step {step} written; rerun the same "
+            "command to resume")
     return {**last, "interrupted": int(stopping)}
-  ckpt.wait()  # the final checkpoint is on disk before the final eval (a rerun completes the eval)
+  run.ckpt.wait()  # the final checkpoint is on disk before the final eval (a rerun completes it)
   if fault and fault[0] == -1:
     os.kill(os.getpid(), fault[1])
-  if eval_docs and step == total:
-    ev = _evaluate(config, tok, graphdef, state.params, eval_docs,
-                   reasoning=_reasoning_due(config, step, total))
-    writer.write(step, ev)
-    last.update(ev)
+  if run.eval_docs and step == total:
+    last.update(run.evaluate(state.params, step))
   return last
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,37 @@ class UpdateBatch:
                n_valid=ro.valid.sum(-1).astype(jnp.int32))
 
 
+# The allowed values of the StepConfig fields a run's config sets, in one place: StepConfig
+# checks them when it is built, and configuration.validate reports them as config.<group>.<name>
+# lines, before anything compiles. (The sampler's own fields are checked by SamplerConfig.)
+STEP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "eps_low": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eps_high": (lambda v: v >= 0, ">= 0"),
+    "normalize": (lambda v: v in ("sequence", "token"), "sequence | token"),
+    "adv_scale": (lambda v: v in ("none", "std"), "none | std"),
+    "kl_beta": (lambda v: v >= 0, ">= 0"),
+    "kl_estimator": (lambda v: v in ("k1", "k2", "k3"), "k1 | k2 | k3"),
+    "ema_tau": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "num_updates": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
+    "minibatches": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
+    "grad_accum": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
+    "rollout_batch": (lambda v: isinstance(v, int) and v >= 0, ">= 0 (0 = the whole batch)"),
+    "ntp_weight": (lambda v: v >= 0, ">= 0"),
+    "scorer_weight": (lambda v: v >= 0, ">= 0"),
+    "rpt_lookahead": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
+    "loss_chunk": (lambda v: isinstance(v, int) and v >= -1,
+                   ">= -1 (-1 = auto, 0 = materialise the logits)"),
+}
+
+
+def rule_holds(name: str, value) -> bool:
+  """STEP_RULES[name] applied to value; a value of the wrong type fails instead of raising."""
+  try:
+    return bool(STEP_RULES[name][0](value))
+  except TypeError:
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
   objective: str = "rlp"
@@ -102,6 +133,12 @@ class StepConfig:
   # uniform / marker selection: apply the EMA head at the K positions only (True) or to every
   # position and read the K (False); None = decided when the step is built (resolve)
   ema_head_at_positions: bool | None = None
+
+  def __post_init__(self):
+    bad = [f"{name} = {getattr(self, name)!r} (must be {allowed})"
+           for name, (_, allowed) in STEP_RULES.items() if not rule_holds(name, getattr(self, name))]
+    if bad:
+      raise ValueError("invalid StepConfig: " + "; ".join(bad))
 
   @property
   def needs_ema_forward(self) -> bool:

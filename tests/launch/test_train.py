@@ -102,6 +102,39 @@ def test_invalid_configs_fail_before_compiling(override, message, tmp_path):
   assert not (tmp_path / "bad").exists()  # nothing was created
 
 
+def test_step_settings_have_one_source(tmp_path):
+  """Every StepConfig field a run sets is read from the config key of its name; its range is one
+  rule (trainer.STEP_RULES) that both StepConfig and the config check use; a workdir's config
+  written before a key existed loads with the key's default."""
+  import dataclasses
+  from configs import base
+  from models.tokenizer import load_tokenizer
+  from rlp import trainer
+  c = base.get_config()
+  c.rlp.eps_high, c.rlp.grad_accum, c.data.min_prefix, c.train.loss_chunk = 0.3, 2, 5, 64
+  step = configuration.step_config(c, load_tokenizer("bytes"))
+  for f in dataclasses.fields(trainer.StepConfig):
+    if f.name not in configuration._STEP_DERIVED:
+      group = configuration._STEP_FIELD_GROUP.get(f.name, "rlp")
+      assert getattr(step, f.name) == c[group][f.name], f.name
+  assert (step.eps_high, step.grad_accum, step.min_prefix, step.loss_chunk) == (0.3, 2, 5, 64)
+  with pytest.raises(ValueError, match=r"ema_tau = 2 \(must be in \[0, 1\]\)"):
+    trainer.StepConfig(ema_tau=2)
+  c.rlp.ema_tau, c.rlp.eps_low = 2.0, 1.5
+  with pytest.raises(configuration.ConfigError) as e:
+    configuration.validate(c)
+  assert "config.rlp.ema_tau = 2.0 is invalid: must be in [0, 1]" in str(e.value)
+  assert "config.rlp.eps_low = 1.5 is invalid: must be in [0, 1)" in str(e.value)
+  saved = json.loads(base.get_config().to_json())
+  del saved["rlp"]["rollout_batch"]  # a key added after this run was written
+  saved["train"]["eval_reasoning_ks"] = [1, 2]  # JSON's list for a tuple
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  old = configuration.load_run_config(str(tmp_path))
+  assert old.rlp.rollout_batch == 0 and old.train.eval_reasoning_ks == (1, 2)
+  with pytest.raises(configuration.ConfigError, match="cannot be read as a run's config"):
+    configuration.load_run_config(str(tmp_path / "nope"))
+
+
 def test_cli_error_is_one_line_per_field(tmp_path):
   r = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
                       f"--workdir={tmp_path}/w", "--config.rlp.group_size=1",
