@@ -152,6 +152,20 @@ def prompt_positions(cut_BxN, n_tokens):
   return cut_BxN[..., None] + jnp.arange(n_tokens, dtype=jnp.int32)
 
 
+def on_doc_axis(x, axis: int = 0):
+  """`x` with its document axis split over the mesh's batch axes (data x fsdp) when the trace
+  runs under a mesh that has them (jax.set_mesh, as the trainer does), else `x`: the rollout's
+  caches and per-stream state stay on their documents' devices instead of being left to the
+  partitioner's guess. (Under explicit mesh axes the inputs' shardings already decide.)"""
+  mesh = jax.sharding.get_abstract_mesh()
+  if (mesh.empty or not {"data", "fsdp"} <= set(mesh.axis_names)
+      or jax.sharding.AxisType.Explicit in mesh.axis_types):  # explicit: the inputs' shardings
+    return x
+  spec = [None] * x.ndim
+  spec[axis] = ("data", "fsdp")
+  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(*spec))
+
+
 def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
   """The rollout (no gradient). Pure function of the model's params; jit it (see `rollout`)."""
   b, s = docs_BxS.shape
@@ -170,9 +184,10 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
   else:
     pk, pv = model.prefix_kv(docs_BxS)
     pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]  # [B, N, S]
+  pk, pv = on_doc_axis(pk, 1), on_doc_axis(pv, 1)
   rows, per_row = pmask.shape[:2]
   kv_shape = (c.n_layers, rows, per_row, p_len + tb, c.n_kv_heads, c.head_dim)
-  tkv = (jnp.zeros(kv_shape, pk.dtype), jnp.zeros(kv_shape, pk.dtype))
+  tkv = tuple(on_doc_axis(jnp.zeros(kv_shape, pk.dtype), 1) for _ in range(2))
 
   def feed(tok_BxNxC, pos_BxNxC, tkv, write_index, filled=None):
     shape = (rows, per_row, tok_BxNxC.shape[-1])
@@ -191,6 +206,9 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
       phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i, thought_len=zeros_i,
       truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
       pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
+  # the loop's state on the documents' devices (the caches: their second axis; the rest: first)
+  init = init.replace(**{f.name: on_doc_axis(getattr(init, f.name))
+                         for f in dataclasses.fields(init) if f.name not in ("i", "tkv")})
 
   pred_key = jax.random.split(key)[1]  # RPT's predictions: a stream apart from the thoughts'
 

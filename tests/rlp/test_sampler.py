@@ -131,6 +131,22 @@ def test_reading_the_filled_cache_in_spans_changes_nothing(model, docs):
     scfg(attend_block=-1)
 
 
+def test_rollout_state_is_split_over_the_documents_under_a_mesh(model, docs):
+  """Under a (data, fsdp, tensor) mesh the rollout keeps its caches and stream state on the
+  documents' devices: replicated inputs give document-sharded outputs, equal to the rollout
+  without a mesh."""
+  d, cuts = docs
+  cfg = scfg()
+  from rlp import sharding
+  want = sampler.rollout(model, d, cuts, jax.random.key(3), cfg)
+  with jax.set_mesh(sharding.make_mesh((2, 1, 1), jax.devices()[:2])):  # the trainer's mesh
+    got = sampler.rollout(model, d, cuts, jax.random.key(3), cfg)
+  for x in (got.tokens, got.s_pred, got.lengths):  # one of the 2 documents per device
+    assert x.sharding.shard_shape(x.shape)[0] == 1, x.sharding
+  for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+
+
 def test_greedy_equals_model_greedy_continuation(model, docs):
   d, cuts = docs
   cfg = scfg(temperature=0.0, max_thought_len=5, close_ids=(47,), group_size=2)
