@@ -9,6 +9,7 @@ is not damage: restoring refuses with `CheckpointError` and renames nothing.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -67,14 +68,42 @@ class Checkpointer:
     return sorted(self._mgr.all_steps())
 
   def save(self, step: int, state, data_state: dict | None, meta: dict) -> bool:
+    self._check_space(step, state)
     args = {"state": ocp.args.StandardSave(state),
             "meta": ocp.args.JsonSave(meta)}
     if data_state is not None:
       args["data"] = ocp.args.JsonSave(data_state)
-    return self._mgr.save(int(step), args=ocp.args.Composite(**args), force=True)
+    try:  # also where an earlier async save's failure surfaces
+      return self._mgr.save(int(step), args=ocp.args.Composite(**args), force=True)
+    except Exception as e:
+      raise self._write_failed(e) from None
 
   def wait(self):
-    self._mgr.wait_until_finished()
+    try:
+      self._mgr.wait_until_finished()
+    except Exception as e:  # an async write failed (disk full, permissions, a lost mount)
+      raise self._write_failed(e) from None
+
+  def _write_failed(self, e: Exception) -> CheckpointError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return CheckpointError(
+        f"writing a checkpoint in {self.directory} failed: {first[:400]}; the checkpoints "
+        f"already there ({self.steps() or 'none'}) are untouched; fix the cause and rerun the "
+        "same command to resume")
+
+  def _check_space(self, step: int, state) -> None:
+    """Refuses a save that cannot fit on the disk, before writing any of it: a full disk would
+    otherwise fail inside orbax's writer threads, mid-checkpoint, as pages of tracebacks."""
+    need = sum(sh.data.nbytes for x in jax.tree.leaves(state) if isinstance(x, jax.Array)
+               for sh in x.addressable_shards if sh.replica_id == 0)
+    free = shutil.disk_usage(self.directory).free
+    if free < need * 1.05:
+      gib = 2 ** 30
+      raise CheckpointError(
+          f"not enough disk space for the checkpoint of step {step} in {self.directory}: it "
+          f"needs about {need / gib:.2f} GiB and {free / gib:.2f} GiB are free; free some space "
+          f"(each run keeps train.keep_checkpoints of them) and rerun the same command to "
+          f"resume from step {max(self.steps(), default=0)}")
 
   def restore_latest(self, abstract_state, log=print) -> tuple[Any, dict | None, dict, int] | None:
     """(state, data_state, meta, step) of the newest readable checkpoint, or None if none exists.
@@ -137,5 +166,5 @@ class Checkpointer:
     return dst
 
   def close(self):
-    self._mgr.wait_until_finished()
+    self.wait()
     self._mgr.close()

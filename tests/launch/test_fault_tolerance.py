@@ -105,3 +105,35 @@ def test_reference_resets_survive_kill_and_resume(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   assert "resumed from" in r.stderr and "step 4" in r.stderr
   assert _stream(wd) == want
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_what_was_written(tmp_path, monkeypatch):
+  """A checkpoint that cannot fit is refused before any of it is written, naming the sizes and
+  the step to resume from; a write that fails in orbax's threads surfaces as one CheckpointError
+  line, the earlier checkpoints untouched."""
+  import jax.numpy as jnp
+  import shutil
+  from rlp import checkpoint
+  ck = checkpoint.Checkpointer(str(tmp_path / "ck"), async_save=False)
+  state = {"w": jnp.ones((256, 256), jnp.float32)}  # 256 KiB
+  ck.save(4, state, None, {"step": 4})
+  ck.wait()
+  real = shutil.disk_usage
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                      lambda p: real(p)._replace(free=100_000))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"not enough disk space for the checkpoint of step 8 in .*ck: it needs "
+                           r"about 0.00 GiB and 0.00 GiB are free; .* resume from step 4"):
+    ck.save(8, state, None, {"step": 8})
+  assert ck.steps() == [4] and not any("8" in n for n in os.listdir(tmp_path / "ck"))
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage", real)
+
+  def fail():
+    raise ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left on device\nmore lines")
+  monkeypatch.setattr(ck._mgr, "wait_until_finished", fail)
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    ck.wait()
+  assert "No space left on device; the checkpoints already there ([4]) are untouched" in str(e.value)
+  assert "more lines" not in str(e.value)
+  monkeypatch.undo()
+  ck.close()
