@@ -62,10 +62,10 @@ def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_k
   filled = (thought + half) / 2
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   bound = metrics.decode_step_bound(model.config, streams=streams,
-                              kv_tokens=prefix_kv_tokens + streams * filled,
-                              attended=mean_prefix + filled, weight_bytes=weight_bytes,
-                              kv_value_bytes=jnp.dtype(dtype).itemsize,
-                              flops_rate=metrics.measured_peak_flops(dtype),
-                              bandwidth=metrics.measured_bandwidth())
+                                    kv_tokens=prefix_kv_tokens + streams * filled,
+                                    attended=mean_prefix + filled, weight_bytes=weight_bytes,
+                                    kv_value_bytes=jnp.dtype(dtype).itemsize,
+                                    flops_rate=metrics.measured_peak_flops(dtype),
+                                    bandwidth=metrics.measured_bandwidth())
   return {"decode_step_seconds": step, "decode_streams": streams, **bound,
           "decode_over_bound": step / bound["bound_seconds"]}

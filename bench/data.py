@@ -18,7 +18,7 @@ def _pipeline(texts, tok, workers, seq_len=256, batch=4):
   # tokenization happens inside the pipeline here (a lazy text source), as it would for TFDS
   docs = grain.MapDataset.source(texts).map(lambda t: np.asarray(tok.encode(t), np.int32))
   ds = data.rlp_dataset(docs, seq_len=seq_len, batch_size=batch, positions_per_doc=4, min_prefix=8,
-                     pad_id=0, seed=0)
+                        pad_id=0, seed=0)
   return data.make_iterator(ds, workers)
 
 

@@ -114,7 +114,7 @@ def _abstract_state(config, mc):
 
   def make():
     return trainer.init_state(models.Transformer(mc, rngs=nnx.Rngs(0)), tx, config.seed,
-                        config.rlp.kl_beta)
+                              config.rlp.kl_beta)
   return jax.eval_shape(make)
 
 
@@ -167,7 +167,7 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
   n_devices = n_devices or jax.device_count()
   try:
     dp, fsdp, tp = sharding_lib.mesh_shape((config.mesh.data, config.mesh.fsdp, config.mesh.tensor),
-                                 n_devices)
+                                           n_devices)
   except sharding_lib.MeshError as e:
     raise MemoryPlanError(f"config.mesh over {n_devices} devices: {e}") from None
   d, r = config.data, config.rlp
@@ -276,7 +276,7 @@ def compiled(config) -> dict:
       batch = {"tokens": batch["tokens"], "lengths": batch["lengths"]}
     tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
     step = trainer.make_step(nnx.graphdef(abstract_model), tx, configuration.step_config(config, tok),
-                       tokenizer_bytes=tok_bytes)
+                             tokenizer_bytes=tok_bytes)
     ma = step.lower(state, batch).compile().memory_analysis()
   total = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
            + ma.temp_size_in_bytes)

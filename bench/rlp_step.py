@@ -24,7 +24,7 @@ def _setup(model, contexts, context_len, group, thought, seed=0):
   tokens = jnp.asarray(rng.integers(0, min(vocab, 20000), (contexts, context_len)), jnp.int32)
   pos = jnp.asarray(rng.integers(context_len // 2, context_len - 1, (contexts, 1)), jnp.int32)
   scfg = sampler_lib.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
-                         prompt_ids=(1,), close_ids=(vocab - 1, 0, 0))
+                                   prompt_ids=(1,), close_ids=(vocab - 1, 0, 0))
   return {"tokens": tokens, "lengths": jnp.full((contexts,), context_len, jnp.int32),
           "cuts": pos}, trainer.StepConfig(sampler=scfg)
 
@@ -104,11 +104,11 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
     jax.block_until_ready(m["loss"])
 
   rollout = jax.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
-                                              batch["cuts"], k, cfg.sampler))
+                                                        batch["cuts"], k, cfg.sampler))
   score = jax.jit(lambda p: trainer.ema_logp_at(p, graphdef, batch["tokens"], batch["cuts"]))
   ro = rollout(holder[0].params, jax.random.key(0))
   mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro,
-                                  adv=jnp.ones(ro.s_pred.shape))
+                                        adv=jnp.ones(ro.s_pred.shape))
   del ro
   phases_cfg = trainer.resolve(cfg)  # as make_step builds the step
 
@@ -134,7 +134,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   def rollout_at(t):
     c = dataclasses.replace(cfg.sampler, max_thought_len=t)
     f = jax.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
-                                          batch["cuts"], k, c).mask)
+                                                    batch["cuts"], k, c).mask)
     return lambda: jax.block_until_ready(f(holder[0].params, jax.random.key(2)))
   decode = common.decode_over_bound(
       model, rollout_at, thought=thought, streams=contexts * cuts_np.shape[1] * group,

@@ -56,7 +56,7 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
   d, cuts = _inputs(model.config.vocab_size, docs, doc_len, positions)
   # a </think> the model will not sample, so every thought runs to the full length T
   cfg = sampler.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
-                        prompt_ids=(1,), close_ids=(model.config.vocab_size - 1, 0, 0))
+                              prompt_ids=(1,), close_ids=(model.config.vocab_size - 1, 0, 0))
   counts = {}
 
   def ours(naive):

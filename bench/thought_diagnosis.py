@@ -76,8 +76,8 @@ def measure(model, tok, docs, name, v):
   from rlp import data, sampler, thought_format
   fmt = thought_format.thought_format(tok, v["template"])
   cfg = sampler.SamplerConfig(group_size=FLAGS.group, max_thought_len=v["thought_len"],
-                        temperature=v["temperature"], prompt_ids=fmt.prompt_ids,
-                        close_ids=fmt.close_ids, close_alts=fmt.close_alts if v["alts"] else ())
+                              temperature=v["temperature"], prompt_ids=fmt.prompt_ids,
+                              close_ids=fmt.close_ids, close_alts=fmt.close_alts if v["alts"] else ())
   graphdef, params = nnx.split(model)
   pre = np.asarray(tok.encode(v["prefix"]), np.int32) if v["prefix"] else np.zeros(0, np.int32)
   rng = np.random.default_rng(0)

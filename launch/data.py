@@ -78,8 +78,8 @@ def _texts(spec):
     stats = data.DataStats()
     return data.text_documents(arg, FLAGS.invalid_utf8, stats), stats
   raise data.DataError(f"rlp-data: source {spec!r} cannot be built from (reasoning, "
-                    "reasoning_thought, shakespeare, toy[:split[:worked_frac]], text:PATH, "
-                    "jsonl:PATH)")
+                       "reasoning_thought, shakespeare, toy[:split[:worked_frac]], text:PATH, "
+                       "jsonl:PATH)")
 
 
 def build():
@@ -92,7 +92,7 @@ def build():
   if FLAGS.num_docs:
     texts = texts[:FLAGS.num_docs]
   docs = data.tokenize_documents(tqdm(texts, desc="tokenizing", unit="doc"), tok, FLAGS.min_tokens,
-                              stats)
+                                 stats)
   manifest = data.write_shards(docs, FLAGS.output, tok, FLAGS.num_shards, stats, FLAGS.overwrite)
   print(json.dumps({k: manifest[k] for k in ("documents", "tokens", "skipped_empty",
                                              "skipped_short", "invalid_utf8", "tokenizer")}))
@@ -157,7 +157,7 @@ def select_cmd(source):
   for out in outs:
     if os.path.exists(os.path.join(out, "manifest.json")) and not FLAGS.overwrite:
       raise data.DataError(f"{out} already holds a dataset (manifest.json); choose another "
-                        "directory or pass --overwrite")
+                           "directory or pass --overwrite")
   tok, docs, got, _ = _gradient_pool(source)
   try:
     idx = diversity.select(got.z, FLAGS.n, by=FLAGS.method, seed=FLAGS.seed)
@@ -165,11 +165,11 @@ def select_cmd(source):
     raise data.DataError(str(e)) from None
   rand = np.random.default_rng(FLAGS.seed).choice(len(docs), FLAGS.n, replace=False)
   manifest = data.write_shards([docs[i] for i in idx], FLAGS.output, tok, FLAGS.num_shards,
-                            overwrite=FLAGS.overwrite)
+                               overwrite=FLAGS.overwrite)
   extra = {}
   if FLAGS.random_output:
     rm = data.write_shards([docs[i] for i in sorted(rand)], FLAGS.random_output, tok,
-                        FLAGS.num_shards, overwrite=FLAGS.overwrite)
+                           FLAGS.num_shards, overwrite=FLAGS.overwrite)
     extra = {"random_output": FLAGS.random_output, "random_tokens": rm["tokens"]}
   print(json.dumps({"selected": len(idx), "pool": len(docs), "method": FLAGS.method,
                     "g_vendi_selected": diversity.g_vendi(got.z[idx]),

@@ -81,9 +81,9 @@ def thought_eval_config(run_config):
       c[group][name] = getattr(FLAGS, flag)
   c.rlp.min_thought_len = min(c.rlp.min_thought_len, c.rlp.max_thought_len)
   if c.data.selection not in configuration.SELECTIONS or (c.data.selection == "marker"
-                                                and not c.data.position_marker):
+                                                          and not c.data.position_marker):
     raise configuration.ConfigError(f"--selection must be one of {configuration.SELECTIONS} (got "
-                          f"{c.data.selection!r}), and marker needs --position_marker")
+                                    f"{c.data.selection!r}), and marker needs --position_marker")
   return c
 
 
@@ -128,8 +128,8 @@ def main(argv):
     shots = corpora.reasoning_problems("train", max(FLAGS.shots, 1))[:FLAGS.shots]
     ks = [int(k) for k in FLAGS.k]
     reasoning, examples = evaluate.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
-                                           FLAGS.max_new_tokens, FLAGS.temperature,
-                                           fallback=FLAGS.answer_fallback)
+                                                  FLAGS.max_new_tokens, FLAGS.temperature,
+                                                  fallback=FLAGS.answer_fallback)
     report.update(reasoning)
     report["examples"] = examples
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -179,7 +179,7 @@ class Transformer(nnx.Module):
       tk, tv = tk[:, :, :t_read], tv[:, :, :t_read]
       dt = q.dtype
       o = layers.stream_attention(q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
-                             [(tk.astype(dt), tv.astype(dt), old),
+                                  [(tk.astype(dt), tv.astype(dt), old),
                               (k.astype(tk.dtype).astype(dt), v.astype(tv.dtype).astype(dt), new)])
       return o, (k, v)
 
@@ -204,7 +204,7 @@ class Transformer(nnx.Module):
       pk, pv = kv
       dt = q.dtype
       return layers.shared_prefix_attention(q, pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS,
-                                       k, v, tmask), None
+                                            k, v, tmask), None
 
     x, _ = self._trunk(tokens_BxNxC, positions_BxNxC, attend, prefix_kv)
     if hidden:

@@ -194,10 +194,10 @@ def sampler_config(config, tok: Tokenizer) -> sampler_lib.SamplerConfig:
   r = config.rlp
   fmt = thought_format(tok, r.template)
   return sampler_lib.SamplerConfig(group_size=r.group_size, max_thought_len=r.max_thought_len,
-                         min_thought_len=r.min_thought_len, temperature=r.temperature,
-                         top_k=r.top_k, top_p=r.top_p, prompt_ids=fmt.prompt_ids,
-                         close_ids=fmt.close_ids, close_alts=fmt.close_alts,
-                         predict=config.objective == "rpt")
+                                   min_thought_len=r.min_thought_len, temperature=r.temperature,
+                                   top_k=r.top_k, top_p=r.top_p, prompt_ids=fmt.prompt_ids,
+                                   close_ids=fmt.close_ids, close_alts=fmt.close_alts,
+                                   predict=config.objective == "rpt")
 
 
 def marker_ids(config, tok: Tokenizer) -> tuple[int, ...] | None:
@@ -264,8 +264,8 @@ def _overlay(config, saved: dict) -> None:
 
 def optimizer(config):
   o = config.optim
-  return trainer.make_optimizer(o.lr, o.warmup_steps, config.train.steps, o.schedule, o.weight_decay,
-                          o.b1, o.b2, o.grad_clip)
+  return trainer.make_optimizer(o.lr, o.warmup_steps, config.train.steps, o.schedule,
+                                o.weight_decay, o.b1, o.b2, o.grad_clip)
 
 
 def warmup_optimizer(config):
@@ -274,4 +274,4 @@ def warmup_optimizer(config):
   shardings and checkpoints do not change at the switch."""
   o = config.optim
   return trainer.make_optimizer(config.warmup.lr, max(1, config.warmup.steps // 10), 0, "constant",
-                          o.weight_decay, o.b1, o.b2, o.grad_clip)
+                                o.weight_decay, o.b1, o.b2, o.grad_clip)

@@ -131,8 +131,8 @@ def _build_data(config, tok, model_vocab, warmup: bool = False):
   data.check_vocab(tok, model_vocab)
   source = config.warmup.source if warmup else d.source
   docs, stats = data.open_documents(source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs,
-                                 thought_format=thought_format(tok, config.rlp.template),
-                                 seed=config.seed)
+                                    thought_format=thought_format(tok, config.rlp.template),
+                                    seed=config.seed)
   if stats.max_token_id is not None:  # a stored dataset's ids must fit the model's embedding
     data.check_vocab(tok, model_vocab, {"max_token_id": stats.max_token_id})
   per_process = d.batch_size // jax.process_count()
@@ -143,7 +143,7 @@ def _build_data(config, tok, model_vocab, warmup: bool = False):
   else:
     pad = tok.eos_id if tok.eos_id is not None else 0
     ds = data.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
-                       pad_id=pad, marker_ids=configuration.marker_ids(config, tok), **common)
+                          pad_id=pad, marker_ids=configuration.marker_ids(config, tok), **common)
   return ds, stats
 
 
@@ -173,32 +173,35 @@ def _eval_docs(config, tok):
   if not config.train.eval_docs or not config.data.eval_source:
     return []
   ds, _ = data.open_documents(config.data.eval_source, tok, min_tokens=2,
-                           num_docs=config.train.eval_docs)
+                              num_docs=config.train.eval_docs)
   return [ds[i] for i in range(min(len(ds), config.train.eval_docs))]
+
+
+def _eval_settings(config, tok, eval_docs) -> dict:
+  """The held-out thought eval's settings: the run's own format, positions and selection."""
+  d = config.data
+  return dict(positions=config.train.eval_positions, min_prefix=d.min_prefix,
+              batch_size=max(1, min(len(eval_docs), 8)), selection=d.selection,
+              marker_ids=configuration.marker_ids(config, tok),
+              baseline_exclude=thought_format(tok, config.rlp.template).open_token)
 
 
 def _thought_eval(config, tok, graphdef, params, eval_docs):
   """Held-out thought eval with the run's own sampler, format and position selection."""
-  d = config.data
-  return evaluate_lib.thought_likelihood(nnx.merge(graphdef, params), eval_docs,
-                              configuration.sampler_config(config, tok), d.seq_len,
-                              positions=config.train.eval_positions, min_prefix=d.min_prefix,
-                              seed=config.seed, batch_size=max(1, min(len(eval_docs), 8)),
-                              selection=d.selection, marker_ids=configuration.marker_ids(config, tok),
-                              baseline_exclude=thought_format(tok, config.rlp.template).open_token)
+  return evaluate_lib.thought_likelihood(
+      nnx.merge(graphdef, params), eval_docs, configuration.sampler_config(config, tok),
+      config.data.seq_len, seed=config.seed, **_eval_settings(config, tok, eval_docs))
 
 
 def _reasoning_eval(config, tok, graphdef, params, eval_docs):
   """pass@1 / pass@k over training: the thought eval's held-out positions as problems, each
   solved by train.eval_reasoning_samples thoughts of the run's sampler (evaluate.py)."""
-  d, t = config.data, config.train
-  cfg = dataclasses.replace(configuration.sampler_config(config, tok), group_size=t.eval_reasoning_samples)
-  ev = evaluate_lib.thought_likelihood(nnx.merge(graphdef, params), eval_docs, cfg, d.seq_len,
-                            positions=t.eval_positions, min_prefix=d.min_prefix,
-                            seed=config.seed + 1, batch_size=max(1, min(len(eval_docs), 8)),
-                            selection=d.selection, marker_ids=configuration.marker_ids(config, tok),
-                            baseline_exclude=thought_format(tok, config.rlp.template).open_token,
-                            ks=tuple(t.eval_reasoning_ks))
+  t = config.train
+  cfg = dataclasses.replace(configuration.sampler_config(config, tok),
+                            group_size=t.eval_reasoning_samples)
+  ev = evaluate_lib.thought_likelihood(
+      nnx.merge(graphdef, params), eval_docs, cfg, config.data.seq_len, seed=config.seed + 1,
+      ks=tuple(t.eval_reasoning_ks), **_eval_settings(config, tok, eval_docs))
   return {k: v for k, v in ev.items() if k.startswith(("reasoning/", "diversity/"))}
 
 
@@ -267,10 +270,10 @@ def train(config, workdir: str, log=None) -> dict:
   configuration.validate(config, jax.device_count())
   if "://" in workdir:
     raise configuration.ConfigError(f"--workdir={workdir} is a URL; use a local or mounted path (e.g. a "
-                          "gcsfuse mount of the bucket) shared by all processes")
+                                    "gcsfuse mount of the bucket) shared by all processes")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise configuration.ConfigError(f"--workdir={workdir} is a file; give a directory (new, or a run's "
-                          "workdir to resume it)")
+                                    "workdir to resume it)")
   os.makedirs(workdir, exist_ok=True)
   _environment_warnings(config, log)
   mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
@@ -295,7 +298,8 @@ def train(config, workdir: str, log=None) -> dict:
     del model
     if config.model.init == "checkpoint":
       state = _restore_init_checkpoint(config, state, shardings, log)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                   config.train.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, config.train.tensorboard)
     start = 0
     try:
@@ -320,7 +324,7 @@ def train(config, workdir: str, log=None) -> dict:
     if config.warmup.steps:
       wtx = configuration.warmup_optimizer(config)
       warm_fn = trainer.make_step(graphdef, wtx, dataclasses.replace(step_cfg, objective="cpt"),
-                            **placed)
+                                  **placed)
 
       def reset(state):  # warm-up -> main phase: EMA restarts at theta, fresh optimizer state
         params = state.params

@@ -136,7 +136,8 @@ class StepConfig:
 
   def __post_init__(self):
     bad = [f"{name} = {getattr(self, name)!r} (must be {allowed})"
-           for name, (_, allowed) in STEP_RULES.items() if not rule_holds(name, getattr(self, name))]
+           for name, (_, allowed) in STEP_RULES.items()
+           if not rule_holds(name, getattr(self, name))]
     if bad:
       raise ValueError("invalid StepConfig: " + "; ".join(bad))
 
@@ -340,7 +341,7 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   scorer = cfg.scorer_weight > 0
   chunk = _loss_chunk(cfg)  # > 0: the head over thought tokens in chunks, never all the logits
   out = sampler_lib.thought_logits(model, mb.tokens, mb.cuts, mb.thought, scfg,
-                         with_next=scorer, hidden=chunk > 0)
+                                   with_next=scorer, hidden=chunk > 0)
   if scorer:  # entry n_valid predicts x_t after the whole thought (closer included)
     after = jnp.take_along_axis(out, mb.n_valid[..., None, None], 3)[..., 0, :]
     after = model.head(after) if chunk else after
@@ -355,7 +356,7 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
     logp = objective_lib.token_logp(pl, mb.thought)
     entropy = objective_lib.entropy(pl, mb.mask)
   loss, m = objective_lib.clipped_surrogate_loss(logp, mb.old_logp, mb.adv, mb.mask, cfg.eps_low,
-                                     cfg.eps_high, cfg.normalize, return_metrics=True)
+                                                 cfg.eps_high, cfg.normalize, return_metrics=True)
   m["entropy"] = jax.lax.stop_gradient(entropy)
   w_tok = 1.0 if w is None else w["tok"]
   if w is not None:
@@ -365,14 +366,14 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   if cfg.kl_beta > 0:
     ref = nnx.merge(graphdef, ref_params)
     ref_out = sampler_lib.thought_logits(ref, mb.tokens, mb.cuts, mb.thought, scfg,
-                               hidden=chunk > 0)
+                                         hidden=chunk > 0)
     if chunk:
       ref_logp = objective_lib.chunked_policy_logp(ref_out, ref.head, mb.thought, scfg.temperature,
-                                       chunk)[0]
+                                                   chunk)[0]
     else:
       ref_logp = objective_lib.token_logp(sampler_lib.policy_logits(ref_out, scfg.temperature), mb.thought)
     kl = objective_lib.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb.mask,
-                       cfg.kl_estimator) * w_tok
+                                   cfg.kl_estimator) * w_tok
     loss = loss + cfg.kl_beta * kl
     m["kl"] = kl
   if scorer:

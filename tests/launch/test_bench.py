@@ -75,7 +75,7 @@ def test_decode_bound_arithmetic(monkeypatch):
   cfg = models.ModelConfig(vocab_size=100, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1,
                            head_dim=8, d_ff=32)
   b = metrics.decode_step_bound(cfg, streams=4, kv_tokens=50, attended=20, weight_bytes=1000,
-                          kv_value_bytes=4, flops_rate=1e6, bandwidth=1e4)
+                                kv_value_bytes=4, flops_rate=1e6, bandwidth=1e4)
   kv = 2 * 2 * 1 * 8 * 4 * 50
   n = cfg.num_params(include_embedding=False) + 100 * 16
   flops = 4 * (2 * n + 4 * 2 * 2 * 8 * 20)
@@ -94,8 +94,8 @@ def test_decode_bound_arithmetic(monkeypatch):
   assert got["decode_step_seconds"] == 2.0 / 4  # (3 s - 1 s) over the 4 extra tokens
   weights = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   want = metrics.decode_step_bound(cfg, streams=4, kv_tokens=10 + 4 * 6, attended=5 + 6,
-                             weight_bytes=weights, kv_value_bytes=4, flops_rate=1e6,
-                             bandwidth=1e4)
+                                   weight_bytes=weights, kv_value_bytes=4, flops_rate=1e6,
+                                   bandwidth=1e4)
   assert got["bound_seconds"] == want["bound_seconds"]
   assert got["decode_over_bound"] == 0.5 / want["bound_seconds"]
 
@@ -114,7 +114,7 @@ def test_memory_plan_parts_and_checks(tmp_path):
   import models
   from rlp import configuration, trainer
   state = trainer.init_state(models.Transformer(configuration.model_config(c), rngs=nnx.Rngs(0)),
-                       configuration.optimizer(c))
+                             configuration.optimizer(c))
   nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree)) / memory.GiB  # noqa: E731
   assert one["params_gib"] == nbytes(state.params) and one["ema_gib"] == nbytes(state.ema)
   assert one["optimizer_gib"] == nbytes(state.opt_state) and one["reference_gib"] == 0

@@ -83,7 +83,7 @@ def test_a_marker_no_document_has_fails_with_one_line_instead_of_hanging():
   docs, _ = data.open_documents("toy:train", tok, num_docs=8)
   with pytest.raises(data.DataError, match="none of the first 8 documents has the position marker"):
     data.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=1, min_prefix=4, pad_id=0,
-                  marker_ids=tok.encode("#"))
+                     marker_ids=tok.encode("#"))
 
 
 def test_marker_positions_pick_the_token_after_each_marker():
@@ -98,7 +98,7 @@ def test_marker_selection_on_the_testbed_targets_answers():
   tok = byte_tokenizer()
   docs, _ = data.open_documents("toy:train", tok, num_docs=16)
   ds = data.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=2, min_prefix=4,
-                     pad_id=0, marker_ids=tok.encode("="))
+                        pad_id=0, marker_ids=tok.encode("="))
   batch = next(iter(ds))
   for row, pos in zip(batch["tokens"], batch["cuts"]):
     for t in pos:
@@ -317,7 +317,7 @@ def test_stored_dataset_ids_are_checked_against_the_model_vocab(tmp_path):
   tok = load_tokenizer("bytes")
   out = str(tmp_path / "ds")
   docs = data.tokenize_documents(["a first document with enough tokens to train on"] * 4, tok, 2,
-                              data.DataStats())
+                                 data.DataStats())
   data.write_shards(docs, out, tok, progress=False)
   c = tiny.get_config()
   c.data.source, c.data.min_prefix = f"arrayrecord:{out}", 4

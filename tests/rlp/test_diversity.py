@@ -46,7 +46,7 @@ def test_projection_is_the_dense_rademacher_matrix_and_keeps_dot_products():
     p = int(np.prod(leaf.shape[1:]))
     n_chunks = -(-p // 8)
     r = np.concatenate([np.asarray(diversity.rademacher(jax.random.fold_in(jax.random.fold_in(base, li),
-                                                                   i), 8, 64))
+                                                                           i), 8, 64))
                         for i in range(n_chunks)])[:p]
     blocks.append(r)
   dense = np.concatenate(blocks)  # [P, d], +-1 entries

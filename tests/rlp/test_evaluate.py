@@ -105,7 +105,7 @@ def test_tiny_model_end_to_end():
   problems = [{"question": "What is 2 + 3?", "answer": "5"}, {"question": "7 - 1?", "answer": "6"}]
   shots = [{"question": "1 + 1?", "solution": "1 + 1 = 2\n#### 2"}]
   report, examples = evaluate.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1, 2, 4],
-                                      max_new_tokens=12, fallback=True)
+                                             max_new_tokens=12, fallback=True)
   for k in ("reasoning/pass@1_greedy", "reasoning/pass@1", "reasoning/pass@4",
             "reasoning_fallback/pass@1_greedy", "reasoning_fallback/pass@4",
             "diversity/distinct_1", "diversity/distinct_2"):
@@ -146,11 +146,11 @@ def test_thought_likelihood_equals_explicit_forwards_and_ignores_padding():
   texts = ["1+2+3+4=0\n5+5+5+5=0\n", "9+9+9+9=6\n1+1+1+1=4\n", "2+2+2+2=8\n3+3+3+3=2\n"]
   docs = [np.asarray(tok.encode(t)) for t in texts]
   scfg = sampler.SamplerConfig(group_size=2, max_thought_len=4, temperature=0.0,
-                         prompt_ids=(256,), close_ids=(257,))
+                               prompt_ids=(256,), close_ids=(257,))
   marker = tok.encode("=")
   # three documents in batches of 2: the last batch is padded, and the pad row must not count
   got = evaluate.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
-                             batch_size=2, selection="marker", marker_ids=marker)
+                                    batch_size=2, selection="marker", marker_ids=marker)
   cuts = [data.marker_positions(d, marker) for d in docs]  # both '=' positions of each document
   gain, acc_t, acc_p = _explicit_thought_eval(model, docs, scfg, cuts)
   assert got["eval/positions"] == 6
@@ -158,11 +158,11 @@ def test_thought_likelihood_equals_explicit_forwards_and_ignores_padding():
   np.testing.assert_allclose(got["eval/next_token_acc_thought"], acc_t)
   np.testing.assert_allclose(got["eval/next_token_acc_plain"], acc_p)
   one = evaluate.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
-                             batch_size=1, selection="marker", marker_ids=marker)
+                                    batch_size=1, selection="marker", marker_ids=marker)
   np.testing.assert_allclose(one["eval/information_gain"], got["eval/information_gain"], atol=1e-5)
   with pytest.raises(evaluate.EvalError, match="no document"):
     evaluate.thought_likelihood(model, docs, scfg, seq_len=32, min_prefix=4, selection="marker",
-                         marker_ids=tok.encode("#"))
+                                marker_ids=tok.encode("#"))
 
 
 def test_thought_pass_at_k_counts_each_positions_samples(monkeypatch):
@@ -174,7 +174,7 @@ def test_thought_pass_at_k_counts_each_positions_samples(monkeypatch):
   model = models.Transformer(models.ModelConfig(vocab_size=8), rngs=nnx.Rngs(5))
   docs = [np.random.default_rng(i).integers(2, 8, size=20) for i in range(3)]
   scfg = sampler.SamplerConfig(group_size=6, max_thought_len=4, temperature=1.0,
-                         prompt_ids=(0,), close_ids=(1,))
+                               prompt_ids=(0,), close_ids=(1,))
   seen = []
   real = evaluate._rollout
 

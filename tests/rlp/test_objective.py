@@ -49,7 +49,7 @@ def test_surrogate_hand_values_sequence_and_token():
 def _grad_wrt_logp(ratio, adv, eps_low=0.2, eps_high=0.3):
   logp = jnp.log(jnp.asarray([[ratio]]))
   f = lambda lp: objective.clipped_surrogate_loss(lp, jnp.zeros((1, 1)), jnp.asarray([adv]),
-                                          jnp.ones((1, 1)), eps_low, eps_high)
+                                                  jnp.ones((1, 1)), eps_low, eps_high)
   return float(jax.grad(f)(logp)[0, 0])
 
 

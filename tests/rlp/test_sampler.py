@@ -121,7 +121,7 @@ def test_reading_the_filled_cache_in_spans_changes_nothing(model, docs):
   assert scfg(max_thought_len=12, attend_block=0).read_spans() == (17,)
   a = sampler.rollout(model, d, cuts, jax.random.key(7), spanned)
   b = sampler.rollout(model, d, cuts, jax.random.key(7), scfg(max_thought_len=12, min_thought_len=10,
-                                                        attend_block=0))
+                                                              attend_block=0))
   assert int(np.asarray(a.valid).sum(-1).max()) > 8  # the thoughts reach the last span
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -225,7 +225,7 @@ P, A, X, W, Y, Z, D = 1, 2, 3, 4, 5, 6, 7
 def _scripted_rollout(first, second, **kw):
   docs = jnp.full((1, 6), D, jnp.int32)
   cfg = sampler.SamplerConfig(**{**dict(group_size=2, max_thought_len=6, temperature=0.0,
-                                  prompt_ids=(P,), close_ids=(W, Y, Z)), **kw})
+                                        prompt_ids=(P,), close_ids=(W, Y, Z)), **kw})
   model = _Scripted(first, second)
   return sampler.rollout_fn(model, docs, jnp.asarray([[3]], jnp.int32), jax.random.key(0), cfg)
 

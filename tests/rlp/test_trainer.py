@@ -16,7 +16,7 @@ from rlp import trainer
 CFG = models.ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                          head_dim=8, d_ff=64)
 SCFG = sampler_lib.SamplerConfig(group_size=4, max_thought_len=3, temperature=1.0, prompt_ids=(29, 30),
-                       close_ids=(31,))
+                                 close_ids=(31,))
 B, SEQ = 4, 12
 
 
@@ -123,7 +123,7 @@ def test_ema_is_closed_form_of_parameter_history():
   tx = trainer.make_optimizer(1e-2)
   state = trainer.init_state(model, tx)
   step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(sampler=SCFG, ema_tau=tau),
-                     donate=False)
+                           donate=False)
   history = [state.params]
   for i in range(n):
     state, m, _ = step(state, _batch(i))
@@ -152,7 +152,7 @@ def test_cpt_keeps_no_ema():
 def test_rlp_increases_information_gain_on_fixed_contexts():
   """A real learning signal: the policy learns thoughts that raise log p(x_t) over the EMA."""
   scfg = sampler_lib.SamplerConfig(group_size=8, max_thought_len=2, temperature=1.0, prompt_ids=(30,),
-                         close_ids=(31,))
+                                   close_ids=(31,))
   batch = _batch(0)
   _, ms, _ = _run(trainer.StepConfig(sampler=scfg, positions_per_doc=2), lr=1e-3, steps=20,
                   batch=batch)
@@ -176,14 +176,14 @@ def test_cpt_reduces_next_token_loss():
 
 def test_multiple_updates_make_the_clip_matter():
   _, (m,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, num_updates=3,
-                                 minibatches=2, eps_low=0.01, eps_high=0.01), lr=1e-2)
+                                       minibatches=2, eps_low=0.01, eps_high=0.01), lr=1e-2)
   assert float(m["rlp/ratio_max"]) > 1.0 + 1e-4
   assert float(m["rlp/clip_frac"]) > 0.0
 
 
 def test_knobs_kl_ntp_entropy_selection_and_no_ema():
   cfg = trainer.StepConfig(sampler=SCFG, positions_per_doc=2, kl_beta=0.1, ntp_weight=0.5,
-                     selection="entropy", min_prefix=4)
+                           selection="entropy", min_prefix=4)
   state, (m,), ro = _run(cfg, steps=1)
   assert "rlp/kl" in m and "ntp_loss" in m and np.isfinite(m["loss"])
   assert state.ref is not None
@@ -203,7 +203,7 @@ def test_scored_positions_respect_bounds_and_never_pick_invalid_ones():
 
 def test_low_logp_selection_runs_and_scores_the_chosen_positions():
   _, (m,), ro = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, selection="low_logp",
-                                  min_prefix=4))
+                                        min_prefix=4))
   assert np.isfinite(m["rlp/s_ema_mean"]) and np.isfinite(m["loss"])
 
 
@@ -213,7 +213,7 @@ def test_scorer_term_is_the_teacher_forced_s_pred():
   when the gradient is accumulated over micro-batches."""
   for ga in (1, 2):
     _, (m,), ro = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5,
-                                    grad_accum=ga))
+                                          grad_accum=ga))
     np.testing.assert_allclose(m["rlp/scorer_nll"], -np.asarray(ro.s_pred).mean(), rtol=1e-5)
   # the term has a gradient: the update differs from the paper's (scorer_weight = 0)
   a, _, _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, scorer_weight=0.5))
@@ -259,8 +259,8 @@ def test_rpt_step_binary_rewards():
   _, m, ro = step(state, _batch(0))
   assert np.all(np.asarray(ro.prediction) >= 0)
   r = np.asarray(trainer._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
-                                jnp.asarray([[b[0]] for b in tok_bytes]),
-                                jnp.ones(32, jnp.int32), 4))
+                                      jnp.asarray([[b[0]] for b in tok_bytes]),
+                                      jnp.ones(32, jnp.int32), 4))
   want = np.asarray([[[tok_bytes[p] == tok_bytes[int(_batch(0)["tokens"][i, int(_batch(0)["cuts"][i, j])])]
                        for p in ro.prediction[i, j]] for j in range(2)] for i in range(B)])
   np.testing.assert_array_equal(r, want.astype(np.float32))
@@ -281,7 +281,7 @@ def test_fused_cpt_loss_equals_logits_path(tie):
   out = []
   for chunk in (0, 3):
     step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt", loss_chunk=chunk),
-                       donate=False)
+                             donate=False)
     new, m, _ = step(trainer.init_state(model, tx), batch)
     out.append((m, new.params))
   (m0, p0), (m1, p1) = out
@@ -393,7 +393,7 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
   model = _model()
   tx = trainer.make_optimizer(1e-3)
   scfg = sampler_lib.SamplerConfig(group_size=4, max_thought_len=3, prompt_ids=(30,), close_ids=(31,),
-                         predict=True)
+                                   predict=True)
   got = {}
   for ds in (False, True):
     cfg = trainer.StepConfig(objective="rpt", sampler=scfg, positions_per_doc=2, dynamic_sampling=ds)
@@ -402,8 +402,8 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
     got[ds] = (jax.tree.map(np.asarray, m), ro)
   (m0, ro), (m1, _) = got[False], got[True]
   r = np.asarray(trainer._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
-                                jnp.asarray([[b[0]] for b in tok_bytes]),
-                                jnp.ones(32, jnp.int32), 4))
+                                      jnp.asarray([[b[0]] for b in tok_bytes]),
+                                      jnp.ones(32, jnp.int32), 4))
   uniform = np.all(r == r[..., :1], axis=-1)
   assert 0 < uniform.mean() < 1, uniform  # both kinds of groups in this batch
   assert float(m1["rlp/dropped_group_frac"]) == pytest.approx(uniform.mean())
