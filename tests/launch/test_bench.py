@@ -149,3 +149,15 @@ def test_memory_plan_parts_and_checks(tmp_path):
                       "--model_shape=gpt5"], cwd=ROOT, env=env, capture_output=True, text=True,
                      timeout=300)
   assert r.returncode == 2 and "--model_shape='gpt5': known shapes are" in r.stderr
+
+
+def test_long_thoughts_rows():
+  """bench.long_thoughts: one row per length plus the whole-buffer comparison, every thought run
+  to its limit (so the token count is fixed: streams x (limit + the 3-token closer))."""
+  sys.path.insert(0, ROOT)
+  from bench import long_thoughts
+  rows = long_thoughts.run([4, 6], group=2, whole_buffer_too=True)
+  assert [(r["thought"], r["attend_block"]) for r in rows] == [(4, 128), (6, 128), (6, 0)]
+  for r in rows:
+    assert r["thought_tokens"] == 2 * (r["thought"] + 3)
+    assert r["tokens_per_sec"] > 0 and r["read_spans"] == [3 + r["thought"] + 3]
