@@ -46,12 +46,10 @@ def _checks(c):
     yield "warmup.lr", w.lr, w.lr > 0, "> 0"
   yield "data.workers", d.workers, d.workers >= 0, ">= 0"
   yield "rlp.group_size", r.group_size, r.group_size >= 2, ">= 2 (advantages need a group)"
-  yield "rlp.max_thought_len", r.max_thought_len, r.max_thought_len >= 1, ">= 1"
+  for name, (_, allowed) in sampler_lib.SAMPLER_RULES.items():  # the sampler's: one rule each
+    yield f"rlp.{name}", r[name], sampler_lib.sampler_rule_holds(name, r[name]), allowed
   yield "rlp.min_thought_len", r.min_thought_len, 1 <= r.min_thought_len <= max(
       r.max_thought_len, 1), f"in [1, rlp.max_thought_len ({r.max_thought_len})]"
-  yield "rlp.temperature", r.temperature, r.temperature >= 0, ">= 0"
-  yield "rlp.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]"
-  yield "rlp.top_k", r.top_k, r.top_k >= 0, ">= 0 (0 = off)"
   for name, (_, allowed) in trainer.STEP_RULES.items():  # the step's fields: one rule each
     group = _STEP_FIELD_GROUP.get(name, "rlp")
     yield f"{group}.{name}", c[group][name], trainer.rule_holds(name, c[group][name]), allowed

@@ -26,6 +26,24 @@ from flax import struct
 PHASE_GEN, PHASE_CLOSE, PHASE_DONE = 0, 1, 2
 
 
+# The allowed values of the sampler settings a run's config sets (config.rlp.<name>), in one
+# place: SamplerConfig checks them when built and configuration.validate reports them, one line
+# per field, before anything compiles.
+SAMPLER_RULES = {
+    "max_thought_len": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
+    "temperature": (lambda v: v >= 0, ">= 0"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "top_k": (lambda v: isinstance(v, int) and v >= 0, ">= 0 (0 = off)"),
+}
+
+
+def sampler_rule_holds(name: str, value) -> bool:
+  try:
+    return bool(SAMPLER_RULES[name][0](value))
+  except TypeError:
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
   group_size: int = 4
@@ -43,6 +61,10 @@ class SamplerConfig:
   #                          spans that double from this length; 0 = always the whole buffer
 
   def __post_init__(self):
+    bad = [f"{name} {getattr(self, name)!r} ({allowed})" for name, (_, allowed)
+           in SAMPLER_RULES.items() if not sampler_rule_holds(name, getattr(self, name))]
+    if bad:
+      raise ValueError("bad sampling params: " + ", ".join(bad))
     if self.group_size < 1:
       raise ValueError(f"group_size must be >= 1 (got {self.group_size})")
     if self.min_thought_len < 1 or self.min_thought_len > self.max_thought_len:
@@ -52,9 +74,6 @@ class SamplerConfig:
       raise ValueError("prompt_ids, close_ids and every close_alts entry must not be empty")
     if self.attend_block < 0:
       raise ValueError(f"attend_block must be >= 0 (got {self.attend_block})")
-    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-      raise ValueError(f"bad sampling params: temperature {self.temperature} (>= 0), top_p "
-                       f"{self.top_p} (0, 1], top_k {self.top_k} (>= 0)")
 
   @property
   def closers(self) -> tuple[tuple[int, ...], ...]:

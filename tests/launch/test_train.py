@@ -125,6 +125,13 @@ def test_step_settings_have_one_source(tmp_path):
     configuration.validate(c)
   assert "config.rlp.ema_tau = 2.0 is invalid: must be in [0, 1]" in str(e.value)
   assert "config.rlp.eps_low = 1.5 is invalid: must be in [0, 1)" in str(e.value)
+  from rlp import sampler  # the sampler's settings: the same pattern (sampler.SAMPLER_RULES)
+  with pytest.raises(ValueError, match=r"bad sampling params: top_p 0.0 \(in \(0, 1\]\)"):
+    sampler.SamplerConfig(top_p=0.0)
+  c.rlp.top_p = 0.0
+  with pytest.raises(configuration.ConfigError, match=r"config.rlp.top_p = 0.0 is invalid: "
+                                                      r"must be in \(0, 1\]"):
+    configuration.validate(c)
   saved = json.loads(base.get_config().to_json())
   del saved["rlp"]["rollout_batch"]  # a key added after this run was written
   saved["train"]["eval_reasoning_ks"] = [1, 2]  # JSON's list for a tuple
