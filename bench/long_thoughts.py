@@ -25,14 +25,16 @@ flags.DEFINE_bool("whole_buffer_too", False, "also time the longest length readi
 FLAGS = flags.FLAGS
 
 
-def run(lengths, group: int = 4, whole_buffer_too: bool = False) -> list[dict]:
+def run(lengths, group: int = 4, whole_buffer_too: bool = False, model=None) -> list[dict]:
+  """The rows; `model` defaults to SmolLM2 (the GGUF)."""
   import jax
   import jax.numpy as jnp
   import models
   from rlp import sampler
-  model = models.load_gguf(models.smollm2_path())
+  model = model or models.load_gguf(models.smollm2_path())
   rng = np.random.default_rng(0)
-  docs = jnp.asarray(rng.integers(0, 20000, (1, 512)), jnp.int32)
+  vocab = min(20000, model.config.vocab_size)
+  docs = jnp.asarray(rng.integers(0, vocab, (1, 512)), jnp.int32)
   cuts = jnp.asarray([[400]], jnp.int32)
   cases = [(t, 128) for t in lengths] + ([(max(lengths), 0)] if whole_buffer_too else [])
   out = []

@@ -152,12 +152,17 @@ def test_memory_plan_parts_and_checks(tmp_path):
 
 
 def test_long_thoughts_rows():
-  """bench.long_thoughts: one row per length plus the whole-buffer comparison, every thought run
-  to its limit (so the token count is fixed: streams x (limit + the 3-token closer))."""
+  """bench.long_thoughts: one row per length plus the whole-buffer comparison (a tiny model
+  here), every thought run to its limit (a fixed count: streams x (limit + the 3-token closer))."""
   sys.path.insert(0, ROOT)
   from bench import long_thoughts
-  rows = long_thoughts.run([4, 6], group=2, whole_buffer_too=True)
-  assert [(r["thought"], r["attend_block"]) for r in rows] == [(4, 128), (6, 128), (6, 0)]
+  from flax import nnx
+  import models
+  tiny = models.Transformer(models.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4,
+                                               n_kv_heads=2, head_dim=8, d_ff=48),
+                            rngs=nnx.Rngs(0))
+  rows = long_thoughts.run([4], group=2, whole_buffer_too=True, model=tiny)
+  assert [(r["thought"], r["attend_block"]) for r in rows] == [(4, 128), (4, 0)]
   for r in rows:
     assert r["thought_tokens"] == 2 * (r["thought"] + 3)
     assert r["tokens_per_sec"] > 0 and r["read_spans"] == [3 + r["thought"] + 3]
