@@ -53,6 +53,11 @@ def _checks(c):
   for name, (_, allowed) in trainer.STEP_RULES.items():  # the step's fields: one rule each
     group = _STEP_FIELD_GROUP.get(name, "rlp")
     yield f"{group}.{name}", c[group][name], trainer.rule_holds(name, c[group][name]), allowed
+  for name in ("ref_reset_every", "ref_reset_on_plateau"):
+    yield f"rlp.{name}", r[name], isinstance(r[name], int) and r[name] >= 0, ">= 0 (0 = off)"
+  if r.ref_reset_on_plateau:
+    yield "train.eval_every", t.eval_every, t.eval_every > 0, \
+        "> 0 with rlp.ref_reset_on_plateau (the plateau is measured on held-out evals)"
   yield "rlp.truncated_reward", r.truncated_reward, _truncated_reward(r.truncated_reward) \
       is not None, "keep | zero | a number"
   # what depends on other fields (checked once the field's own rule holds)
