@@ -35,9 +35,10 @@ demo: venv
 	$(VENV)/bin/rlp-train --config=configs/smollm2_rlp.py --workdir=workdirs/smollm2_rlp
 
 # Two workers for most of the suite, then the multi-process tests alone (their gloo rendezvous
-# times out on a 2-core machine that is also running another worker).
+# times out on a 2-core machine that is also running another worker). The 15 slowest tests are
+# listed at the end, to keep the suite inside its time budget.
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not serial" --durations=15 $(PYTEST_ARGS)
 	$(PY) -m pytest -q -m serial $(PYTEST_ARGS)
 
 test-fast: venv
