@@ -31,7 +31,8 @@ def run(lengths, group: int = 4, whole_buffer_too: bool = False, model=None) -> 
   import jax.numpy as jnp
   import models
   from rlp import sampler
-  model = model or models.load_gguf(models.smollm2_path())
+  if model is None:
+    model = models.load_gguf(models.smollm2_path())
   rng = np.random.default_rng(0)
   vocab = min(20000, model.config.vocab_size)
   docs = jnp.asarray(rng.integers(0, vocab, (1, 512)), jnp.int32)
