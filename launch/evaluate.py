@@ -51,8 +51,9 @@ flags.DEFINE_integer("min_prefix", None, "smallest target position (default: the
 flags.DEFINE_integer("seed", 0, "seed of the positions and thoughts")
 flags.DEFINE_bool("use_ema", False, "evaluate a run's EMA params instead of its params")
 flags.DEFINE_string("out", None, "report path (default: WORKDIR/eval/step-N.json for a run, "
-                    "else ./eval_report.json)")
-flags.DEFINE_bool("overwrite", False, "replace an existing report")
+                    "else ./eval_report.json; when that exists, the first free step-N-2.json, "
+                    "step-N-3.json, ..., so repeated evals of a run keep every report)")
+flags.DEFINE_bool("overwrite", False, "replace an existing report named by --out")
 flags.DEFINE_bool("answer_fallback", False, "also score answers by the last number in the text "
                   "when no explicit form (#### N, \\boxed{N}, 'the answer is N') is found; "
                   "reported apart as reasoning_fallback/*")
@@ -87,6 +88,18 @@ def thought_eval_config(run_config):
   return c
 
 
+def default_report_path(desc) -> str:
+  """WORKDIR/eval/step-N.json for a run's checkpoint, else ./eval_report.json; if that report
+  exists (an earlier eval of the same step, e.g. on other documents), the first free -2, -3, ...
+  name, so an eval without --out never fails on, or replaces, an earlier report."""
+  stem = (os.path.join(FLAGS.model, "eval", f"step-{desc['step']}")
+          if desc["kind"] == "checkpoint" else "eval_report")
+  out, k = stem + ".json", 2
+  while os.path.exists(out):
+    out, k = f"{stem}-{k}.json", k + 1
+  return out
+
+
 def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)
@@ -96,8 +109,7 @@ def main(argv):
     cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value")
   model, tok, desc = evaluate.load_for_eval(FLAGS.model, FLAGS.use_ema)
   run_config = desc.pop("config", None)
-  out = FLAGS.out or (os.path.join(FLAGS.model, "eval", f"step-{desc['step']}.json")
-                      if desc["kind"] == "checkpoint" else "eval_report.json")
+  out = FLAGS.out or default_report_path(desc)
   if os.path.exists(out) and not FLAGS.overwrite:
     raise evaluate.EvalError(f"{out} exists; pass --overwrite or another --out")
   c = thought_eval_config(run_config)

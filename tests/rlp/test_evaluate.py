@@ -276,3 +276,15 @@ def test_rlp_eval_on_a_run_uses_its_settings_and_any_source(tmp_path):
                       "--likelihood_source=jsonl:/nonexistent.jsonl", f"--out={tmp_path}/x.json"],
                      cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert r.returncode == 2 and "no such file" in r.stderr
+  # without --out the report goes under the workdir; a second eval of the same step (other
+  # settings) takes the next free name and leaves the first report as it was
+  reports = []
+  for selection in ("marker", "uniform"):
+    r = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--model={wd}", "--problems=0",
+                        f"--likelihood_source=jsonl:{docs}", "--likelihood_docs=2",
+                        "--positions=1", f"--selection={selection}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    reports.append(r.stdout.strip().splitlines()[-1])
+  assert reports == [os.path.join(wd, "eval", name) for name in ("step-1.json", "step-1-2.json")]
+  assert [json.load(open(p))["thought_eval"]["selection"] for p in reports] == ["marker", "uniform"]
