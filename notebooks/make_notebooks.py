@@ -28,7 +28,7 @@ logging.set_verbosity(logging.WARNING)'''
 
 PARAMS_01 = '''# Parameters: the test suite runs this notebook with RLP_NOTEBOOK_FAST=1 (a reduced form).
 FAST = os.environ.get("RLP_NOTEBOOK_FAST", "0") == "1"
-STEPS = 2 if FAST else 30   # the main job's settings (configs/smollm2_rlp.py) in the full form
+STEPS = 2 if FAST else 60   # the main job's settings (configs/smollm2_rlp.py) in the full form
 GROUP = 2 if FAST else 4
 THOUGHT = 8 if FAST else 12
 WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", "notebook01"))'''
