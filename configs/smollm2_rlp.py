@@ -23,7 +23,7 @@ alone from the shipped model reached +0.9 in 30 steps (set warmup.steps=30 to us
 source is set). The CPT command above is the baseline at matched steps from the same start (60
 next-token steps on the same documents). The held-out evals use the run's selection: the lowest
 no-think log-prob positions of the evaluated model (a choice that favours a positive gain;
-docs/recipe.md gives the uniform-position figures too). Measured on a 2-core CPU: 7 min 23 s for
+docs/recipe.md gives the uniform-position figures too). Measured on a 2-core CPU: 7.4-7.8 min for
 `make demo`.
 """
 
