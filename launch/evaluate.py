@@ -53,7 +53,8 @@ flags.DEFINE_bool("use_ema", False, "evaluate a run's EMA params instead of its 
 flags.DEFINE_string("out", None, "report path (default: WORKDIR/eval/step-N.json for a run, "
                     "else ./eval_report.json; when that exists, the first free step-N-2.json, "
                     "step-N-3.json, ..., so repeated evals of a run keep every report)")
-flags.DEFINE_bool("overwrite", False, "replace an existing report named by --out")
+flags.DEFINE_bool("overwrite", False, "replace an existing report: the one named by --out, or "
+                  "without --out the default step-N.json (eval_report.json)")
 flags.DEFINE_bool("answer_fallback", False, "also score answers by the last number in the text "
                   "when no explicit form (#### N, \\boxed{N}, 'the answer is N') is found; "
                   "reported apart as reasoning_fallback/*")
@@ -88,18 +89,6 @@ def thought_eval_config(run_config):
   return c
 
 
-def default_report_path(desc) -> str:
-  """WORKDIR/eval/step-N.json for a run's checkpoint, else ./eval_report.json; if that report
-  exists (an earlier eval of the same step, e.g. on other documents), the first free -2, -3, ...
-  name, so an eval without --out never fails on, or replaces, an earlier report."""
-  stem = (os.path.join(FLAGS.model, "eval", f"step-{desc['step']}")
-          if desc["kind"] == "checkpoint" else "eval_report")
-  out, k = stem + ".json", 2
-  while os.path.exists(out):
-    out, k = f"{stem}-{k}.json", k + 1
-  return out
-
-
 def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)
@@ -109,7 +98,7 @@ def main(argv):
     cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value")
   model, tok, desc = evaluate.load_for_eval(FLAGS.model, FLAGS.use_ema)
   run_config = desc.pop("config", None)
-  out = FLAGS.out or default_report_path(desc)
+  out = FLAGS.out or evaluate.default_report_path(FLAGS.model, desc, FLAGS.overwrite)
   if os.path.exists(out) and not FLAGS.overwrite:
     raise evaluate.EvalError(f"{out} exists; pass --overwrite or another --out")
   c = thought_eval_config(run_config)

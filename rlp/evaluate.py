@@ -437,3 +437,16 @@ def load_for_eval(path: str, use_ema: bool = False):
   if os.path.isfile(os.path.join(path, "config.json")):
     return models.load_hf(path), load_tokenizer(path), {"kind": "hf", "path": path}
   raise EvalError(f"{path} is not a GGUF file, an HF directory or a run's workdir")
+
+
+def default_report_path(model_path: str, desc, overwrite: bool = False) -> str:
+  """Where rlp-eval writes its report without --out: MODEL/eval/step-N.json for a run's
+  checkpoint, else ./eval_report.json. If that report exists (an earlier eval of the same step,
+  e.g. on other documents), the first free -2, -3, ... name, so an eval never fails on, or
+  replaces, an earlier report; with overwrite, the base name itself (to be replaced)."""
+  stem = (os.path.join(model_path, "eval", f"step-{desc['step']}")
+          if desc["kind"] == "checkpoint" else "eval_report")
+  out, k = stem + ".json", 2
+  while os.path.exists(out) and not overwrite:
+    out, k = f"{stem}-{k}.json", k + 1
+  return out

@@ -288,3 +288,17 @@ def test_rlp_eval_on_a_run_uses_its_settings_and_any_source(tmp_path):
     reports.append(r.stdout.strip().splitlines()[-1])
   assert reports == [os.path.join(wd, "eval", name) for name in ("step-1.json", "step-1-2.json")]
   assert [json.load(open(p))["thought_eval"]["selection"] for p in reports] == ["marker", "uniform"]
+
+
+def test_default_report_path_keeps_earlier_reports_unless_told(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # a model that is not a run reports to ./eval_report.json
+  wd, desc = str(tmp_path), {"kind": "checkpoint", "step": 7}
+  first = os.path.join(wd, "eval", "step-7.json")
+  assert evaluate.default_report_path(wd, desc) == first
+  os.makedirs(os.path.dirname(first))
+  open(first, "w").close()
+  assert evaluate.default_report_path(wd, desc) == os.path.join(wd, "eval", "step-7-2.json")
+  open(os.path.join(wd, "eval", "step-7-2.json"), "w").close()
+  assert evaluate.default_report_path(wd, desc) == os.path.join(wd, "eval", "step-7-3.json")
+  assert evaluate.default_report_path(wd, desc, overwrite=True) == first  # --overwrite replaces it
+  assert evaluate.default_report_path(wd, {"kind": "gguf", "step": None}) == "eval_report.json"
