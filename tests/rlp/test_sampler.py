@@ -199,6 +199,24 @@ def test_top_k_top_p_restrict_support():
     sampler.SamplerConfig(min_thought_len=0)
 
 
+def test_sampling_equals_jax_random_categorical_and_argmax():
+  """sample_logits draws exactly jax.random.categorical's token (the same Gumbel noise, a faster
+  argmax), so thoughts and regression pins do not depend on which argmax is used; the argmax
+  keeps the first index of ties and handles -inf rows."""
+  logits = jax.random.normal(jax.random.key(1), (3, 5, 257)) * 3
+  ban = jnp.zeros((3, 5, 257), bool).at[:, :2, 7].set(True)
+  for i in range(20):
+    key = jax.random.fold_in(jax.random.key(2), i)
+    tok, logp = sampler.sample_logits(key, logits, 1.0, ban=ban)
+    ref = jax.random.categorical(key, jnp.where(ban, -jnp.inf, jax.nn.log_softmax(logits)), -1)
+    np.testing.assert_array_equal(tok, ref)
+    np.testing.assert_allclose(logp, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[..., None],
+                                                         -1)[..., 0], rtol=1e-6)
+  x = jnp.asarray([[0.0, 2.0, 2.0, 1.0], [-jnp.inf] * 4, [3.0, -jnp.inf, 3.0, 0.0]])
+  np.testing.assert_array_equal(sampler.last_axis_argmax(x), jnp.argmax(x, -1))
+  np.testing.assert_array_equal(sampler.last_axis_argmax(logits), jnp.argmax(logits, -1))
+
+
 class _Scripted:
   """A stand-in model whose next-token distribution is an explicit table of the last token fed:
   logits 10 at first[tok], 5 at second[tok], 0 elsewhere. Greedy rollouts then follow a script."""
