@@ -17,7 +17,8 @@ machine's):
       plus one layer recomputed) and the float32 logits over thought tokens with their gradient:
       all of them, or one train.loss_chunk of positions per stream at a time (-1 = auto resolves
       for --platform, default this machine's: chunks of 1024 on gpu / tpu, none on cpu);
-  total = state + max(rollout, update + gradients), against the device's memory.
+  total = state + max(rollout, update + gradients), against the device's memory (the rollout
+  phase includes the prefix forward's residuals when one forward serves rollout and update).
 The activation terms are estimates; --check compiles the run's step on this machine (abstract
 inputs, nothing run) and prints XLA's own figure beside the estimate (check_ratio = estimate /
 compiled), for configs that fit this machine.
@@ -193,6 +194,12 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
              "rollout_thought_kv": chunk * n_streams * thought * kv_tok,
              "rollout_logits": chunk * n_streams * mc.vocab_size * 4 * 3}
   cpt = config.objective == "cpt"
+  if not cpt and (r.num_updates == 1 and r.minibatches == 1 and r.get("grad_accum", 1) == 1
+                  and (not r.get("rollout_batch", 0) or r.rollout_batch >= d.batch_size)):
+    # the step's one prefix forward serves rollout and update (trainer._shares_prefix): its
+    # backward residuals are alive through the rollout
+    rollout["rollout_prefix_residuals"] = _activations(
+        mc, contexts * s, contexts * s * s, 0, config.model.remat, e, tp)["update_activations"]
   micro = contexts / (1 if cpt else r.minibatches * r.get("grad_accum", 1))
   if cpt:
     tokens, pairs, logit_tokens = micro * s, micro * s * s, micro * s

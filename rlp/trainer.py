@@ -328,8 +328,12 @@ def _rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
   return objective_lib.rpt_reward(pb, plen, cont_bytes[:, :, None], boundary[:, :, None])
 
 
-def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
+def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None, prefix=None):
   """The update's loss on a (mini/micro)batch of documents and their thoughts.
+
+  prefix: None (the documents' K/V are computed here, from params), or those K/V as an input:
+  the loss is then differentiated with respect to them and the caller carries their gradient
+  back to the params (policy_grads).
 
   w: None, or the weights of one micro-batch of a gradient-accumulated batch ({"seq", "tok",
   "doc"}: its share of the batch's thoughts with tokens, thought tokens, document tokens). Each
@@ -340,7 +344,7 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None):
   model = nnx.merge(graphdef, params)
   scorer = cfg.scorer_weight > 0
   chunk = _loss_chunk(cfg)  # > 0: the head over thought tokens in chunks, never all the logits
-  out = sampler_lib.thought_logits(model, mb.tokens, mb.cuts, mb.thought, scfg,
+  out = sampler_lib.thought_logits(model, mb.tokens, mb.cuts, mb.thought, scfg, prefix=prefix,
                                    with_next=scorer, hidden=chunk > 0)
   if scorer:  # entry n_valid predicts x_t after the whole thought (closer included)
     after = jnp.take_along_axis(out, mb.n_valid[..., None, None], 3)[..., 0, :]
@@ -403,12 +407,23 @@ def _micro_weights(micro):
           "doc": share(jax.vmap(lambda m: _doc_targets(m).sum())(micro).astype(jnp.float32))}
 
 
-def policy_grads(params, graphdef, mb, cfg: StepConfig, ref_params):
+def policy_grads(params, graphdef, mb, cfg: StepConfig, ref_params, prefix=None):
   """(loss, metrics), grads of the update on mb (an UpdateBatch); with cfg.grad_accum = A > 1 the
   documents are split into A micro-batches whose gradients are summed in a scan (one
-  micro-batch's activations live at a time), exactly the gradient of the whole batch."""
+  micro-batch's activations live at a time), exactly the gradient of the whole batch.
+
+  prefix: None, or ((k, v), vjp) from `jax.vjp` of the documents' prefix_kv at params (the step
+  computed it once for the rollout): the loss takes the K/V as an input and their gradient goes
+  back through vjp, the same gradient without a second forward over the documents."""
   grad_fn = jax.value_and_grad(_pg_loss, has_aux=True)
   n = cfg.grad_accum
+  if prefix is not None:
+    if n != 1:
+      raise ValueError("a shared prefix is for one micro-batch (grad_accum 1)")
+    kv, prefix_vjp = prefix
+    loss_of = lambda p, kv: _pg_loss(p, graphdef, mb, cfg, ref_params, prefix=kv)  # noqa: E731
+    (loss, m), (grads, g_kv) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(params, kv)
+    return (loss, m), jax.tree.map(jnp.add, grads, prefix_vjp(g_kv)[0])
   if n == 1:
     return grad_fn(params, graphdef, mb, cfg, ref_params)
   micro = jax.tree.map(lambda a: a.reshape(n, a.shape[0] // n, *a.shape[1:]), mb)
@@ -461,9 +476,10 @@ def _rewards(ro: sampler_lib.Rollout, s_ema, tokens, cuts, cfg: StepConfig, voca
   return rewards, metrics
 
 
-def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig):
+def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig, prefix=None):
   """cfg.num_updates passes over cfg.minibatches minibatches of the documents, each one
-  optimizer (and EMA) update; returns the state and the updates' metrics, averaged."""
+  optimizer (and EMA) update; returns the state and the updates' metrics, averaged. prefix: see
+  policy_grads (only for one update over the whole batch: _shares_prefix)."""
   n_mb = cfg.minibatches
   b = data.tokens.shape[0]
   mb_size = b // n_mb
@@ -474,7 +490,7 @@ def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig
   for _ in range(cfg.num_updates):
     for i in range(n_mb):
       mb = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
-      (loss, m), grads = policy_grads(state.params, graphdef, mb, cfg, state.ref)
+      (loss, m), grads = policy_grads(state.params, graphdef, mb, cfg, state.ref, prefix)
       state, um = apply_update(state, grads, loss, tx, cfg)
       upd.append({"loss": loss, **m, **um})
   upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)
@@ -484,6 +500,15 @@ def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig
   metrics["rlp/ratio_max"] = upd["ratio_max"].max()
   metrics["skipped"] = upd["skipped"].sum()
   return state, metrics
+
+
+def _shares_prefix(cfg: StepConfig, n_docs: int) -> bool:
+  """Whether the rollout and the update use one forward over the documents: the step's only
+  update is on the rollout's params (one update of one minibatch), in one micro-batch, and the
+  rollout is not chunked (every document's K/V are needed at once either way). Costs holding the
+  prefix forward's residuals through the rollout; saves that forward in the update."""
+  return (cfg.num_updates == 1 and cfg.minibatches == 1 and cfg.grad_accum == 1
+          and (not cfg.rollout_batch or cfg.rollout_batch >= n_docs) and not cfg.sampler.naive)
 
 
 def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_bytes=None,
@@ -498,7 +523,11 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   cuts, s_ema = _positions_and_baseline(state, batch, graphdef, cfg)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
-  ro = sampler_lib.chunked_rollout_fn(old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch)
+  prefix = None
+  if _shares_prefix(cfg, tokens.shape[0]):  # one forward over the documents for both
+    prefix = jax.vjp(lambda p: nnx.merge(graphdef, p).prefix_kv(tokens), state.params)
+  ro = sampler_lib.chunked_rollout_fn(old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch,
+                                      None if prefix is None else jax.lax.stop_gradient(prefix[0]))
   rewards, metrics = _rewards(ro, s_ema, tokens, cuts, cfg, vocab_bytes, vocab_len)
   adv = objective_lib.group_advantages(rewards, cfg.adv_scale)
   sampled = ro.mask.astype(jnp.float32)
@@ -514,7 +543,7 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
       "rlp/truncated_frac": ro.truncated.mean(),
   })
   state, upd = _updates(state, UpdateBatch.from_rollout(tokens, lengths, cuts, ro, adv, sampled),
-                        graphdef, tx, cfg)
+                        graphdef, tx, cfg, prefix)
   metrics.update(upd)
   metrics["lr"] = _lr(state.opt_state)
   metrics["tokens"] = lengths.sum()

@@ -124,6 +124,10 @@ def test_memory_plan_parts_and_checks(tmp_path):
   chunked = memory.run(c, n_devices=1)
   assert chunked["rollout_thought_kv_gib"] == one["rollout_thought_kv_gib"] / 4
   assert chunked["update_activations_gib"] < one["update_activations_gib"] / 3
+  # one prefix forward for rollout and update keeps its residuals through the rollout; a chunked
+  # rollout (or several micro-batches) computes the prefix twice and keeps nothing
+  assert 0 < one["rollout_prefix_residuals_gib"] < one["update_activations_gib"]
+  assert "rollout_prefix_residuals_gib" not in chunked
   c.mesh.fsdp = 2
   c.rlp.rollout_batch = 0
   sharded = memory.run(c, n_devices=2)

@@ -318,6 +318,34 @@ def test_chunked_thought_head_is_the_same_update(temperature):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4)
 
 
+def test_one_prefix_forward_serves_rollout_and_update(monkeypatch):
+  """The step computes the documents' K/V once (with jax.vjp) for the rollout and the update: the
+  same step as two forwards (every metric incl. grad_norm, the parameters), with the scorer, KL
+  and NTP terms and a chunked head on; the trace calls prefix_kv once for theta (and once for the
+  KL reference) instead of twice."""
+  base = dict(sampler=SCFG, positions_per_doc=2, kl_beta=0.1, scorer_weight=0.5, ntp_weight=0.3,
+              loss_chunk=3)
+  calls = []
+  forward = models.Transformer.prefix_kv
+  monkeypatch.setattr(models.Transformer, "prefix_kv",
+                      lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
+  assert trainer._shares_prefix(trainer.StepConfig(**base), B)
+  s1, (m1,), _ = _run(trainer.StepConfig(**base), lr=1e-2)
+  shared_calls = len(calls)
+  calls.clear()
+  monkeypatch.setattr(trainer, "_shares_prefix", lambda cfg, n: False)
+  s2, (m2,), _ = _run(trainer.StepConfig(**base), lr=1e-2)
+  assert (shared_calls, len(calls)) == (2, 3)
+  assert set(m1) == set(m2) and float(m1["grad_norm"]) > 0
+  for k in m1:
+    np.testing.assert_allclose(m1[k], m2[k], rtol=2e-5, atol=1e-6, err_msg=k)
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4)
+  assert not trainer._shares_prefix(trainer.StepConfig(**base, num_updates=2), B)
+  assert not trainer._shares_prefix(trainer.StepConfig(**base, grad_accum=2), B)
+  assert not trainer._shares_prefix(trainer.StepConfig(**base, rollout_batch=2), B)
+
+
 def test_ema_logp_at_positions_equals_full_scores():
   """The uniform-selection path scores only the K positions: it equals the full EMA scoring
   (every position's log-prob, as entropy selection computes it) read at those positions."""
