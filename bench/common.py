@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -26,7 +27,11 @@ def block(x):
 
 def device_info() -> dict:
   d = jax.devices()[0]
-  return {"platform": d.platform, "device_kind": d.device_kind, "devices": jax.device_count()}
+  out = {"platform": d.platform, "device_kind": d.device_kind, "devices": jax.device_count()}
+  malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+  if malloc:  # glibc malloc settings change CPU step times by ~15% (README, Speed): say so
+    out["malloc_env"] = malloc
+  return out
 
 
 def alternate(fns: dict, rounds: int = 3) -> dict:
