@@ -158,6 +158,7 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
          shape: str | None = None, platform: str | None = None) -> dict:
   from rlp import configuration
   from rlp import sharding as sharding_lib
+  from rlp import trainer
   mc = model_config(config, shape)  # first: its error names --model_shape
   checked = config
   if shape:  # the weights are not here: their path is not checked
@@ -194,10 +195,12 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
              "rollout_thought_kv": chunk * n_streams * thought * kv_tok,
              "rollout_logits": chunk * n_streams * mc.vocab_size * 4 * 3}
   cpt = config.objective == "cpt"
-  if not cpt and (r.num_updates == 1 and r.minibatches == 1 and r.get("grad_accum", 1) == 1
-                  and (not r.get("rollout_batch", 0) or r.rollout_batch >= d.batch_size)):
-    # the step's one prefix forward serves rollout and update (trainer._shares_prefix): its
-    # backward residuals are alive through the rollout
+  shared = trainer.StepConfig(num_updates=r.num_updates, minibatches=r.minibatches,
+                              grad_accum=r.get("grad_accum", 1),
+                              rollout_batch=r.get("rollout_batch", 0))
+  if not cpt and trainer._shares_prefix(shared, d.batch_size):
+    # the step's one prefix forward serves rollout and update: its backward residuals are alive
+    # through the rollout
     rollout["rollout_prefix_residuals"] = _activations(
         mc, contexts * s, contexts * s * s, 0, config.model.remat, e, tp)["update_activations"]
   micro = contexts / (1 if cpt else r.minibatches * r.get("grad_accum", 1))
