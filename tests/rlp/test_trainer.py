@@ -60,25 +60,31 @@ GOLDEN = {"loss": 0.0, "grad_norm": 0.061489, "rlp/reward_mean": 0.018209,
 
 
 def _explicit_loss(params, docs, cuts, thought, mask, adv, temperature):
-  """Independent expression: explicit sequences, thought-token log-probs only, A held fixed."""
+  """Independent expression: explicit sequences, thought-token log-probs only, A held fixed.
+  Each (document, cut, thought) is its own sequence docs[:t] + prompt + thought, run through the
+  model's plain causal forward; the sequences are right-padded to one length and run as one batch
+  (causal: padding after a sequence changes none of its logits)."""
   model = nnx.merge(nnx.graphdef(_model()), params)
-  total, count = 0.0, 0
-  b, k, g, _ = thought.shape
+  b, k, g, tb = thought.shape
+  p_len = len(SCFG.prompt_ids)
+  length = docs.shape[1] + p_len + tb
+  seqs, rows = [], []
   for i in range(b):
     for j in range(k):
       t = int(cuts[i, j])
       for h in range(g):
-        m = np.asarray(mask[i, j, h]).astype(bool)
-        n_tok = int(np.asarray(mask[i, j, h]).sum())
-        toks = np.asarray(thought[i, j, h])
-        seq = jnp.concatenate([docs[i, :t], jnp.asarray(SCFG.prompt_ids), jnp.asarray(toks)])
-        logits = model(seq[None])[0] / temperature
-        start = t + len(SCFG.prompt_ids)
-        lp = objective_lib.token_logp(logits[start - 1:start - 1 + len(toks)], jnp.asarray(toks))
-        ratio = jnp.exp(lp - jax.lax.stop_gradient(lp))
-        total = total - (ratio * adv[i, j, h] * m).sum() / n_tok
-        count += 1
-  return total / count
+        seq = np.concatenate([np.asarray(docs[i, :t]), SCFG.prompt_ids,
+                              np.asarray(thought[i, j, h])])
+        seqs.append(np.pad(seq, (0, length - len(seq))))
+        rows.append((t + p_len - 1, i, j, h))  # logits[start - 1 + n] predict thought token n
+  logits = model(jnp.asarray(np.stack(seqs), jnp.int32)) / temperature
+  total = 0.0
+  for r, (first, i, j, h) in enumerate(rows):
+    m = mask[i, j, h].astype(jnp.float32)
+    lp = objective_lib.token_logp(logits[r, first:first + tb], thought[i, j, h])
+    ratio = jnp.exp(lp - jax.lax.stop_gradient(lp))
+    total = total - (ratio * adv[i, j, h] * m).sum() / m.sum()
+  return total / len(rows)
 
 
 @pytest.mark.parametrize("scfg", [SCFG, dataclasses.replace(SCFG, temperature=0.7, top_k=5,
@@ -92,11 +98,12 @@ def test_only_thought_tokens_are_trained(scfg):
   adv = objective_lib.group_advantages(jax.random.normal(jax.random.key(1), ro.s_pred.shape))
   mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro, adv)
   cfg = trainer.StepConfig(sampler=scfg)
-  g_ours = jax.grad(lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(state.params)
+  (loss0, _), g_ours = jax.jit(jax.value_and_grad(
+      lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None), has_aux=True))(
+          state.params)
   g_ref = jax.grad(_explicit_loss)(state.params, batch["tokens"], batch["cuts"], ro.tokens,
                                    ro.mask, adv, scfg.temperature)
   # the rollout's old log-probs are the tempered, unfiltered policy's: ratio 1 at the start
-  loss0, aux = trainer._pg_loss(state.params, nnx.graphdef(model), mb, cfg, None)
   assert abs(float(loss0)) < 1e-5
   for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6, rtol=1e-4)
