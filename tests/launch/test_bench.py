@@ -51,7 +51,8 @@ def test_the_cpu_peak_counts_every_device_a_step_uses():
 @pytest.mark.slow
 def test_rlp_step_with_peer():
   pytest.importorskip("torch")
-  r = _bench("rlp-step", "--model=tiny", "--iters=1", "--peer")
+  r = _bench("rlp-step", "--model=tiny", "--iters=1", "--peer", "--contexts=2", "--context_len=64",
+             "--thought=16")
   for k in ("step_seconds", "rollout_seconds", "score_seconds", "update_seconds", "rlp_over_cpt",
             "peer_step_seconds", "speedup_vs_peer", "decode_over_bound", "decode_step_seconds"):
     assert r[k] > 0, k

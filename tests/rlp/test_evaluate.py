@@ -228,8 +228,9 @@ def test_rlp_eval_cli_on_smollm2(tmp_path):
   """A handful of held-out problems on the real model give a valid report (no score asserted)."""
   out = tmp_path / "report.json"
   r = subprocess.run([sys.executable, "-m", "launch.evaluate", "--model=smollm2", "--problems=2",
-                      "--samples=2", "--k=1,2", "--max_new_tokens=48", "--likelihood_docs=2",
-                      "--seq_len=128", f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
+                      "--samples=2", "--k=1,2", "--max_new_tokens=16", "--likelihood_docs=2",
+                      "--seq_len=128", "--positions=1", "--group=2", "--thought_len=8",
+                      f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
                      timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   rep = json.loads(out.read_text())
