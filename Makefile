@@ -35,14 +35,17 @@ demo: venv
 	$(VENV)/bin/rlp-train --config=configs/smollm2_rlp.py --workdir=workdirs/smollm2_rlp
 
 # Two workers for most of the suite, then the multi-process tests alone (their gloo rendezvous
-# times out on a 2-core machine that is also running another worker). The 15 slowest tests are
-# listed at the end, to keep the suite inside its time budget.
+# times out on a 2-core machine that is also running another worker). Files go to the workers
+# longest first (tests/conftest.py). The 15 slowest tests are listed at the end, to keep the suite
+# inside its time budget.
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not serial" --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" --durations=15 \
+	  $(PYTEST_ARGS)
 	$(PY) -m pytest -q -m serial $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not serial" \
+	  $(PYTEST_ARGS)
 
 bench: venv
 	$(VENV)/bin/rlp-bench all

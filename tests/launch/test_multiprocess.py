@@ -23,7 +23,9 @@ def _port():
 
 def _launch(workdir, steps, fault=None):
   port = _port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  # LLVM at -O0 as in the rest of the suite (tests/conftest.py): the same results, faster compiles
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
+             "--xla_backend_optimization_level=0",
              JAX_PLATFORMS="cpu", RLP_HEARTBEAT_TIMEOUT="10")
   env.pop("RLP_FAULT_AT_STEP", None)
   if fault:

@@ -224,7 +224,7 @@ def test_generate_matches_greedy_with_left_padding():
 
 
 @pytest.mark.slow
-def test_rlp_eval_cli_on_smollm2(tmp_path):
+def test_rlp_eval_cli_on_smollm2(tmp_path, full_optimization):
   """A handful of held-out problems on the real model give a valid report (no score asserted)."""
   out = tmp_path / "report.json"
   r = subprocess.run([sys.executable, "-m", "launch.evaluate", "--model=smollm2", "--problems=2",
