@@ -250,10 +250,12 @@ def load_tokenizer(path: str) -> Tokenizer:
   if not os.path.isfile(path):
     raise TokenizerError(f"tokenizer file {path} does not exist")
   with open(path, "rb") as f:
-    data = f.read()
-  if path.endswith(".gguf") or data[:4] == b"GGUF":
+    magic = f.read(4)
+  if path.endswith(".gguf") or magic == b"GGUF":  # memory-mapped: the weights are not read
     from models.gguf import open_reader
     return tokenizer_from_gguf(open_reader(path), path)
+  with open(path, "rb") as f:
+    data = f.read()
   if path.endswith(".json"):
     from tokenizers import Tokenizer as HFTokenizer
     try:

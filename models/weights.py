@@ -275,7 +275,10 @@ def config_from_gguf(reader, path: str, **overrides) -> ModelConfig:
   a = arch
   heads = int(_field(reader, f"{a}.attention.head_count"))
   d = int(_field(reader, f"{a}.embedding_length"))
-  vocab = _field(reader, f"{a}.vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+  vocab = _field(reader, f"{a}.vocab_size") or len(_field(reader, "tokenizer.ggml.tokens", ()))
+  if not vocab:
+    raise WeightsError(f"{path}: the GGUF file states no vocabulary size ({a}.vocab_size) and "
+                       "holds no tokenizer.ggml.tokens; re-convert it with its tokenizer")
   names = {t.name for t in reader.tensors}
   kw = dict(vocab_size=int(vocab), d_model=d, n_layers=int(_field(reader, f"{a}.block_count")),
             n_heads=heads, n_kv_heads=int(_field(reader, f"{a}.attention.head_count_kv", heads)),
