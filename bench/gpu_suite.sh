@@ -48,7 +48,13 @@ for part in $PARTS; do
         --dtype=bfloat16 --contexts=8 --context_len=1024 --group=8 --thought=256 --iters=2 ;;
     sampler)
       XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_peer sampler --model=smollm2-shape \
-        --dtype=bfloat16 --docs=4 --iters=3 --peer ;;
+        --dtype=bfloat16 --docs=4 --iters=3 --peer
+      # 256 decode streams (16 docs x 4 positions x G 4): decode_over_bound at the batch the
+      # speed target names, then where the step goes per kind of XLA operation
+      XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_256 sampler --model=smollm2-shape \
+        --dtype=bfloat16 --docs=16 --iters=3
+      XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_256_profile sampler \
+        --model=smollm2-shape --dtype=bfloat16 --docs=16 --iters=2 --profile ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done

@@ -4,7 +4,9 @@ Setting: documents of 512 tokens, k = 4 positions, G = 4 thoughts, T = 64 tokens
 Generated tokens per second count every sampled thought token. decode_over_bound: the measured
 decode step (marginal time per token between thoughts of T and T/2) over its lower bound in the
 same run (streaming the weights and the needed KV cache once at the measured bandwidth, or the
-step's matmuls at the measured matmul rate, whichever is larger; bench/common.py).
+step's matmuls at the measured matmul rate, whichever is larger; bench/common.py). With
+profile=True (`--profile`), also where a decode step's time goes per kind of XLA operation
+(bench/profile.py).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def hf_generate_fn(model, docs_np, cuts_np, group, thought):
 
 
 def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought=64, peer=False,
-        iters=2, dtype="float32"):
+        iters=2, dtype="float32", profile=False):
   model = load(model_name, dtype=dtype)
   d, cuts = _inputs(model.config.vocab_size, docs, doc_len, positions)
   # a </think> the model will not sample, so every thought runs to the full length T
@@ -85,13 +87,26 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
          **common.device_info()}
   cuts_np = np.asarray(cuts)
 
+  def cfg_at(t):
+    return sampler.SamplerConfig(**{**cfg.__dict__, "max_thought_len": t})
+
   def rollout_at(t):
-    c = sampler.SamplerConfig(**{**cfg.__dict__, "max_thought_len": t})
+    c = cfg_at(t)
     return lambda: jax.block_until_ready(sampler.rollout(model, d, cuts, jax.random.key(0), c).mask)
   out.update(common.decode_over_bound(
       model, rollout_at, thought=thought, streams=docs * positions * group,
       prefix_kv_tokens=float(cuts_np.max(1).sum()), mean_prefix=float(cuts_np.mean()),
       dtype=dtype, iters=iters))
+  if profile:
+    from flax import nnx
+    from bench.profile import decode_profile
+
+    def hlo_at(t):  # the program rollout_at(t) runs
+      graphdef, params = nnx.split(model)
+      return sampler._rollout_jit.lower(graphdef, params, d, cuts, jax.random.key(0),
+                                        cfg_at(t)).compile().as_text()
+    out.update(decode_profile(rollout_at, hlo_at, thought=thought,
+                              step_seconds=out["decode_step_seconds"]))
   if peer:
     out["hf_generate_tokens_per_sec"] = counts["hf"] / best["hf"]
     out["shared_over_hf_generate"] = out["shared_prefix_tokens_per_sec"] / out["hf_generate_tokens_per_sec"]
