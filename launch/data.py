@@ -30,25 +30,29 @@ flags.DEFINE_string("source", "reasoning:train", "data source spec (see rlp/data
 flags.DEFINE_string("tokenizer", None, "tokenizer.json, SentencePiece .model or .gguf; default: "
                     "the SmolLM2 GGUF")
 flags.DEFINE_string("output", None, "output directory (build, inspect) or model prefix")
-flags.DEFINE_integer("num_shards", 1, "ArrayRecord shards to write")
-flags.DEFINE_integer("min_tokens", 2, "skip documents shorter than this")
-flags.DEFINE_integer("num_docs", None, "limit the number of documents")
+flags.DEFINE_integer("num_shards", 1, "ArrayRecord shards to write", lower_bound=1)
+flags.DEFINE_integer("min_tokens", 2, "skip documents shorter than this", lower_bound=1)
+flags.DEFINE_integer("num_docs", None, "limit the number of documents", lower_bound=1)
 flags.DEFINE_enum("invalid_utf8", "replace", ["replace", "reject"], "invalid UTF-8 input")
 flags.DEFINE_integer("vocab_size", 8000, "train-tokenizer: vocabulary size")
 flags.DEFINE_bool("overwrite", False, "replace an existing dataset in --output")
 flags.DEFINE_string("model", "smollm2", "diversity / select: the proxy model (smollm2, GGUF, HF "
                     "directory or a run's workdir)")
-flags.DEFINE_integer("proj_dim", 1024, "diversity / select: projected gradient dimension d")
-flags.DEFINE_integer("max_docs", None, "diversity / select: at most this many documents")
-flags.DEFINE_integer("seq_len", 256, "diversity / select: tokens per document (truncated)")
-flags.DEFINE_integer("batch", 4, "diversity / select: documents per gradient batch")
+flags.DEFINE_integer("proj_dim", 1024, "diversity / select: projected gradient dimension d",
+                     lower_bound=1)
+flags.DEFINE_integer("max_docs", None, "diversity / select: at most this many documents",
+                     lower_bound=1)
+flags.DEFINE_integer("seq_len", 256, "diversity / select: tokens per document (truncated)",
+                     lower_bound=2)
+flags.DEFINE_integer("batch", 4, "diversity / select: documents per gradient batch",
+                     lower_bound=1)
 flags.DEFINE_integer("seed", 0, "diversity / select: projection and selection seed")
 flags.DEFINE_enum("by", "gvendi", ["gvendi"], "select: the criterion")
 flags.DEFINE_string("random_output", None, "select: also write the random subset of the same "
                     "size from the same pool (the baseline g_vendi_random is measured on) here")
 flags.DEFINE_enum("method", "cluster", ["cluster", "greedy"], "select: the paper's cluster "
                   "filter or greedy order-2 Vendi")
-flags.DEFINE_integer("n", None, "select: documents to keep")
+flags.DEFINE_integer("n", None, "select: documents to keep", lower_bound=1)
 FLAGS = flags.FLAGS
 COMMANDS = ("build", "train-tokenizer", "inspect", "diversity", "select")
 
@@ -107,11 +111,16 @@ def train_tokenizer():
     raise data.DataError(f"{FLAGS.output}.model exists; pass --overwrite or another --output")
   texts, _ = _texts(FLAGS.source)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(t for t in texts if t.strip()), model_prefix=FLAGS.output,
-      vocab_size=FLAGS.vocab_size, model_type="bpe", byte_fallback=True,
-      user_defined_symbols=["<think>", "</think>"], character_coverage=0.9995,
-      minloglevel=2)
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(t for t in texts if t.strip()), model_prefix=FLAGS.output,
+        vocab_size=FLAGS.vocab_size, model_type="bpe", byte_fallback=True,
+        user_defined_symbols=["<think>", "</think>"], character_coverage=0.9995,
+        minloglevel=2)
+  except RuntimeError as e:  # e.g. a vocabulary smaller than the text's characters, or too big
+    why = str(e).strip().splitlines()[-1]
+    raise data.DataError(f"SentencePiece could not train --vocab_size={FLAGS.vocab_size} on "
+                         f"{FLAGS.source} ({why}); change --vocab_size") from e
   from models.tokenizer import load_tokenizer
   tok = load_tokenizer(FLAGS.output + ".model")
   print(json.dumps({"model": FLAGS.output + ".model", "vocab_size": tok.vocab_size,

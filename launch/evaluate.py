@@ -24,20 +24,22 @@ from launch import cli
 flags.DEFINE_string("model", "smollm2", "GGUF file, HF directory, run workdir or 'smollm2'")
 flags.DEFINE_string("jsonl", None, "problems as JSONL {question, answer}; default: the shipped "
                     "held-out gsm_symbolic split")
-flags.DEFINE_integer("problems", 8, "number of problems (0 skips the reasoning eval)")
-flags.DEFINE_integer("samples", 4, "sampled answers per problem (n of pass@k)")
+flags.DEFINE_integer("problems", 8, "number of problems (0 skips the reasoning eval)",
+                     lower_bound=0)
+flags.DEFINE_integer("samples", 4, "sampled answers per problem (n of pass@k)", lower_bound=1)
 flags.DEFINE_list("k", ["1", "2", "4"], "k values for pass@k (<= samples)")
-flags.DEFINE_integer("shots", 2, "few-shot examples from the training split")
-flags.DEFINE_integer("max_new_tokens", 160, "answer length")
-flags.DEFINE_float("temperature", 0.7, "sampling temperature for pass@k")
+flags.DEFINE_integer("shots", 2, "few-shot examples from the training split", lower_bound=0)
+flags.DEFINE_integer("max_new_tokens", 160, "answer length", lower_bound=1)
+flags.DEFINE_float("temperature", 0.7, "sampling temperature for pass@k", lower_bound=0.0)
 flags.DEFINE_string("likelihood_source", None, "documents for the likelihood metrics: any data "
                     "source the trainer accepts (default: the run's data.eval_source, else "
                     "reasoning:eval)")
-flags.DEFINE_integer("likelihood_docs", 8, "held-out documents for the likelihood metrics")
+flags.DEFINE_integer("likelihood_docs", 8, "held-out documents for the likelihood metrics",
+                     lower_bound=1)
 flags.DEFINE_integer("seq_len", None, "context length for the likelihood metrics (default: the "
                      "run's data.seq_len, else 256)")
 flags.DEFINE_integer("positions", None, "target positions per document for the thought eval "
-                     "(default: the run's train.eval_positions, else 4)")
+                     "(default: the run's train.eval_positions, else 4)", lower_bound=1)
 flags.DEFINE_integer("group", None, "thoughts per position (default: the run's, else 4)")
 flags.DEFINE_integer("thought_len", None, "max thought length (default: the run's, else 24)")
 flags.DEFINE_float("thought_temperature", None, "thought sampling temperature (default: the "
@@ -82,6 +84,18 @@ def thought_eval_config(run_config):
     if flag is not None and getattr(FLAGS, flag) is not None:
       c[group][name] = getattr(FLAGS, flag)
   c.rlp.min_thought_len = min(c.rlp.min_thought_len, c.rlp.max_thought_len)
+  flagged = {field: flag for flag, field in _FIELDS
+             if flag is not None and getattr(FLAGS, flag) is not None}
+  bad = [f"--{flagged[field]}={value!r} is invalid: must be {allowed}"
+         for field, value, ok, allowed in configuration.checks(c)
+         if not ok and field in flagged and field != "rlp.group_size"]
+  if c.rlp.group_size < 1:  # one thought per position is enough for the information gain
+    bad.append(f"--group={c.rlp.group_size} is invalid: must be >= 1")
+  if c.data.seq_len < c.data.min_prefix + 2:
+    bad.append(f"--seq_len={c.data.seq_len} is invalid: must be >= min_prefix + 2 "
+               f"({c.data.min_prefix + 2}), so a document has a target position")
+  if bad:
+    raise configuration.ConfigError("; ".join(bad))
   if c.data.selection not in configuration.SELECTIONS or (c.data.selection == "marker"
                                                           and not c.data.position_marker):
     raise configuration.ConfigError(f"--selection must be one of {configuration.SELECTIONS} (got "
@@ -96,6 +110,13 @@ def main(argv):
   from rlp.thought_format import thought_format
   if len(argv) > 1:
     cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value")
+  try:
+    ks = [int(k) for k in FLAGS.k]
+  except ValueError:
+    ks = []
+  if not ks or any(k < 1 or k > FLAGS.samples for k in ks):
+    cli.die("rlp-eval", f"--k={','.join(FLAGS.k)}: pass@k needs integers 1 <= k <= --samples "
+            f"({FLAGS.samples})")
   model, tok, desc = evaluate.load_for_eval(FLAGS.model, FLAGS.use_ema)
   run_config = desc.pop("config", None)
   out = FLAGS.out or evaluate.default_report_path(FLAGS.model, desc, FLAGS.overwrite)
@@ -127,7 +148,6 @@ def main(argv):
     problems = (evaluate.load_problems(FLAGS.jsonl) if FLAGS.jsonl
                 else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
     shots = corpora.reasoning_problems("train", max(FLAGS.shots, 1))[:FLAGS.shots]
-    ks = [int(k) for k in FLAGS.k]
     reasoning, examples = evaluate.reasoning_eval(model, tok, problems, shots, FLAGS.samples, ks,
                                                   FLAGS.max_new_tokens, FLAGS.temperature,
                                                   fallback=FLAGS.answer_fallback)

@@ -38,9 +38,12 @@ def main(argv):
     return
   if not FLAGS.workdir:
     cli.die("rlp-train", "--workdir=DIR is required (see rlp-train --help)")
+  from launch import distributed
+  problem = distributed.flags_problem(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+  if problem:
+    cli.die("rlp-train", problem)
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax / grain INFO lines drown the progress bar
-  from launch import distributed
   distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   from rlp import loop
   result = loop.train(FLAGS.config, FLAGS.workdir)

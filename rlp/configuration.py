@@ -21,7 +21,9 @@ class ConfigError(ValueError):
   """One line per bad field: the field, its value and the allowed range."""
 
 
-def _checks(c):
+def checks(c):
+  """(field, value, ok, allowed) for every rule a config must meet (validate() reports the
+  failures; rlp-eval checks the fields its flags set)."""
   d, r, o, t, m = c.data, c.rlp, c.optim, c.train, c.model
   yield "objective", c.objective, c.objective in trainer.OBJECTIVES, f"one of {trainer.OBJECTIVES}"
   yield "model.init", m.init, m.init in ("random", "gguf", "hf", "checkpoint"), \
@@ -132,7 +134,7 @@ def _truncated_reward(v):
 
 def validate(config, n_devices: int | None = None) -> None:
   errors = [f"config.{field} = {value!r} is invalid: must be {allowed}"
-            for field, value, ok, allowed in _checks(config) if not ok]
+            for field, value, ok, allowed in checks(config) if not ok]
   if n_devices is not None:
     dims = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     try:

@@ -52,6 +52,10 @@ def test_print_config_lists_every_field_with_value_and_comment():
      "--config.rlp.group_size=abc"),
     (("--config=configs/tiny.py",), "--workdir=DIR is required"),
     (("--config=configs/tiny.py", "--workdir=/tmp/x", "--nosuch=1"), "Unknown command line flag"),
+    (("--config=configs/tiny.py", "--workdir=/tmp/x", "--num_processes=2"),
+     "--num_processes and --process_id go with --coordinator=HOST:PORT"),
+    (("--config=configs/tiny.py", "--workdir=/tmp/x", "--coordinator=h:1", "--num_processes=2",
+      "--process_id=2"), "need N >= 1 and 0 <= I < N"),
 ])
 def test_train_flag_errors_are_one_line(args, needle):
   assert needle in _one_line_error(_cli("train", *args))
@@ -72,6 +76,27 @@ def test_eval_bad_models_are_one_line(tmp_path):
   d.mkdir()
   (d / "model.safetensors").write_bytes(b"")
   assert "not a GGUF file, an HF directory" in _one_line_error(_cli("evaluate", f"--model={d}"))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--samples=2",), "--k=1,2,4: pass@k needs integers 1 <= k <= --samples (2)"),
+    (("--likelihood_docs=0",), "--likelihood_docs=0: 0 is not a positive integer"),
+    (("--thought_temperature=-1",), "--thought_temperature=-1.0 is invalid: must be >= 0"),
+    (("--seq_len=4",), "--seq_len=4 is invalid: must be >= min_prefix + 2 (10)"),
+])
+def test_eval_flag_errors_are_one_line(tmp_path, args, needle):
+  out = tmp_path / "r.json"
+  assert needle in _one_line_error(_cli("evaluate", "--model=smollm2", f"--out={out}", *args))
+  assert not out.exists()
+
+
+def test_data_flag_errors_are_one_line(tmp_path):
+  assert "--proj_dim=0: 0 is not a positive integer" in _one_line_error(
+      _cli("data", "diversity", "--tokenizer=bytes", "--proj_dim=0"))
+  line = _one_line_error(_cli("data", "train-tokenizer", "--vocab_size=5",
+                              f"--output={tmp_path / 'sp'}"))
+  assert "could not train --vocab_size=5" in line and "change --vocab_size" in line
+  assert not list(tmp_path.iterdir())
 
 
 def test_empty_text_builds_no_dataset(tmp_path):
