@@ -72,5 +72,51 @@ def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_k
                                     kv_value_bytes=jnp.dtype(dtype).itemsize,
                                     flops_rate=metrics.measured_peak_flops(dtype),
                                     bandwidth=metrics.measured_bandwidth())
+  matmuls = decode_matmuls_seconds(model.config, streams, dtype, iters)
   return {"decode_step_seconds": step, "decode_streams": streams, **bound,
-          "decode_over_bound": step / bound["bound_seconds"]}
+          "decode_over_bound": step / bound["bound_seconds"],
+          "decode_matmuls_seconds": matmuls,
+          "decode_matmuls_over_bound": matmuls / bound["bound_seconds"],
+          "decode_over_matmuls": step / matmuls}
+
+
+def decode_matmuls_fn(cfg, streams: int, dtype: str):
+  """(jitted fn, args): the decode step's weight matmuls alone, `streams` rows through every
+  layer's projections (float32 weights stacked over the layers, cast to the compute dtype in a
+  layer scan, as the model runs them) and the LM head. See decode_matmuls_seconds."""
+  import jax.numpy as jnp
+  d, f, hd = cfg.d_model, cfg.d_ff, cfg.head_dim
+  shapes = {"q": (d, cfg.n_heads * hd), "k": (d, cfg.n_kv_heads * hd),
+            "v": (d, cfg.n_kv_heads * hd), "o": (cfg.n_heads * hd, d), "gate": (d, f),
+            "up": (d, f), "down": (f, d)}
+  keys = jax.random.split(jax.random.key(0), len(shapes) + 2)
+  w = {n: jax.random.normal(k, (cfg.n_layers, *sh), jnp.float32) * 0.02
+       for k, (n, sh) in zip(keys, shapes.items())}
+  head = jax.random.normal(keys[-2], (cfg.vocab_size, d), jnp.float32) * 0.02
+  x = jax.random.normal(keys[-1], (streams, d), dtype)
+
+  def layer(h, wl):
+    wl = {n: a.astype(dtype) for n, a in wl.items()}
+    q, k, v = h @ wl["q"], h @ wl["k"], h @ wl["v"]
+    mixed = (q @ wl["o"] + k.mean(-1, keepdims=True) + v.mean(-1, keepdims=True)) * 0.5
+    mlp = (jax.nn.silu(h @ wl["gate"]) * (h @ wl["up"])) @ wl["down"]
+    return h + mixed + mlp, None
+
+  @jax.jit
+  def step(x, w, head):
+    h, _ = jax.lax.scan(layer, x, w)
+    return h @ head.astype(dtype).T
+
+  return step, (x, w, head)
+
+
+def decode_matmuls_seconds(cfg, streams: int, dtype: str, iters: int) -> float:
+  """The decode step's weight matmuls alone (decode_matmuls_fn), timed on this device: what a
+  step would cost if attention, norms, cache writes and sampling were free. At a few rows a
+  matmul streams its weights well below the memory bandwidth and computes well below the
+  square-matmul rate, so this is the part of decode_over_bound the device's matmul kernels set,
+  and decode_over_matmuls the part the rest of the step adds."""
+  step, args = decode_matmuls_fn(cfg, streams, dtype)
+  run = lambda: jax.block_until_ready(step(*args))  # noqa: E731
+  run()
+  return alternate({"m": run}, rounds=max(iters, 5))["m"]

@@ -4,7 +4,9 @@ Setting: documents of 512 tokens, k = 4 positions, G = 4 thoughts, T = 64 tokens
 Generated tokens per second count every sampled thought token. decode_over_bound: the measured
 decode step (marginal time per token between thoughts of T and T/2) over its lower bound in the
 same run (streaming the weights and the needed KV cache once at the measured bandwidth, or the
-step's matmuls at the measured matmul rate, whichever is larger; bench/common.py). With
+step's matmuls at the measured matmul rate, whichever is larger; bench/common.py).
+decode_matmuls_seconds: the step's weight matmuls alone at the same number of rows, timed (the
+part of the gap the device's matmul kernels set; decode_over_matmuls is the rest). With
 profile=True (`--profile`), also where a decode step's time goes per kind of XLA operation
 (bench/profile.py).
 """

@@ -105,6 +105,7 @@ def test_decode_bound_arithmetic(monkeypatch):
   monkeypatch.setattr(common, "alternate", lambda fns, rounds: {"full": 3.0, "half": 1.0})
   monkeypatch.setattr(metrics, "measured_peak_flops", lambda dtype: 1e6)
   monkeypatch.setattr(metrics, "measured_bandwidth", lambda: 1e4)
+  monkeypatch.setattr(common, "decode_matmuls_seconds", lambda c, streams, dtype, iters: 0.25)
   calls = []
   got = common.decode_over_bound(model, lambda t: (lambda: calls.append(t)), thought=8, streams=4,
                                  prefix_kv_tokens=10, mean_prefix=5, dtype="float32", iters=1)
@@ -116,6 +117,40 @@ def test_decode_bound_arithmetic(monkeypatch):
                                    bandwidth=1e4)
   assert got["bound_seconds"] == want["bound_seconds"]
   assert got["decode_over_bound"] == 0.5 / want["bound_seconds"]
+  assert got["decode_matmuls_seconds"] == 0.25 and got["decode_over_matmuls"] == 0.5 / 0.25
+  assert got["decode_matmuls_over_bound"] == 0.25 / want["bound_seconds"]
+
+
+def test_decode_matmuls_are_the_bounds_matmuls():
+  """The timed matmul floor runs the same weight matmuls the bound counts: the dot_generals in its
+  program (the layer scan's body times its length) are 2 x streams x (the non-embedding matmul
+  weights + the LM head) FLOPs."""
+  import math
+  import jax
+  import models
+  from bench import common
+  cfg = models.ModelConfig(vocab_size=512, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2,
+                           head_dim=16, d_ff=160)
+  step, args = common.decode_matmuls_fn(cfg, 8, "float32")
+
+  def dot_flops(jaxpr):
+    total = 0
+    for e in jaxpr.eqns:
+      if e.primitive.name == "dot_general":
+        (contract, _), _ = e.params["dimension_numbers"]
+        lhs = e.invars[0].aval.shape
+        total += 2 * math.prod(e.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
+      for p in e.params.values():
+        inner = getattr(p, "jaxpr", None)
+        if inner is not None:
+          total += dot_flops(inner) * (e.params["length"] if e.primitive.name == "scan" else 1)
+    return total
+
+  flops = dot_flops(jax.make_jaxpr(step)(*args).jaxpr)
+  matmul_weights = cfg.num_params(include_embedding=False) - (2 * cfg.n_layers + 1) * 64  # norms
+  assert flops == 2 * 8 * (matmul_weights + 512 * 64)
+  assert step(*args).shape == (8, 512)
+  assert common.decode_matmuls_seconds(cfg, 8, "float32", 1) > 0
 
 
 def test_memory_plan_parts_and_checks(tmp_path):
