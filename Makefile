@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+# Transparent huge pages for malloc's large blocks (XLA:CPU's buffers): the console scripts ask for
+# them themselves (launch/cli.py); this gives them to the test processes too
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: venv venv-cuda12 venv-tpu demo test test-fast bench clean-venv
 

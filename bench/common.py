@@ -28,8 +28,8 @@ def block(x):
 def device_info() -> dict:
   d = jax.devices()[0]
   out = {"platform": d.platform, "device_kind": d.device_kind, "devices": jax.device_count()}
-  malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-  if malloc:  # glibc malloc settings change CPU step times by ~15% (README, Speed): say so
+  malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"}
+  if malloc:  # glibc malloc settings (and huge pages) change CPU step times by 15-25%: say so
     out["malloc_env"] = malloc
   return out
 

@@ -140,3 +140,60 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, delay):
   _, err = p.communicate(timeout=300)
   assert p.returncode == 130, err[-2000:]
   assert "Traceback" not in err and "interrupted" in err.lower(), err[-2000:]
+
+
+def _thp_mode():
+  try:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+      return f.read()
+  except OSError:
+    return ""
+
+
+def test_commands_ask_for_huge_pages_once():
+  """Every command re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 where the
+  kernel gives transparent huge pages on request (madvise mode); rlp-bench prints the setting."""
+  import json
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RLP_HUGE_PAGES")}
+  want = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  for extra, expect in (({}, want if "[madvise]" in _thp_mode() else None),
+                        ({"RLP_HUGE_PAGES": "0"}, None),
+                        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+                         {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})):
+    r = subprocess.run([sys.executable, "-m", "launch.bench", "peak"], cwd=ROOT, text=True,
+                       capture_output=True, timeout=300, env={**env, **extra})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.splitlines()[-1]).get("malloc_env") == expect, extra
+
+
+def test_huge_pages_rules(monkeypatch, tmp_path):
+  """The re-execution's rules: only for a command started as a script or `python -m launch...`
+  (never a notebook's kernel or pytest), only in madvise mode, never over a user's setting."""
+  import types
+  from launch import cli
+  assert cli.huge_pages_reexec_argv("rlp-train") is None  # pytest is __main__ here
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+  monkeypatch.delenv("RLP_HUGE_PAGES", raising=False)
+  monkeypatch.setattr(sys, "platform", "linux")
+  monkeypatch.setattr(sys, "orig_argv", ["python", "/venv/bin/rlp-train", "--workdir=w"])
+  monkeypatch.setitem(sys.modules, "__main__",
+                      types.SimpleNamespace(__file__="/venv/bin/rlp-train", __spec__=None))
+  mode = tmp_path / "enabled"
+  monkeypatch.setattr(cli, "_THP", str(mode))
+  for text, want in (("always [madvise] never", sys.orig_argv), ("[always] madvise never", None),
+                     ("always madvise [never]", None)):
+    mode.write_text(text)
+    assert cli.huge_pages_reexec_argv("rlp-train") == want, text
+  mode.write_text("always [madvise] never")
+  assert cli.huge_pages_reexec_argv("rlp-eval") is None  # another program's script
+  monkeypatch.setenv("RLP_HUGE_PAGES", "0")
+  assert cli.huge_pages_reexec_argv("rlp-train") is None
+  monkeypatch.delenv("RLP_HUGE_PAGES")
+  monkeypatch.setenv("GLIBC_TUNABLES", "")
+  assert cli.huge_pages_reexec_argv("rlp-train") is None
+  monkeypatch.delenv("GLIBC_TUNABLES")
+  monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(
+      __file__="/src/launch/train.py", __spec__=types.SimpleNamespace(name="launch.train")))
+  assert cli.huge_pages_reexec_argv("rlp-train") == sys.orig_argv  # python -m launch.train
+  monkeypatch.setattr(sys, "platform", "darwin")
+  assert cli.huge_pages_reexec_argv("rlp-train") is None
