@@ -277,6 +277,9 @@ def train(config, workdir: str, log=None) -> dict:
   os.makedirs(workdir, exist_ok=True)
   _environment_warnings(config, log)
   mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+  if sharding.open_collectives(mesh):
+    log(f"rlp: collectives connected ({jax.process_count()} processes, mesh "
+        f"{dict(mesh.shape)})")
   if config.model.init == "checkpoint":
     model, tok = configuration.load_model_and_tokenizer(
         configuration.load_run_config(config.model.path))

@@ -8,6 +8,7 @@ any mesh).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Sequence
 
@@ -53,6 +54,41 @@ def make_mesh(dims: Sequence[int] = (-1, 1, 1), devices=None) -> Mesh:
   devices = devices if devices is not None else jax.devices()
   shape = mesh_shape(dims, len(devices))
   return Mesh(np.asarray(devices[:math.prod(shape)]).reshape(shape), MESH_AXES)
+
+
+def open_collectives(mesh: Mesh, timeout_s: int = 1800) -> int:
+  """Multi-process CPU runs (gloo collectives): opens, with all processes together, every
+  communicator the run's programs can use; returns how many warm-up programs ran (0 elsewhere).
+
+  Gloo connects the devices of a group the first time a collective over that group runs, and
+  fails ("Gloo context initialization failed: ... GetKeyValue() timed out") when the other
+  processes do not arrive within a fixed 30 s. Processes reach their first collectives apart by
+  whatever each did first: process 0 alone writes metrics and TensorBoard, a compile can hit
+  the persistent cache in one process and miss in the other, a busy host slows one of them. An
+  open communicator waits for a late peer as long as needed (130 s measured), so all of them are
+  opened here, right after a coordination-service barrier (no gloo in it, `timeout_s` long),
+  with tiny programs: a sum over every combination of the mesh's axes of size > 1, and the
+  process gathers of jax.experimental.multihost_utils (which Orbax's barriers and the agreed
+  stop use). Accelerators connect their collectives at start-up and need none of this."""
+  if jax.process_count() == 1 or mesh.devices.flat[0].platform != "cpu":
+    return 0
+  from jax.experimental import multihost_utils
+  from orbax.checkpoint import multihost
+  multihost.get_barrier_sync_fn()(key="rlp_open_collectives", timeout_ms=timeout_s * 1000)
+  names = [a for a in mesh.axis_names if mesh.shape[a] > 1]
+  ran = 0
+  for r in range(1, len(names) + 1):
+    for axes in itertools.combinations(names, r):
+      n = math.prod(mesh.shape[a] for a in axes)
+      x = jax.make_array_from_callback((n,), NamedSharding(mesh, P(axes)),
+                                       lambda idx: np.ones((1,), np.float32))
+      total = jax.jit(jax.shard_map(lambda v, axes=axes: jax.lax.psum(v, axes), mesh=mesh,
+                                    in_specs=P(axes), out_specs=P()))(x)
+      if int(np.asarray(total.addressable_data(0))[0]) != n:
+        raise RuntimeError(f"collective warm-up over mesh axes {axes} gave {total}, not {n}")
+      ran += 1
+  multihost_utils.process_allgather(np.int32(jax.process_index()))
+  return ran + 1
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:

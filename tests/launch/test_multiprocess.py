@@ -4,6 +4,7 @@ process stops both at the same checkpoint; a dead peer makes the survivor exit n
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,6 +23,8 @@ def _port():
 
 
 def _launch(workdir, steps, fault=None):
+  """Two processes of one run; each one's output goes to a file beside the workdir (kept for a
+  failure's report: the first error often scrolls far out of the tail)."""
   port = _port()
   # LLVM at -O0 as in the rest of the suite (tests/conftest.py): the same results, faster compiles
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
@@ -31,25 +34,62 @@ def _launch(workdir, steps, fault=None):
   if fault:
     env["RLP_FAULT_AT_STEP"] = fault
   procs = []
+  launch = len([f for f in os.listdir(os.path.dirname(workdir)) if f.endswith(".log")]) // 2
   for i in range(2):
+    out = open(f"{workdir}.launch{launch}.process{i}.log", "w+")
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "launch.train", "--config=configs/tiny.py", f"--workdir={workdir}",
          f"--config.train.steps={steps}", "--config.train.checkpoint_every=3",
          "--config.train.progress=false", "--config.train.plot=false",
          f"--coordinator=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+    procs[-1].log = out
   return procs
+
+
+def _wait(procs, timeout):
+  """Waits for both processes; returns their outputs."""
+  outs = []
+  for p in procs:
+    p.wait(timeout=timeout)
+    p.log.seek(0)
+    outs.append(p.log.read())
+    p.log.close()
+  return outs
+
+
+def _report(outs):
+  """Both processes' first errors and last lines, for an assertion message."""
+  parts = []
+  for i, o in enumerate(outs):
+    lines = o.splitlines()
+    first = next((j for j, l in enumerate(lines)
+                  if re.search(r"Traceback|Error|error|Check failure|Fatal", l)), None)
+    head = "" if first is None else "\n".join(lines[max(0, first - 5):first + 40])
+    parts.append(f"--- process {i}: first error ---\n{head}\n--- process {i}: last lines ---\n"
+                 + "\n".join(lines[-25:]))
+  return "\n".join(parts)
+
+
+def _connected_late(out):
+  """Gloo connections made after the start-up warm-up (each one can time out at 30 s when the
+  processes arrive apart: rlp.sharding.open_collectives)."""
+  lines = out.splitlines()
+  ready = next(i for i, l in enumerate(lines) if "rlp: collectives connected" in l)
+  return [l for l in lines[ready:] if "[Gloo]" in l and "connected" in l]
 
 
 def test_two_processes_train_checkpoint_and_resume(tmp_path):
   wd = str(tmp_path / "run")
   procs = _launch(wd, 6)
-  outs = [p.communicate(timeout=400)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+  outs = _wait(procs, 400)
+  assert [p.returncode for p in procs] == [0, 0], _report(outs)
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6"]
+  assert [_connected_late(o) for o in outs] == [[], []]
   procs = _launch(wd, 8)
-  outs = [p.communicate(timeout=400)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+  outs = _wait(procs, 400)
+  assert [p.returncode for p in procs] == [0, 0], _report(outs)
+  assert [_connected_late(o) for o in outs] == [[], []]
   assert all("resumed from" in o and "step 6" in o for o in outs)
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     steps = [json.loads(l)["step"] for l in f if '"loss"' in l]
@@ -66,21 +106,22 @@ def test_sigterm_to_one_process_stops_both_at_the_same_checkpoint(tmp_path):
   procs = _launch(wd, 8, fault="4:TERM:1")
   t = time.time()
   try:
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = _wait(procs, 300)
   except subprocess.TimeoutExpired:
     for p in procs:
       p.kill()
     pytest.fail("SIGTERM to one process left the run hanging")
-  assert [p.returncode for p in procs] == [143, 143], outs[0][-3000:] + outs[1][-3000:]
+  assert [p.returncode for p in procs] == [143, 143], _report(outs)
   assert all("checkpoint at step 4 written" in o for o in outs)
   assert "4" in os.listdir(os.path.join(wd, "checkpoints"))
   procs = _launch(wd, 8)
-  outs = [p.communicate(timeout=400)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:]
+  outs = _wait(procs, 400)
+  assert [p.returncode for p in procs] == [0, 0], _report(outs)
   assert all("step 4" in o for o in outs)
   ref = str(tmp_path / "ref")
   procs = _launch(ref, 8)
-  assert [p.communicate(timeout=400) and p.returncode for p in procs] == [0, 0]
+  outs = _wait(procs, 400)
+  assert [p.returncode for p in procs] == [0, 0], _report(outs)
   assert _stream(wd) == _stream(ref)  # the preempted-and-resumed run is the uninterrupted one
   assert time.time() - t < 1200
 
@@ -91,7 +132,7 @@ def test_dead_peer_makes_survivor_exit(tmp_path):
   assert procs[1].returncode == -9
   t = time.time()
   try:
-    out = procs[0].communicate(timeout=60)[0]
+    out = _wait(procs[:1], 60)[0]
   except subprocess.TimeoutExpired:
     procs[0].kill()
     pytest.fail("the surviving process hung for 60 s after its peer died")
