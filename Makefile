@@ -39,10 +39,10 @@ demo: venv
 
 # Two workers for most of the suite, then the multi-process tests alone (their gloo rendezvous
 # times out on a 2-core machine that is also running another worker). Files go to the workers
-# longest first (tests/conftest.py). The 15 slowest tests are listed at the end, to keep the suite
+# longest first (tests/conftest.py). The 30 slowest tests are listed at the end, to keep the suite
 # inside its time budget.
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" --durations=15 \
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" --durations=30 \
 	  $(PYTEST_ARGS)
 	$(PY) -m pytest -q -m serial $(PYTEST_ARGS)
 
