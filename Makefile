@@ -37,8 +37,8 @@ venv-tpu:
 demo: venv
 	$(VENV)/bin/rlp-train --config=configs/smollm2_rlp.py --workdir=workdirs/smollm2_rlp
 
-# Two workers for most of the suite, then the multi-process tests alone (their gloo rendezvous
-# times out on a 2-core machine that is also running another worker). Files go to the workers
+# Two workers for most of the suite, then the multi-process tests alone (each runs two training
+# processes, which beside another worker would share the 2 cores four ways). Files go to the workers
 # longest first (tests/conftest.py). The 30 slowest tests are listed at the end, to keep the suite
 # inside its time budget.
 test: venv

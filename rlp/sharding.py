@@ -84,11 +84,24 @@ def open_collectives(mesh: Mesh, timeout_s: int = 1800) -> int:
                                        lambda idx: np.ones((1,), np.float32))
       total = jax.jit(jax.shard_map(lambda v, axes=axes: jax.lax.psum(v, axes), mesh=mesh,
                                     in_specs=P(axes), out_specs=P()))(x)
-      if int(np.asarray(total.addressable_data(0))[0]) != n:
-        raise RuntimeError(f"collective warm-up over mesh axes {axes} gave {total}, not {n}")
-      ran += 1
+      ran += _check_sum(total, n, f"mesh axes {axes}")
+  # process_allgather waits for its first local device only: the psum over the same groups after
+  # it, waited for on every local device, also waits for the gather's other groups to connect
   multihost_utils.process_allgather(np.int32(jax.process_index()))
-  return ran + 1
+  procs = Mesh(np.asarray(jax.devices()).reshape(jax.process_count(), -1), ("p", "local"))
+  x = jax.make_array_from_callback((jax.process_count(),), NamedSharding(procs, P("p")),
+                                   lambda idx: np.ones((1,), np.float32))
+  total = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v, "p"), mesh=procs, in_specs=P("p"),
+                                out_specs=P()))(x)
+  return ran + 1 + _check_sum(total, jax.process_count(), "the processes")
+
+
+def _check_sum(total, n: int, over: str) -> int:
+  """Waits for a warm-up sum on every local device (each connects its own groups); checks it."""
+  got = [float(np.asarray(s.data)[0]) for s in jax.block_until_ready(total).addressable_shards]
+  if got != [n] * len(got):
+    raise RuntimeError(f"the collective warm-up over {over} summed to {got}, not {n}")
+  return 1
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:
