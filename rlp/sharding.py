@@ -76,32 +76,28 @@ def open_collectives(mesh: Mesh, timeout_s: int = 1800) -> int:
   from orbax.checkpoint import multihost
   multihost.get_barrier_sync_fn()(key="rlp_open_collectives", timeout_ms=timeout_s * 1000)
   names = [a for a in mesh.axis_names if mesh.shape[a] > 1]
-  ran = 0
-  for r in range(1, len(names) + 1):
-    for axes in itertools.combinations(names, r):
-      n = math.prod(mesh.shape[a] for a in axes)
-      x = jax.make_array_from_callback((n,), NamedSharding(mesh, P(axes)),
-                                       lambda idx: np.ones((1,), np.float32))
-      total = jax.jit(jax.shard_map(lambda v, axes=axes: jax.lax.psum(v, axes), mesh=mesh,
-                                    in_specs=P(axes), out_specs=P()))(x)
-      ran += _check_sum(total, n, f"mesh axes {axes}")
-  # process_allgather waits for its first local device only: the psum over the same groups after
-  # it, waited for on every local device, also waits for the gather's other groups to connect
+  combos = [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
+  for axes in combos:
+    _warm_sum(mesh, axes)
+  # process_allgather waits for its first local device only: a sum over the same process groups
+  # after it, waited for on every local device, also waits for the gather's other groups
   multihost_utils.process_allgather(np.int32(jax.process_index()))
-  procs = Mesh(np.asarray(jax.devices()).reshape(jax.process_count(), -1), ("p", "local"))
-  x = jax.make_array_from_callback((jax.process_count(),), NamedSharding(procs, P("p")),
+  _warm_sum(Mesh(np.asarray(jax.devices()).reshape(jax.process_count(), -1), ("p", "local")),
+            ("p",))
+  return len(combos) + 2
+
+
+def _warm_sum(mesh: Mesh, axes: tuple[str, ...]) -> None:
+  """A sum of ones over `axes`, waited for on every local device (each connects its own
+  groups) and checked."""
+  n = math.prod(mesh.shape[a] for a in axes)
+  x = jax.make_array_from_callback((n,), NamedSharding(mesh, P(axes)),
                                    lambda idx: np.ones((1,), np.float32))
-  total = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v, "p"), mesh=procs, in_specs=P("p"),
+  total = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v, axes), mesh=mesh, in_specs=P(axes),
                                 out_specs=P()))(x)
-  return ran + 1 + _check_sum(total, jax.process_count(), "the processes")
-
-
-def _check_sum(total, n: int, over: str) -> int:
-  """Waits for a warm-up sum on every local device (each connects its own groups); checks it."""
   got = [float(np.asarray(s.data)[0]) for s in jax.block_until_ready(total).addressable_shards]
   if got != [n] * len(got):
-    raise RuntimeError(f"the collective warm-up over {over} summed to {got}, not {n}")
-  return 1
+    raise RuntimeError(f"the collective warm-up over mesh axes {axes} summed to {got}, not {n}")
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:
