@@ -67,24 +67,21 @@ def open_collectives(mesh: Mesh, timeout_s: int = 1800) -> int:
   the persistent cache in one process and miss in the other, a busy host slows one of them. An
   open communicator waits for a late peer as long as needed (130 s measured), so all of them are
   opened here, right after a coordination-service barrier (no gloo in it, `timeout_s` long),
-  with tiny programs: a sum over every combination of the mesh's axes of size > 1, and the
-  process gathers of jax.experimental.multihost_utils (which Orbax's barriers and the agreed
+  with tiny programs: a sum over every combination of the mesh's axes of size > 1, and one over
+  the process groups of jax.experimental.multihost_utils (which Orbax's barriers and the agreed
   stop use). Accelerators connect their collectives at start-up and need none of this."""
   if jax.process_count() == 1 or mesh.devices.flat[0].platform != "cpu":
     return 0
-  from jax.experimental import multihost_utils
   from orbax.checkpoint import multihost
   multihost.get_barrier_sync_fn()(key="rlp_open_collectives", timeout_ms=timeout_s * 1000)
   names = [a for a in mesh.axis_names if mesh.shape[a] > 1]
   combos = [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
   for axes in combos:
     _warm_sum(mesh, axes)
-  # process_allgather waits for its first local device only: a sum over the same process groups
-  # after it, waited for on every local device, also waits for the gather's other groups
-  multihost_utils.process_allgather(np.int32(jax.process_index()))
+  # the process groups of multihost_utils (one device of each process per group), on its mesh
   _warm_sum(Mesh(np.asarray(jax.devices()).reshape(jax.process_count(), -1), ("p", "local")),
             ("p",))
-  return len(combos) + 2
+  return len(combos) + 1
 
 
 def _warm_sum(mesh: Mesh, axes: tuple[str, ...]) -> None:

@@ -2,6 +2,7 @@
 process stops both at the same checkpoint; a dead peer makes the survivor exit non-zero within
 60 s instead of hanging."""
 
+import itertools
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_LAUNCHES = itertools.count()
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
@@ -34,7 +36,7 @@ def _launch(workdir, steps, fault=None):
   if fault:
     env["RLP_FAULT_AT_STEP"] = fault
   procs = []
-  launch = len([f for f in os.listdir(os.path.dirname(workdir)) if f.endswith(".log")]) // 2
+  launch = next(_LAUNCHES)
   for i in range(2):
     out = open(f"{workdir}.launch{launch}.process{i}.log", "w+")
     procs.append(subprocess.Popen(
