@@ -93,56 +93,100 @@ def _config_message(e: BaseException) -> str:
 
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
+# glibc's malloc keeps freed memory in the process: one arena, no mmap'ed blocks, no trimming
+KEEP_MEMORY = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
+               "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+_MEMINFO = "/proc/meminfo"
+KEEP_MEMORY_MIN_GIB = 16  # below this much RAM, the resident memory is worth more than the speed
+_ACCELERATOR_DEVICES = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/accel*", "/dev/vfio/[0-9]*")
 
 
-def huge_pages_reexec_argv(prog: str) -> list[str] | None:
-  """The command line to re-execute this command with, so that glibc's malloc asks Linux for
-  transparent huge pages for its large blocks (GLIBC_TUNABLES=glibc.malloc.hugetlb=1), or None.
+def _cpu_only() -> bool:
+  """Whether JAX will run on the CPU: JAX_PLATFORMS says only cpu, or it is unset and the machine
+  has no GPU or TPU device file (NVIDIA, ROCm, TPU)."""
+  import glob
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return {p.strip() for p in platforms.split(",") if p.strip()} <= {"cpu"}
+  return not any(glob.glob(pattern) for pattern in _ACCELERATOR_DEVICES)
 
-  XLA:CPU keeps parameters, optimizer state and activations in malloc'ed memory; with 4 KiB
-  pages, streaming the weights through a decode step or an update misses the TLB on every page.
-  On a 2-core machine in madvise mode (the usual default) the SmolLM2 RLP step ran 22% faster
-  and the CPT step 18% (rlp-bench rlp-step, A/B twice) at the same peak memory. glibc reads the
-  setting only at start-up, hence the re-execution, done once, before anything is imported or
-  printed. Skipped: off Linux, when GLIBC_TUNABLES is set (a user's own setting, or the
-  re-executed process), when the kernel's mode is not madvise (`always` gives huge pages
-  anyway, `never` none), when RLP_HUGE_PAGES=0, and when the command was not started as a
-  script or `python -m launch...` (e.g. called from a notebook's kernel)."""
-  if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ:
-    return None
-  if os.environ.get("RLP_HUGE_PAGES", "1") == "0":
+
+def _memory_gib() -> float:
+  try:
+    with open(_MEMINFO) as f:
+      for line in f:
+        if line.startswith("MemTotal:"):
+          return int(line.split()[1]) / 2 ** 20
+  except (OSError, ValueError, IndexError):
+    pass
+  return 0.0
+
+
+def _user_tunes_malloc() -> bool:
+  tunables = os.environ.get("GLIBC_TUNABLES", "")
+  return (any(k.startswith("MALLOC_") for k in os.environ)
+          or any(t and t != HUGE_PAGES for t in tunables.split(":") if "malloc" in t))
+
+
+def startup_env(prog: str) -> dict[str, str] | None:
+  """The malloc settings this command re-executes itself with (environment variables to add), or
+  None. XLA:CPU keeps parameters, optimizer state and activations in malloc'ed memory, and glibc
+  reads its settings only at start-up, hence the re-execution, done once, before anything is
+  imported or printed. Two settings, each skipped where it does not apply:
+
+  - huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1) when the kernel gives transparent huge
+    pages on request (madvise mode, the usual default; `always` gives them anyway, `never`
+    none): with 4 KiB pages every pass over the weights misses the TLB page after page. Not over
+    a GLIBC_TUNABLES of the user's, nor with RLP_HUGE_PAGES=0.
+  - freed memory kept in the process (KEEP_MEMORY) when JAX runs on the CPU only (_cpu_only) of
+    a machine with at least KEEP_MEMORY_MIN_GIB of RAM: otherwise glibc hands XLA's large
+    per-step buffers back to the kernel and every step faults them in again, zeroed by the
+    kernel (a third of the SmolLM2 RLP step's CPU time, 17 of 66 s). The cost is resident memory
+    that stays at its high-water mark (configs/smollm2_rlp.py: 5.5 -> 8.9 GB peak, steps 5.2-10
+    -> 4.9-5.9 s). Not when the user sets any malloc option (MALLOC_* or a glibc.malloc
+    tunable), nor with RLP_KEEP_MEMORY=0.
+
+  Nothing is done off Linux, or when the command was not started as a script or
+  `python -m launch...` (e.g. called from a notebook's kernel or pytest)."""
+  if not sys.platform.startswith("linux"):
     return None
   main = sys.modules.get("__main__")
   spec = getattr(main, "__spec__", None)
   script = os.path.basename(getattr(main, "__file__", "") or "")
   if script != prog and not (spec is not None and spec.name.startswith("launch.")):
     return None
-  try:
-    with open(_THP) as f:
-      if "[madvise]" not in f.read():
-        return None
-  except OSError:
-    return None
-  return list(getattr(sys, "orig_argv", [])) or None
-
-
-def _reexec_with_huge_pages(prog: str):
-  argv = huge_pages_reexec_argv(prog)
-  if argv:
-    os.environ["GLIBC_TUNABLES"] = HUGE_PAGES
+  add = {}
+  if "GLIBC_TUNABLES" not in os.environ and os.environ.get("RLP_HUGE_PAGES", "1") != "0":
     try:
-      os.execv(sys.executable, argv)
-    except OSError:  # e.g. the interpreter moved: go on with 4 KiB pages
+      with open(_THP) as f:
+        if "[madvise]" in f.read():
+          add["GLIBC_TUNABLES"] = HUGE_PAGES
+    except OSError:
       pass
+  if (os.environ.get("RLP_KEEP_MEMORY", "1") != "0" and not _user_tunes_malloc()
+      and _cpu_only() and _memory_gib() >= KEEP_MEMORY_MIN_GIB):
+    add.update(KEEP_MEMORY)
+  return add if add and getattr(sys, "orig_argv", None) else None
+
+
+def _reexec_with_malloc_settings(prog: str):
+  add = startup_env(prog)
+  if add:
+    os.environ.update(add)
+    try:
+      os.execv(sys.executable, list(sys.orig_argv))
+    except OSError:  # e.g. the interpreter moved: go on with glibc's defaults
+      for k in add:
+        del os.environ[k]
 
 
 def run(main, module, prog: str, load: tuple[str, ...] = ()):
   """app.run(main) with --help listing `module`'s flags (exit 0), flag / config errors in one line
   (exit 2) and the exit codes above. `load`: config flags to load while parsing flags. On Linux
-  the command first re-executes itself once with huge pages for malloc (see
-  huge_pages_reexec_argv; RLP_HUGE_PAGES=0 turns this off)."""
-  _reexec_with_huge_pages(prog)
+  the command first re-executes itself once with malloc settings for XLA:CPU (see
+  startup_env; RLP_HUGE_PAGES=0 and RLP_KEEP_MEMORY=0 turn them off)."""
+  _reexec_with_malloc_settings(prog)
   if any(a in _HELP for a in sys.argv[1:]):
     print(help_text(prog, module))
     sys.exit(0)

@@ -150,50 +150,84 @@ def _thp_mode():
     return ""
 
 
-def test_commands_ask_for_huge_pages_once():
-  """Every command re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 where the
-  kernel gives transparent huge pages on request (madvise mode); rlp-bench prints the setting."""
+def test_commands_reexecute_once_with_malloc_settings():
+  """Every command re-executes itself once with huge pages where the kernel gives transparent huge
+  pages on request (madvise mode) and, on a CPU-only run, with malloc keeping freed memory; never
+  over a user's malloc setting. rlp-bench prints what it ran with."""
   import json
-  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RLP_HUGE_PAGES")}
-  want = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
-  for extra, expect in (({}, want if "[madvise]" in _thp_mode() else None),
-                        ({"RLP_HUGE_PAGES": "0"}, None),
+  from launch import cli
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RLP_HUGE_PAGES",
+                                                          "RLP_KEEP_MEMORY")
+         and not k.startswith("MALLOC_")}
+  env["JAX_PLATFORMS"] = "cpu"
+  huge = {"GLIBC_TUNABLES": cli.HUGE_PAGES} if "[madvise]" in _thp_mode() else {}
+  keep = cli.KEEP_MEMORY if cli._memory_gib() >= cli.KEEP_MEMORY_MIN_GIB else {}
+  for extra, expect in (({}, {**huge, **keep} or None),
+                        ({"RLP_HUGE_PAGES": "0", "RLP_KEEP_MEMORY": "0"}, None),
                         ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
-                         {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})):
+                         {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}),
+                        ({"MALLOC_ARENA_MAX": "4"}, {**huge, "MALLOC_ARENA_MAX": "4"})):
     r = subprocess.run([sys.executable, "-m", "launch.bench", "peak"], cwd=ROOT, text=True,
                        capture_output=True, timeout=300, env={**env, **extra})
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.splitlines()[-1]).get("malloc_env") == expect, extra
 
 
-def test_huge_pages_rules(monkeypatch, tmp_path):
+def test_malloc_settings_rules(monkeypatch, tmp_path):
   """The re-execution's rules: only for a command started as a script or `python -m launch...`
-  (never a notebook's kernel or pytest), only in madvise mode, never over a user's setting."""
+  (never a notebook's kernel or pytest); huge pages only in madvise mode; freed memory kept only
+  on a CPU-only run; never over a user's setting; each can be turned off."""
   import types
   from launch import cli
-  assert cli.huge_pages_reexec_argv("rlp-train") is None  # pytest is __main__ here
-  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-  monkeypatch.delenv("RLP_HUGE_PAGES", raising=False)
+  assert cli.startup_env("rlp-train") is None  # pytest is __main__ here
+  for k in [k for k in os.environ if k.startswith("MALLOC_")] + [
+      "GLIBC_TUNABLES", "RLP_HUGE_PAGES", "RLP_KEEP_MEMORY"]:
+    monkeypatch.delenv(k, raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setattr(sys, "platform", "linux")
   monkeypatch.setattr(sys, "orig_argv", ["python", "/venv/bin/rlp-train", "--workdir=w"])
   monkeypatch.setitem(sys.modules, "__main__",
                       types.SimpleNamespace(__file__="/venv/bin/rlp-train", __spec__=None))
   mode = tmp_path / "enabled"
   monkeypatch.setattr(cli, "_THP", str(mode))
-  for text, want in (("always [madvise] never", sys.orig_argv), ("[always] madvise never", None),
-                     ("always madvise [never]", None)):
+  meminfo = tmp_path / "meminfo"
+  meminfo.write_text("MemTotal:       24562000 kB\nMemFree:         1000 kB\n")
+  monkeypatch.setattr(cli, "_MEMINFO", str(meminfo))
+  huge, keep = {"GLIBC_TUNABLES": cli.HUGE_PAGES}, cli.KEEP_MEMORY
+  for text, want in (("always [madvise] never", {**huge, **keep}),
+                     ("[always] madvise never", keep), ("always madvise [never]", keep)):
     mode.write_text(text)
-    assert cli.huge_pages_reexec_argv("rlp-train") == want, text
+    assert cli.startup_env("rlp-train") == want, text
   mode.write_text("always [madvise] never")
-  assert cli.huge_pages_reexec_argv("rlp-eval") is None  # another program's script
-  monkeypatch.setenv("RLP_HUGE_PAGES", "0")
-  assert cli.huge_pages_reexec_argv("rlp-train") is None
-  monkeypatch.delenv("RLP_HUGE_PAGES")
-  monkeypatch.setenv("GLIBC_TUNABLES", "")
-  assert cli.huge_pages_reexec_argv("rlp-train") is None
-  monkeypatch.delenv("GLIBC_TUNABLES")
+  assert cli.startup_env("rlp-eval") is None  # another program's script
+  for var, want in (("RLP_HUGE_PAGES", keep), ("RLP_KEEP_MEMORY", huge)):
+    monkeypatch.setenv(var, "0")
+    assert cli.startup_env("rlp-train") == want, var
+    monkeypatch.delenv(var)
+  # a user's malloc settings are kept as they are: no huge pages over a GLIBC_TUNABLES, no
+  # KEEP_MEMORY over any malloc option (the re-executed process itself finds nothing to add)
+  for env, want in (({"GLIBC_TUNABLES": ""}, keep), ({"GLIBC_TUNABLES": cli.HUGE_PAGES}, keep),
+                    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, None),
+                    ({"MALLOC_ARENA_MAX": "4"}, huge), ({**huge, **keep}, None)):
+    for k, v in env.items():
+      monkeypatch.setenv(k, v)
+    assert cli.startup_env("rlp-train") == want, env
+    for k in env:
+      monkeypatch.delenv(k)
+  meminfo.write_text("MemTotal:        8000000 kB\n")  # a small machine keeps its memory free
+  assert cli.startup_env("rlp-train") == huge
+  meminfo.write_text("MemTotal:       24562000 kB\n")
+  # accelerators: JAX_PLATFORMS decides; unset, a GPU or TPU device file does
+  for platforms, want in (("cuda", huge), ("cpu,cuda", huge), ("tpu", huge), ("cpu", {**huge, **keep})):
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert cli.startup_env("rlp-train") == want, platforms
+  monkeypatch.delenv("JAX_PLATFORMS")
+  monkeypatch.setattr(cli, "_ACCELERATOR_DEVICES", (str(tmp_path / "nvidia[0-9]*"),))
+  assert cli.startup_env("rlp-train") == {**huge, **keep}
+  (tmp_path / "nvidia0").write_text("")
+  assert cli.startup_env("rlp-train") == huge
   monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(
       __file__="/src/launch/train.py", __spec__=types.SimpleNamespace(name="launch.train")))
-  assert cli.huge_pages_reexec_argv("rlp-train") == sys.orig_argv  # python -m launch.train
+  assert cli.startup_env("rlp-train") == huge  # python -m launch.train
   monkeypatch.setattr(sys, "platform", "darwin")
-  assert cli.huge_pages_reexec_argv("rlp-train") is None
+  assert cli.startup_env("rlp-train") is None
