@@ -214,7 +214,7 @@ def test_malloc_settings_rules(monkeypatch, tmp_path):
     assert cli.startup_env("rlp-train") == want, env
     for k in env:
       monkeypatch.delenv(k)
-  meminfo.write_text("MemTotal:        8000000 kB\n")  # a small machine keeps its memory free
+  meminfo.write_text("MemTotal:       16000000 kB\n")  # a small machine keeps its memory free
   assert cli.startup_env("rlp-train") == huge
   meminfo.write_text("MemTotal:       24562000 kB\n")
   # accelerators: JAX_PLATFORMS decides; unset, a GPU or TPU device file does
