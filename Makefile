@@ -37,14 +37,14 @@ venv-tpu:
 demo: venv
 	$(VENV)/bin/rlp-train --config=configs/smollm2_rlp.py --workdir=workdirs/smollm2_rlp
 
-# Two workers for most of the suite, then the multi-process tests alone (each runs two training
-# processes, which beside another worker would share the 2 cores four ways). Files go to the workers
-# longest first (tests/conftest.py). The 30 slowest tests are listed at the end, to keep the suite
-# inside its time budget.
 # Commands the tests start return freed memory to the kernel (RLP_KEEP_MEMORY=0, see launch/cli.py):
 # the two workers' commands each holding their high-water mark could outgrow a 24 GB machine
 test test-fast: export RLP_KEEP_MEMORY ?= 0
 
+# Two workers for most of the suite, then the multi-process tests alone (each runs two training
+# processes, which beside another worker would share the 2 cores four ways). Files go to the workers
+# longest first (tests/conftest.py). The 30 slowest tests are listed at the end, to keep the suite
+# inside its time budget.
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" --durations=30 \
 	  $(PYTEST_ARGS)
