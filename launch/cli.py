@@ -97,7 +97,6 @@ HUGE_PAGES = "glibc.malloc.hugetlb=1"
 KEEP_MEMORY = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
                "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
-_MEMINFO = "/proc/meminfo"
 # below this much RAM the resident memory is worth more than the speed (the SmolLM2 demo peaks
 # at 14.6 GB with the setting, 10.7 GB without)
 KEEP_MEMORY_MIN_GIB = 20
@@ -116,19 +115,15 @@ def _cpu_only() -> bool:
 
 def _memory_gib() -> float:
   try:
-    with open(_MEMINFO) as f:
-      for line in f:
-        if line.startswith("MemTotal:"):
-          return int(line.split()[1]) / 2 ** 20
-  except (OSError, ValueError, IndexError):
-    pass
-  return 0.0
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+  except (ValueError, OSError):
+    return 0.0
 
 
 def _user_tunes_malloc() -> bool:
   tunables = os.environ.get("GLIBC_TUNABLES", "")
   return (any(k.startswith("MALLOC_") for k in os.environ)
-          or any(t and t != HUGE_PAGES for t in tunables.split(":") if "malloc" in t))
+          or any(t != HUGE_PAGES for t in tunables.split(":") if "malloc" in t))
 
 
 def startup_env(prog: str) -> dict[str, str] | None:

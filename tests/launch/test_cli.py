@@ -190,9 +190,8 @@ def test_malloc_settings_rules(monkeypatch, tmp_path):
                       types.SimpleNamespace(__file__="/venv/bin/rlp-train", __spec__=None))
   mode = tmp_path / "enabled"
   monkeypatch.setattr(cli, "_THP", str(mode))
-  meminfo = tmp_path / "meminfo"
-  meminfo.write_text("MemTotal:       24562000 kB\nMemFree:         1000 kB\n")
-  monkeypatch.setattr(cli, "_MEMINFO", str(meminfo))
+  memory_gib = [23.4]  # this machine's RAM, as the re-execution reads it
+  monkeypatch.setattr(cli, "_memory_gib", lambda: memory_gib[0])
   huge, keep = {"GLIBC_TUNABLES": cli.HUGE_PAGES}, cli.KEEP_MEMORY
   for text, want in (("always [madvise] never", {**huge, **keep}),
                      ("[always] madvise never", keep), ("always madvise [never]", keep)):
@@ -214,9 +213,9 @@ def test_malloc_settings_rules(monkeypatch, tmp_path):
     assert cli.startup_env("rlp-train") == want, env
     for k in env:
       monkeypatch.delenv(k)
-  meminfo.write_text("MemTotal:       16000000 kB\n")  # a small machine keeps its memory free
+  memory_gib[0] = 15.3  # a small machine keeps its memory free
   assert cli.startup_env("rlp-train") == huge
-  meminfo.write_text("MemTotal:       24562000 kB\n")
+  memory_gib[0] = 23.4
   # accelerators: JAX_PLATFORMS decides; unset, a GPU or TPU device file does
   for platforms, want in (("cuda", huge), ("cpu,cuda", huge), ("tpu", huge), ("cpu", {**huge, **keep})):
     monkeypatch.setenv("JAX_PLATFORMS", platforms)
