@@ -75,6 +75,12 @@ def _fault_injection():
 
 
 def _write_config(config, workdir, step, log):
+  """Writes the run's config.json, keeping a changed previous one as config.until-step-N.json.
+  Process 0 alone touches the file: with every process reading, renaming and writing the one
+  shared file, one process could find it gone between its check and its read, fail, and leave
+  the others waiting in the first step's collectives."""
+  if jax.process_index() != 0:
+    return
   path = os.path.join(workdir, "config.json")
   new = config.to_json_best_effort(indent=2, sort_keys=True)
   if os.path.exists(path):
@@ -244,6 +250,16 @@ def _agreed_stop(local_signal):
   from jax.experimental import multihost_utils
   got = multihost_utils.process_allgather(np.int32(local_signal or 0))
   return int(np.max(got)) or None
+
+
+def _process0_says(flag: bool) -> bool:
+  """Process 0's value of a decision taken from the workdir's files, for every process: the
+  files are shared and process 0 may be rewriting one (metrics.jsonl on resume) while another
+  process reads it, and a decision that leads into collectives must be the same everywhere."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _local(x):
@@ -584,7 +600,7 @@ def _finish_owed(run: _Run, start: int, state) -> dict:
   config, total = run.config, run.total
   rows = metrics.read_metrics(run.workdir)
   has_eval = any(r.get("step") == total and "eval/nll" in r for r in rows)
-  owed_eval = bool(run.eval_docs) and not has_eval
+  owed_eval = _process0_says(bool(run.eval_docs) and not has_eval)
   owed_plot = config.train.plot and not os.path.exists(os.path.join(run.workdir, "curves.png"))
   if not (owed_eval or owed_plot):
     run.log(f"rlp: the run is already complete at step {start} of {total} (warmup.steps + "

@@ -96,6 +96,15 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   with open(os.path.join(wd, "metrics.jsonl")) as f:
     steps = [json.loads(l)["step"] for l in f if '"loss"' in l]
   assert steps == list(range(1, 9))  # one writer (process 0), no duplicates
+  # process 0 alone keeps the changed config (both renaming one shared file raced)
+  assert json.load(open(os.path.join(wd, "config.until-step-6.json")))["train"]["steps"] == 6
+  assert json.load(open(os.path.join(wd, "config.json")))["train"]["steps"] == 8
+  # a rerun of the finished run: both processes take process 0's view of what is owed
+  n_lines = len(open(os.path.join(wd, "metrics.jsonl")).readlines())
+  procs = _launch(wd, 8)
+  outs = _wait(procs, 400)
+  assert [p.returncode for p in procs] == [0, 0], _report(outs)
+  assert len(open(os.path.join(wd, "metrics.jsonl")).readlines()) == n_lines
 
 
 def _stream(workdir):

@@ -52,6 +52,22 @@ def test_train_writes_outputs_and_resumes(objective, tmp_path):
   assert os.path.exists(os.path.join(wd, "config.until-step-4.json"))
 
 
+def test_only_process_0_writes_the_config(tmp_path, monkeypatch):
+  """Every process of a multi-process run renaming and rewriting the shared config.json raced:
+  one could find the file gone between its check and its read, fail, and hang the others."""
+  wd = str(tmp_path)
+  loop._write_config(tiny_config(), wd, 0, print)
+  first = open(os.path.join(wd, "config.json")).read()
+  monkeypatch.setattr(loop.jax, "process_index", lambda: 1)
+  loop._write_config(tiny_config(**{"train.steps": 9}), wd, 4, print)
+  assert sorted(os.listdir(wd)) == ["config.json"]
+  assert open(os.path.join(wd, "config.json")).read() == first
+  monkeypatch.setattr(loop.jax, "process_index", lambda: 0)
+  loop._write_config(tiny_config(**{"train.steps": 9}), wd, 4, print)
+  assert open(os.path.join(wd, "config.until-step-4.json")).read() == first
+  assert json.load(open(os.path.join(wd, "config.json")))["train"]["steps"] == 9
+
+
 def test_rlp_plot_cli(tmp_path):
   wd = tmp_path / "run"
   wd.mkdir()
