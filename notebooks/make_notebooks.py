@@ -18,6 +18,11 @@ REPO = os.environ.get("RLP_REPO_DIR") or os.path.abspath("..")
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 try:
+    # On a CPU-only machine with >= 20 GiB of RAM, glibc keeps the memory XLA frees in this
+    # kernel instead of faulting it in again every step (README, Speed; RLP_KEEP_MEMORY=0 turns
+    # it off). It must come before jax is imported.
+    from launch.cli import keep_freed_memory
+    keep_freed_memory()
     import rlp, models  # noqa: F401
 except ImportError:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", REPO + "[dev]"])

@@ -230,3 +230,46 @@ def test_malloc_settings_rules(monkeypatch, tmp_path):
   assert cli.startup_env("rlp-train") == huge  # python -m launch.train
   monkeypatch.setattr(sys, "platform", "darwin")
   assert cli.startup_env("rlp-train") is None
+
+
+_FREE_256MB = """
+import ctypes, json, sys
+from launch import cli
+applied = cli.keep_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+def rss():
+  return int(open("/proc/self/statm").read().split()[1]) * 4096
+n = 256 << 20
+p = libc.malloc(n)
+ctypes.memset(p, 1, n)
+before = rss()
+libc.free(p)
+print(json.dumps({"applied": applied, "returned_mb": (before - rss()) >> 20}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_keep_freed_memory_inside_a_running_python():
+  """keep_freed_memory() (for notebooks and scripts, which the console scripts' re-execution does
+  not reach): after it, a freed 256 MB block stays in the process; with RLP_KEEP_MEMORY=0 or on a
+  GPU run it does nothing and glibc hands the block back to the kernel."""
+  import json
+  from launch import cli
+  if cli._memory_gib() < cli.KEEP_MEMORY_MIN_GIB:
+    pytest.skip(f"the setting applies only with >= {cli.KEEP_MEMORY_MIN_GIB} GiB of RAM")
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RLP_KEEP_MEMORY")
+         and not k.startswith("MALLOC_")}
+
+  def run(**extra):
+    r = subprocess.run([sys.executable, "-c", _FREE_256MB], cwd=ROOT, text=True,
+                       capture_output=True, timeout=120, env={**env, **extra})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.splitlines()[-1])
+
+  kept = run(JAX_PLATFORMS="cpu")
+  assert kept["applied"] and kept["returned_mb"] < 16, kept
+  for extra in ({"JAX_PLATFORMS": "cpu", "RLP_KEEP_MEMORY": "0"}, {"JAX_PLATFORMS": "cuda"},
+                {"JAX_PLATFORMS": "cpu", "MALLOC_ARENA_MAX": "2"}):
+    got = run(**extra)
+    assert not got["applied"] and got["returned_mb"] > 200, (extra, got)
