@@ -93,9 +93,13 @@ def _config_message(e: BaseException) -> str:
 
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
-# glibc's malloc keeps freed memory in the process: one arena, no mmap'ed blocks, no trimming
-KEEP_MEMORY = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
-               "MALLOC_TRIM_THRESHOLD_": "1000000000000"}
+# glibc's malloc keeps freed memory in the process: one arena, no mmap'ed blocks, no trimming.
+# Each setting as an environment variable (read at start-up) and as mallopt's parameter (glibc's
+# malloc.h: M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD; mallopt takes an int, and -1 becomes
+# SIZE_MAX in glibc: never trim).
+_KEEP_MEMORY_SETTINGS = (("MALLOC_ARENA_MAX", "1", -8, 1), ("MALLOC_MMAP_MAX_", "0", -4, 0),
+                         ("MALLOC_TRIM_THRESHOLD_", "1000000000000", -1, -1))
+KEEP_MEMORY = {var: value for var, value, _, _ in _KEEP_MEMORY_SETTINGS}
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 # below this much RAM the resident memory is worth more than the speed (the SmolLM2 demo peaks
 # at 14.6 GB with the setting, 10.7 GB without)
@@ -171,11 +175,6 @@ def _keep_memory_applies() -> bool:
           and _cpu_only() and _memory_gib() >= KEEP_MEMORY_MIN_GIB)
 
 
-# mallopt's parameters (glibc's malloc.h) for KEEP_MEMORY's three settings; M_TRIM_THRESHOLD
-# takes an int, and -1 becomes SIZE_MAX in glibc: never trim
-_MALLOPT_KEEP_MEMORY = ((-8, 1), (-4, 0), (-1, -1))  # M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD
-
-
 def keep_freed_memory() -> bool:
   """KEEP_MEMORY applied from inside a running Python (a notebook's kernel, your own script),
   under the console scripts' rules (startup_env: CPU only, enough RAM, no malloc setting of the
@@ -194,7 +193,7 @@ def keep_freed_memory() -> bool:
     mallopt = ctypes.CDLL("libc.so.6").mallopt
   except (OSError, AttributeError):  # not glibc (e.g. musl)
     return False
-  return all([mallopt(option, value) == 1 for option, value in _MALLOPT_KEEP_MEMORY])
+  return all([mallopt(option, value) == 1 for _, _, option, value in _KEEP_MEMORY_SETTINGS])
 
 
 def _reexec_with_malloc_settings(prog: str):
