@@ -77,6 +77,12 @@ class KVCache:
     return self.k.shape[2]
 
 
+def heads_first(kv):
+  """(k, v) each [L, B, S, K, D] (as `Transformer.prefix_kv` returns them) -> head-major
+  [L, B, K, S, D], the layout `Transformer.decode_shared` reads. One copy per rollout."""
+  return tuple(jnp.swapaxes(a, -3, -2) for a in kv)
+
+
 class Transformer(nnx.Module):
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -158,17 +164,20 @@ class Transformer(nnx.Module):
                     thought_kv, write_index, filled: int | None = None):
     """N streams per document decode C tokens against a shared prefix cache plus their own cache.
 
-    prefix_kv: (k, v) each [L, B, S, K, D], computed once per document and never copied per stream.
-    thought_kv: (k, v) each [L, B, N, T, K, D]; the C new keys are written at `write_index`, and a
-    query at thought index i sees thought keys <= i (the cache's keys before `write_index`, read
-    only, and the new keys themselves; the cache is written once, after the layers, so a step
-    costs the new keys' write, not a copy of the cache). `filled` (static, optional): a bound on
-    `write_index`; only the cache's first `filled` keys are read, so a step over a mostly empty
-    long cache costs what the filled part does. Returns (logits [B, N, C, V], thought_kv).
-    Differentiable in all inputs, so the training forward over thoughts uses it too.
+    The caches are head-major (the kv head ahead of the key axis; `heads_first` turns
+    `prefix_kv`'s output into this layout), so attention reads them as stored (see
+    layers.decode_attention). prefix_kv: (k, v) each [L, B, K, S, D], computed once per document
+    and never copied per stream. thought_kv: (k, v) each [L, B, N, K, T, D]; the C new keys are
+    written at `write_index`, and a query at thought index i sees thought keys <= i (the cache's
+    keys before `write_index`, read only, and the new keys themselves; the cache is written once,
+    after the layers, so a step costs the new keys' write, not a copy of the cache). `filled`
+    (static, optional): a bound on `write_index`; only the cache's first `filled` keys are read,
+    so a step over a mostly empty long cache costs what the filled part does. Returns (logits
+    [B, N, C, V], thought_kv). Differentiable in all inputs.
     """
     b, n, c = tokens_BxNxC.shape
-    t_read = thought_kv[0].shape[3] if filled is None else min(filled, thought_kv[0].shape[3])
+    t_len = thought_kv[0].shape[4]
+    t_read = t_len if filled is None else min(filled, t_len)
     old = jnp.broadcast_to(jnp.arange(t_read) < write_index, (b, n, c, t_read))
     new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
 
@@ -176,19 +185,20 @@ class Transformer(nnx.Module):
       # the cache is only read here; this step's keys are attended to directly and written into
       # the cache once, after the layer scan, so no layer copies its slice of the cache
       pk, pv, tk, tv = kv
-      tk, tv = tk[:, :, :t_read], tv[:, :, :t_read]
+      tk, tv = tk[:, :, :, :t_read], tv[:, :, :, :t_read]
+      kh, vh = (jnp.swapaxes(a, 2, 3).astype(tk.dtype) for a in (k, v))  # [B, N, K, C, D]
       dt = q.dtype
-      o = layers.stream_attention(q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
+      o = layers.decode_attention(q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
                                   [(tk.astype(dt), tv.astype(dt), old),
-                              (k.astype(tk.dtype).astype(dt), v.astype(tv.dtype).astype(dt), new)])
-      return o, (k, v)
+                                   (kh.astype(dt), vh.astype(dt), new)])
+      return o, (kh, vh)
 
     x, (k_new, v_new) = self._trunk(tokens_BxNxC, positions_BxNxC, attend,
                                     (*prefix_kv, *thought_kv))
-    at = (0, 0, 0, write_index, 0, 0)
+    at = (0, 0, 0, 0, write_index, 0)
     tk, tv = thought_kv
-    tk = jax.lax.dynamic_update_slice(tk, k_new.astype(tk.dtype), at)
-    tv = jax.lax.dynamic_update_slice(tv, v_new.astype(tv.dtype), at)
+    tk = jax.lax.dynamic_update_slice(tk, k_new, at)
+    tv = jax.lax.dynamic_update_slice(tv, v_new, at)
     return self.logits(x), (tk, tv)
 
   def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,

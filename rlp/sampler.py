@@ -23,6 +23,8 @@ import jax.numpy as jnp
 from flax import nnx
 from flax import struct
 
+from models.transformer import heads_first
+
 PHASE_GEN, PHASE_CLOSE, PHASE_DONE = 0, 1, 2
 
 
@@ -116,7 +118,7 @@ class DecodeState:
   """The rollout's while-loop carry: per stream [B, N] unless noted."""
   i: jax.Array  # [] decode step (index into the thought buffer)
   logits: jax.Array  # [B, N, V] the next token's logits
-  tkv: Any  # (k, v) each [L, rows, per_row, T, K, D]: the streams' own caches
+  tkv: Any  # (k, v) each [L, rows, per_row, K, T, D]: the streams' own caches (head-major)
   buf: jax.Array  # [B, N, T] tokens written (sampled, or the forced closer)
   logp: jax.Array  # [B, N, T] sampling log-probs of sampled tokens
   mask: jax.Array  # [B, N, T] 1 where the policy sampled
@@ -219,9 +221,10 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) 
   else:
     pk, pv = prefix if prefix is not None else model.prefix_kv(docs_BxS)
     pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]  # [B, N, S]
-  pk, pv = on_doc_axis(pk, 1), on_doc_axis(pv, 1)
+  # the decode loop reads head-major caches (models.transformer.heads_first): one copy here
+  pk, pv = (on_doc_axis(a, 1) for a in heads_first((pk, pv)))
   rows, per_row = pmask.shape[:2]
-  kv_shape = (c.n_layers, rows, per_row, p_len + tb, c.n_kv_heads, c.head_dim)
+  kv_shape = (c.n_layers, rows, per_row, c.n_kv_heads, p_len + tb, c.head_dim)
   tkv = tuple(on_doc_axis(jnp.zeros(kv_shape, pk.dtype), 1) for _ in range(2))
 
   def feed(tok_BxNxC, pos_BxNxC, tkv, write_index, filled=None):

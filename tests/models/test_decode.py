@@ -7,6 +7,8 @@ import pytest
 from flax import nnx
 
 import models
+from models import layers
+from models.transformer import heads_first
 
 CFG = models.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1,
                          head_dim=8, d_ff=48)
@@ -60,9 +62,9 @@ def test_shared_prefix_decode_equals_full_forward(model):
   doc = _toks(b, s, seed=2)
   cut = jnp.asarray([[2, 5, 9], [1, 4, 7]], jnp.int32)  # stream n sees doc[:cut]
   thought = _toks(b * n, tlen, seed=3).reshape(b, n, tlen)
-  pk, pv = model.prefix_kv(doc)
+  pk, pv = heads_first(model.prefix_kv(doc))
   pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]
-  shape = (CFG.n_layers, b, n, tlen, CFG.n_kv_heads, CFG.head_dim)
+  shape = (CFG.n_layers, b, n, CFG.n_kv_heads, tlen, CFG.head_dim)
   tkv = (jnp.zeros(shape), jnp.zeros(shape))
   pos = cut[:, :, None] + jnp.arange(tlen)
   # Two calls (3 tokens, then 1) to exercise the write index.
@@ -75,6 +77,27 @@ def test_shared_prefix_decode_equals_full_forward(model):
       seq = jnp.concatenate([doc[i, :c], thought[i, j]])[None]
       want = model(seq)[0, c:]
       assert float(jnp.abs(got[i, j] - want).max()) <= 1e-5
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_head_major_decode_attention_equals_stream_attention(c):
+  """The decode loop's attention over head-major caches is stream_attention's, to float32
+  rounding, with grouped queries (2 kv heads of 3), several streams and a masked prefix."""
+  b, n, kh, r, d, s, t = 2, 3, 2, 3, 8, 7, 5
+  ks = jax.random.split(jax.random.key(0), 8)
+  q = jax.random.normal(ks[0], (b, n, c, kh * r, d))
+  pk, pv = (jax.random.normal(k_, (b, s, kh, d)) for k_ in ks[1:3])
+  tk, tv = (jax.random.normal(k_, (b, n, t, kh, d)) for k_ in ks[3:5])
+  nk, nv = (jax.random.normal(k_, (b, n, c, kh, d)) for k_ in ks[5:7])
+  pmask = jax.random.bernoulli(ks[7], 0.6, (b, n, s)).at[:, :, 0].set(True)
+  old = jnp.broadcast_to(jnp.arange(t) < 3, (b, n, c, t))
+  new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
+  want = layers.stream_attention(q, (pk, pv, pmask), [(tk, tv, old), (nk, nv, new)])
+  hm = lambda a: jnp.swapaxes(a, -3, -2)
+  got = layers.decode_attention(q, (hm(pk), hm(pv), pmask),
+                                [(hm(tk), hm(tv), old), (hm(nk), hm(nv), new)])
+  assert got.shape == want.shape
+  assert float(jnp.abs(got - want).max()) <= 1e-5
 
 
 def test_greedy_generate_equals_argmax_of_full_forward(model):
