@@ -93,9 +93,8 @@ def test_head_major_decode_attention_equals_stream_attention(c):
   old = jnp.broadcast_to(jnp.arange(t) < 3, (b, n, c, t))
   new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
   want = layers.stream_attention(q, (pk, pv, pmask), [(tk, tv, old), (nk, nv, new)])
-  hm = lambda a: jnp.swapaxes(a, -3, -2)
-  got = layers.decode_attention(q, (hm(pk), hm(pv), pmask),
-                                [(hm(tk), hm(tv), old), (hm(nk), hm(nv), new)])
+  got = layers.decode_attention(q, (*heads_first((pk, pv)), pmask),
+                                [(*heads_first((tk, tv)), old), (*heads_first((nk, nv)), new)])
   assert got.shape == want.shape
   assert float(jnp.abs(got - want).max()) <= 1e-5
 
