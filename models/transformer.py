@@ -79,8 +79,16 @@ class KVCache:
 
 def heads_first(kv):
   """(k, v) each [L, B, S, K, D] (as `Transformer.prefix_kv` returns them) -> head-major
-  [L, B, K, S, D], the layout `Transformer.decode_shared` reads. One copy per rollout."""
+  [L, B, K, S, D], the stacked layout `Transformer.decode_shared` reads. One copy per rollout."""
   return tuple(jnp.swapaxes(a, -3, -2) for a in kv)
+
+
+def per_layer(tree) -> list:
+  """A tree of arrays stacked over layers ([L, ...] leaves) -> a list of L trees, one per layer.
+  The decode loop's layout: split once, outside the loop, so that no step slices its layer out of
+  a stacked array (see `Transformer.decode_shared`)."""
+  n = jax.tree.leaves(tree)[0].shape[0]
+  return [jax.tree.map(lambda a, i=i: a[i], tree) for i in range(n)]
 
 
 class Transformer(nnx.Module):
@@ -161,45 +169,64 @@ class Transformer(nnx.Module):
     return self.logits(x), cache
 
   def decode_shared(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
-                    thought_kv, write_index, filled: int | None = None):
+                    thought_kv, write_index, filled: int | None = None, weights=None):
     """N streams per document decode C tokens against a shared prefix cache plus their own cache.
 
-    The caches are head-major (the kv head ahead of the key axis; `heads_first` turns
-    `prefix_kv`'s output into this layout), so attention reads them as stored (see
-    layers.decode_attention). prefix_kv: (k, v) each [L, B, K, S, D], computed once per document
-    and never copied per stream. thought_kv: (k, v) each [L, B, N, K, T, D]; the C new keys are
-    written at `write_index`, and a query at thought index i sees thought keys <= i (the cache's
-    keys before `write_index`, read only, and the new keys themselves; the cache is written once,
-    after the layers, so a step costs the new keys' write, not a copy of the cache). `filled`
-    (static, optional): a bound on `write_index`; only the cache's first `filled` keys are read,
-    so a step over a mostly empty long cache costs what the filled part does. Returns (logits
-    [B, N, C, V], thought_kv). Differentiable in all inputs.
+    The caches are head-major (the kv head ahead of the key axis), so attention reads them as
+    stored (layers.decode_attention): prefix_kv (k, v), computed once per document and never
+    copied per stream, and the streams' own thought_kv (k, v). Two layouts, chosen by the caller:
+    - stacked over layers, prefix [L, B, K, S, D] (`heads_first` of `prefix_kv`'s output) and
+      thoughts [L, B, N, K, T, D]: the layers run in a scan (or loop, per `scan_layers`), which
+      slices each layer's weights and caches out of the stacked arrays at every call;
+    - per-layer lists of L arrays ([B, K, S, D], `per_layer` of the stacked prefix, and
+      [B, N, K, T, D]), with `weights` from `self.layer_weights()` (each layer's weights, cast
+      once): the layers run unrolled over them and nothing is sliced. A caller that decodes in
+      a loop makes the lists and the weights once, outside it (on a 2-core CPU, SmolLM2 at 16
+      streams, this cut a decode step by about a quarter, for a longer compile).
+    The C new keys are written at `write_index`, and a query at thought index i sees thought keys
+    <= i (the cache's keys before `write_index`, read only, and the new keys themselves; the
+    cache is written once, after the attention, so a step costs the new keys' write, not a copy
+    of the cache). `filled` (static, optional): a bound on `write_index`; only the cache's first
+    `filled` keys are read, so a step over a mostly empty long cache costs what the filled part
+    does. Returns (logits [B, N, C, V], thought_kv in the layout given). Differentiable in all
+    inputs.
     """
     b, n, c = tokens_BxNxC.shape
-    t_len = thought_kv[0].shape[4]
+    unrolled = isinstance(thought_kv[0], (list, tuple))
+    t_len = jax.tree.leaves(thought_kv)[0].shape[-2]
     t_read = t_len if filled is None else min(filled, t_len)
     old = jnp.broadcast_to(jnp.arange(t_read) < write_index, (b, n, c, t_read))
     new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
 
     def attend(q, k, v, kv):
-      # the cache is only read here; this step's keys are attended to directly and written into
-      # the cache once, after the layer scan, so no layer copies its slice of the cache
       pk, pv, tk, tv = kv
-      tk, tv = tk[:, :, :, :t_read], tv[:, :, :, :t_read]
       kh, vh = (jnp.swapaxes(a, 2, 3).astype(tk.dtype) for a in (k, v))  # [B, N, K, C, D]
       dt = q.dtype
-      o = layers.decode_attention(q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
-                                  [(tk.astype(dt), tv.astype(dt), old),
-                                   (kh.astype(dt), vh.astype(dt), new)])
-      return o, (kh, vh)
+      o = layers.decode_attention(
+          q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
+          [(tk[:, :, :, :t_read].astype(dt), tv[:, :, :, :t_read].astype(dt), old),
+           (kh.astype(dt), vh.astype(dt), new)])
+      if not unrolled:  # written after the layer scan, so no layer copies its slice of the cache
+        return o, (kh, vh)
+      at = (0, 0, 0, write_index, 0)
+      return o, (jax.lax.dynamic_update_slice(tk, kh, at), jax.lax.dynamic_update_slice(tv, vh, at))
 
+    if unrolled:
+      weights = self.layer_weights() if weights is None else weights
+      x, kv = self._trunk(tokens_BxNxC, positions_BxNxC, attend,
+                          list(zip(*prefix_kv, *thought_kv)), weights=weights)
+      return self.logits(x), tuple(list(a) for a in zip(*kv))
     x, (k_new, v_new) = self._trunk(tokens_BxNxC, positions_BxNxC, attend,
                                     (*prefix_kv, *thought_kv))
     at = (0, 0, 0, 0, write_index, 0)
-    tk, tv = thought_kv
-    tk = jax.lax.dynamic_update_slice(tk, k_new, at)
-    tv = jax.lax.dynamic_update_slice(tv, v_new, at)
-    return self.logits(x), (tk, tv)
+    return self.logits(x), tuple(jax.lax.dynamic_update_slice(a, new_a, at)
+                                 for a, new_a in zip(thought_kv, (k_new, v_new)))
+
+  def layer_weights(self) -> list[dict]:
+    """Each layer's weights, in the compute dtype, as a list of L dicts (see `decode_shared`)."""
+    dt = jnp.dtype(self.config.dtype)
+    return per_layer({name: getattr(self.layers, name)[...].astype(dt)
+                      for name in layer_param_shapes(self.config)})
 
   def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
                      hidden: bool = False):
@@ -250,13 +277,16 @@ class Transformer(nnx.Module):
     return self.embed[...] if self.config.tie_embeddings else self.lm_head[...].T
 
   # ---------------------------------------------------------------- the block
-  def _trunk(self, tokens, positions, attend: Callable, caches: Any):
+  def _trunk(self, tokens, positions, attend: Callable, caches: Any, weights: list | None = None):
+    """The embedding and the blocks. caches: stacked over layers (or None), attend's kv input.
+    weights: None (the stacked weights, scanned or looped per `scan_layers`), or per-layer
+    weights (`layer_weights`) with caches a list per layer: the blocks unrolled over them, no
+    layer sliced out of a stacked array; the kv outputs are then a list per layer too."""
     c = self.config
     dt = jnp.dtype(c.dtype)
     x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
     inv_freq = layers.rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
     cos, sin = layers.rope_tables(positions, inv_freq)
-    params = {name: getattr(self.layers, name)[...] for name in layer_param_shapes(c)}
 
     def block(x, layer):
       p, kv = layer
@@ -283,6 +313,13 @@ class Transformer(nnx.Module):
       policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if c.remat == "dots"
                 else jax.checkpoint_policies.nothing_saveable)
       block = jax.checkpoint(block, policy=policy, prevent_cse=not c.scan_layers)
+    if weights is not None:
+      outs = []
+      for layer in zip(weights, caches):
+        x, kv = block(x, layer)
+        outs.append(kv)
+      return x, outs
+    params = {name: getattr(self.layers, name)[...] for name in layer_param_shapes(c)}
     if c.scan_layers:
       return jax.lax.scan(block, x, (params, caches))
     outs = []

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax import struct
 
-from models.transformer import heads_first
+from models.transformer import heads_first, per_layer
 
 PHASE_GEN, PHASE_CLOSE, PHASE_DONE = 0, 1, 2
 
@@ -61,6 +61,11 @@ class SamplerConfig:
   predict: bool = False  # RPT: sample one prediction token after </think> (a policy action)
   attend_block: int = 128  # decode steps read only the filled part of the thought cache, in
   #                          spans that double from this length; 0 = always the whole buffer
+  unroll_layers: bool | None = None  # the decode loop's layers unrolled over per-layer weights
+  #                          and caches made once per rollout (True), or scanned over the stacked
+  #                          ones (False: a shorter compile, but every step slices each layer's
+  #                          weights and caches out of them); None = unrolled on CPU, where those
+  #                          slices are copies (see `Transformer.decode_shared`), scanned elsewhere
 
   def __post_init__(self):
     bad = [f"{name} {getattr(self, name)!r} ({allowed})" for name, (_, allowed)
@@ -76,6 +81,9 @@ class SamplerConfig:
       raise ValueError("prompt_ids, close_ids and every close_alts entry must not be empty")
     if self.attend_block < 0:
       raise ValueError(f"attend_block must be >= 0 (got {self.attend_block})")
+    if self.unroll_layers not in (None, True, False):
+      raise ValueError(f"unroll_layers must be True, False or None (auto) "
+                       f"(got {self.unroll_layers!r})")
 
   @property
   def closers(self) -> tuple[tuple[int, ...], ...]:
@@ -118,7 +126,8 @@ class DecodeState:
   """The rollout's while-loop carry: per stream [B, N] unless noted."""
   i: jax.Array  # [] decode step (index into the thought buffer)
   logits: jax.Array  # [B, N, V] the next token's logits
-  tkv: Any  # (k, v) each [L, rows, per_row, K, T, D]: the streams' own caches (head-major)
+  tkv: Any  # (k, v): the streams' own caches (head-major), each [L, rows, per_row, K, T, D]
+  #           or, with unrolled layers, a list of L [rows, per_row, K, T, D]
   buf: jax.Array  # [B, N, T] tokens written (sampled, or the forced closer)
   logp: jax.Array  # [B, N, T] sampling log-probs of sampled tokens
   mask: jax.Array  # [B, N, T] 1 where the policy sampled
@@ -131,6 +140,11 @@ class DecodeState:
   s_pred: jax.Array  # log p(x_t | x_<t, thought), once the closer is fed
   pred: jax.Array  # RPT's sampled prediction of x_t, else -1
   top: jax.Array  # the argmax after the closer
+
+
+def unrolls_layers(cfg: SamplerConfig) -> bool:
+  """Whether the decode loop runs its layers unrolled (cfg.unroll_layers; None: on CPU)."""
+  return jax.default_backend() == "cpu" if cfg.unroll_layers is None else cfg.unroll_layers
 
 
 def last_axis_argmax(x):
@@ -221,16 +235,26 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) 
   else:
     pk, pv = prefix if prefix is not None else model.prefix_kv(docs_BxS)
     pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]  # [B, N, S]
-  # the decode loop reads head-major caches (models.transformer.heads_first): one copy here
-  pk, pv = (on_doc_axis(a, 1) for a in heads_first((pk, pv)))
+  # the decode loop reads head-major caches (models.transformer.decode_shared), stacked over
+  # the layers or, unrolled, one array per layer (and the weights cast and split once, here)
+  unroll = unrolls_layers(cfg)
   rows, per_row = pmask.shape[:2]
-  kv_shape = (c.n_layers, rows, per_row, c.n_kv_heads, p_len + tb, c.head_dim)
-  tkv = tuple(on_doc_axis(jnp.zeros(kv_shape, pk.dtype), 1) for _ in range(2))
+  kv_shape = (rows, per_row, c.n_kv_heads, p_len + tb, c.head_dim)
+  pk, pv = heads_first((pk, pv))
+  if unroll:
+    pk, pv = ([on_doc_axis(a) for a in per_layer(x)] for x in (pk, pv))
+    tkv = tuple([on_doc_axis(jnp.zeros(kv_shape, pk[0].dtype)) for _ in range(c.n_layers)]
+                for _ in range(2))
+    weights = model.layer_weights()
+  else:
+    pk, pv = (on_doc_axis(a, 1) for a in (pk, pv))
+    tkv = tuple(on_doc_axis(jnp.zeros((c.n_layers, *kv_shape), pk.dtype), 1) for _ in range(2))
+    weights = None
 
   def feed(tok_BxNxC, pos_BxNxC, tkv, write_index, filled=None):
     shape = (rows, per_row, tok_BxNxC.shape[-1])
     logits, tkv = model.decode_shared(tok_BxNxC.reshape(shape), pos_BxNxC.reshape(shape),
-                                      (pk, pv), pmask, tkv, write_index, filled)
+                                      (pk, pv), pmask, tkv, write_index, filled, weights)
     return logits[:, :, -1].reshape(b, n, -1), tkv
 
   prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
@@ -244,7 +268,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) 
       phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i, thought_len=zeros_i,
       truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
       pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
-  # the loop's state on the documents' devices (the caches: their second axis; the rest: first)
+  # the loop's state on the documents' devices (the caches: placed above; the rest: first axis)
   init = init.replace(**{f.name: on_doc_axis(getattr(init, f.name))
                          for f in dataclasses.fields(init) if f.name not in ("i", "tkv")})
 

@@ -8,7 +8,7 @@ from flax import nnx
 
 import models
 from models import layers
-from models.transformer import heads_first
+from models.transformer import heads_first, per_layer
 
 CFG = models.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1,
                          head_dim=8, d_ff=48)
@@ -56,8 +56,10 @@ def test_packed_segments_decode_equals_full_forward(model):
   assert float(jnp.abs(jnp.concatenate(outs, 1) - full).max()) <= 1e-5
 
 
-def test_shared_prefix_decode_equals_full_forward(model):
-  """N streams per document, each at its own cut t, read one shared prefix cache."""
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_shared_prefix_decode_equals_full_forward(model, unrolled):
+  """N streams per document, each at its own cut t, read one shared prefix cache; caches stacked
+  over the layers (a layer scan) or one array per layer (the layers unrolled)."""
   b, s, n, tlen = 2, 9, 3, 4
   doc = _toks(b, s, seed=2)
   cut = jnp.asarray([[2, 5, 9], [1, 4, 7]], jnp.int32)  # stream n sees doc[:cut]
@@ -66,11 +68,14 @@ def test_shared_prefix_decode_equals_full_forward(model):
   pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]
   shape = (CFG.n_layers, b, n, CFG.n_kv_heads, tlen, CFG.head_dim)
   tkv = (jnp.zeros(shape), jnp.zeros(shape))
+  if unrolled:
+    pk, pv, tkv = per_layer(pk), per_layer(pv), tuple(per_layer(a) for a in tkv)
   pos = cut[:, :, None] + jnp.arange(tlen)
   # Two calls (3 tokens, then 1) to exercise the write index.
   l1, tkv = model.decode_shared(thought[..., :3], pos[..., :3], (pk, pv), pmask, tkv, 0)
   l2, tkv = model.decode_shared(thought[..., 3:], pos[..., 3:], (pk, pv), pmask, tkv, 3)
   got = jnp.concatenate([l1, l2], axis=2)
+  assert isinstance(tkv[0], list) == unrolled  # the caches come back in the layout given
   for i in range(b):
     for j in range(n):
       c = int(cut[i, j])

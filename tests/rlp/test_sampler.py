@@ -111,6 +111,21 @@ def test_naive_prefix_copy_gives_identical_outputs(model, docs):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
 
 
+def test_scanned_and_unrolled_decode_layers_give_identical_outputs(model, docs):
+  """The decode loop over caches and weights stacked over the layers (a layer scan) samples what
+  the loop unrolled over per-layer arrays does, across read spans (attend_block=2)."""
+  d, cuts = docs
+  kw = dict(max_thought_len=8, attend_block=2)
+  a = sampler.rollout(model, d, cuts, jax.random.key(5), scfg(unroll_layers=False, **kw))
+  b = sampler.rollout(model, d, cuts, jax.random.key(5), scfg(unroll_layers=True, **kw))
+  np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+  _check_against_full_forward(model, d, cuts, a, scfg(**kw))
+  with pytest.raises(ValueError, match="unroll_layers"):
+    scfg(unroll_layers="yes")
+
+
 def test_reading_the_filled_cache_in_spans_changes_nothing(model, docs):
   """Decode loops that read only the filled part of the thought cache (spans 2, 4, 8, then the
   whole 17-token cache) sample the same thoughts with the same log-probs as one loop reading the
@@ -131,12 +146,13 @@ def test_reading_the_filled_cache_in_spans_changes_nothing(model, docs):
     scfg(attend_block=-1)
 
 
-def test_rollout_state_is_split_over_the_documents_under_a_mesh(model, docs):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_rollout_state_is_split_over_the_documents_under_a_mesh(model, docs, unroll):
   """Under a (data, fsdp, tensor) mesh the rollout keeps its caches and stream state on the
   documents' devices: replicated inputs give document-sharded outputs, equal to the rollout
-  without a mesh."""
+  without a mesh (caches stacked over the layers, or one per layer)."""
   d, cuts = docs
-  cfg = scfg()
+  cfg = scfg(unroll_layers=unroll)
   from rlp import sharding
   want = sampler.rollout(model, d, cuts, jax.random.key(3), cfg)
   with jax.set_mesh(sharding.make_mesh((2, 1, 1), jax.devices()[:2])):  # the trainer's mesh
@@ -229,7 +245,10 @@ class _Scripted:
     shape = (CFG.n_layers,) + docs.shape + (CFG.n_kv_heads, CFG.head_dim)
     return jnp.zeros(shape), jnp.zeros(shape)
 
-  def decode_shared(self, tok, pos, prefix, pmask, tkv, write_index, filled=None):
+  def layer_weights(self):
+    return None
+
+  def decode_shared(self, tok, pos, prefix, pmask, tkv, write_index, filled=None, weights=None):
     v = jnp.arange(self.vocab)
     logits = (10.0 * (v == self.first[tok][..., None]) + 5.0 * (v == self.second[tok][..., None]))
     return logits, tkv
