@@ -53,6 +53,10 @@ for part in $PARTS; do
       # speed target names, then where the step goes per kind of XLA operation
       XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_256 sampler --model=smollm2-shape \
         --dtype=bfloat16 --docs=16 --iters=3
+      # the same with the decode loop's layers unrolled (the CPU's default; scanned is the default
+      # on accelerators until this says otherwise)
+      XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_256_unroll sampler \
+        --model=smollm2-shape --dtype=bfloat16 --docs=16 --iters=3 --decode_layers=unroll
       XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_256_profile sampler \
         --model=smollm2-shape --dtype=bfloat16 --docs=16 --iters=2 --profile ;;
     *) echo "unknown part $part"; exit 2 ;;

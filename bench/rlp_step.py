@@ -18,13 +18,14 @@ from rlp import sampler as sampler_lib
 from rlp import trainer
 
 
-def _setup(model, contexts, context_len, group, thought, seed=0):
+def _setup(model, contexts, context_len, group, thought, seed=0, unroll_layers=None):
   rng = np.random.default_rng(seed)
   vocab = model.config.vocab_size
   tokens = jnp.asarray(rng.integers(0, min(vocab, 20000), (contexts, context_len)), jnp.int32)
   pos = jnp.asarray(rng.integers(context_len // 2, context_len - 1, (contexts, 1)), jnp.int32)
   scfg = sampler_lib.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
-                                   prompt_ids=(1,), close_ids=(vocab - 1, 0, 0))
+                                   prompt_ids=(1,), close_ids=(vocab - 1, 0, 0),
+                                   unroll_layers=unroll_layers)
   return {"tokens": tokens, "lengths": jnp.full((contexts,), context_len, jnp.int32),
           "cuts": pos}, trainer.StepConfig(sampler=scfg)
 
@@ -88,10 +89,10 @@ def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999)
 
 
 def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, peer=False,
-        iters=2, dtype="float32", remat="none", attention=None, grad_accum=1):
+        iters=2, dtype="float32", remat="none", attention=None, grad_accum=1, unroll_layers=None):
   model = load(model_name, dtype=dtype, remat=remat, attention=attention)
   graphdef = nnx.graphdef(model)
-  batch, cfg = _setup(model, contexts, context_len, group, thought)
+  batch, cfg = _setup(model, contexts, context_len, group, thought, unroll_layers=unroll_layers)
   cfg = dataclasses.replace(cfg, grad_accum=grad_accum)
   tx = trainer.make_optimizer(1e-6)
   # One donated train state serves every part (a 1B model's params + EMA + Adam is ~20 GB: a second
@@ -166,8 +167,8 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   thought_tokens = contexts * group * thought
   doc_tokens = contexts * context_len
   out = {"bench": "rlp-step", "model": model_name, "dtype": dtype, "grad_accum": grad_accum,
-         "contexts": contexts,
-         "context_len": context_len, "group": group, "thought": thought,
+         "decode_layers": "unroll" if sampler_lib.unrolls_layers(cfg.sampler) else "scan",
+         "contexts": contexts, "context_len": context_len, "group": group, "thought": thought,
          "step_seconds": best["step"], "rollout_seconds": best["rollout"],
          "score_seconds": best["score"], "update_seconds": best["update"],
          "rollout_tokens_per_sec": thought_tokens / best["rollout"],

@@ -55,12 +55,13 @@ def hf_generate_fn(model, docs_np, cuts_np, group, thought):
 
 
 def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought=64, peer=False,
-        iters=2, dtype="float32", profile=False):
+        iters=2, dtype="float32", profile=False, unroll_layers=None):
   model = load(model_name, dtype=dtype)
   d, cuts = _inputs(model.config.vocab_size, docs, doc_len, positions)
   # a </think> the model will not sample, so every thought runs to the full length T
   cfg = sampler.SamplerConfig(group_size=group, max_thought_len=thought, temperature=1.0,
-                              prompt_ids=(1,), close_ids=(model.config.vocab_size - 1, 0, 0))
+                              prompt_ids=(1,), close_ids=(model.config.vocab_size - 1, 0, 0),
+                              unroll_layers=unroll_layers)
   counts = {}
 
   def ours(naive):
@@ -82,6 +83,7 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
     f()
   best = common.alternate(fns, rounds=iters)
   out = {"bench": "sampler", "model": model_name, "dtype": dtype, "docs": docs, "doc_len": doc_len,
+         "decode_layers": "unroll" if sampler.unrolls_layers(cfg) else "scan",
          "positions": positions, "group": group, "thought": thought,
          "shared_prefix_tokens_per_sec": counts["shared"] / best["shared"],
          "naive_tokens_per_sec": counts["naive"] / best["naive"],

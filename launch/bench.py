@@ -38,6 +38,10 @@ flags.DEFINE_integer("context_len", 256, "rlp-step: context length", lower_bound
 flags.DEFINE_bool("profile", False, "sampler: also trace the rollout and print where a decode "
                   "step's time goes, per kind of XLA operation (matmul, copies, ...) and the top "
                   "operations with the model code that made them (bench/profile.py)")
+flags.DEFINE_enum("decode_layers", "auto", ["auto", "scan", "unroll"],
+                  "sampler / rlp-step: the decode loop's layers scanned over stacked weights and "
+                  "caches, or unrolled over per-layer ones (auto: unrolled on CPU, scanned "
+                  "elsewhere; SamplerConfig.unroll_layers)")
 flags.DEFINE_integer("grad_accum", 1, "rlp-step: micro-batches of contexts per update gradient "
                      "(divides --contexts)", lower_bound=1)
 config_flags.DEFINE_config_file("config", None, "memory: the run's config file (configs/*.py); "
@@ -54,6 +58,7 @@ flags.DEFINE_bool("check", False, "memory: also compile the run's step here (abs
                   "and print XLA's own per-device figure beside the estimate")
 FLAGS = flags.FLAGS
 COMMANDS = ("peak", "model", "sampler", "rlp-step", "data", "scale", "memory", "all")
+UNROLL = {"auto": None, "scan": False, "unroll": True}  # --decode_layers -> unroll_layers
 SPEED = ("peak", "model", "sampler", "rlp-step", "data", "scale")
 
 
@@ -68,12 +73,13 @@ def _run(cmd):
   if cmd == "sampler":
     from bench import sampler
     return sampler.run(FLAGS.model, FLAGS.docs, FLAGS.doc_len, FLAGS.positions, FLAGS.group,
-                       FLAGS.thought, FLAGS.peer, FLAGS.iters, FLAGS.dtype, FLAGS.profile)
+                       FLAGS.thought, FLAGS.peer, FLAGS.iters, FLAGS.dtype, FLAGS.profile,
+                       UNROLL[FLAGS.decode_layers])
   if cmd == "rlp-step":
     from bench import rlp_step
     return rlp_step.run(FLAGS.model, FLAGS.contexts, FLAGS.context_len, FLAGS.group,
                         FLAGS.thought, FLAGS.peer, FLAGS.iters, FLAGS.dtype, FLAGS.remat,
-                        FLAGS.attention, FLAGS.grad_accum)
+                        FLAGS.attention, FLAGS.grad_accum, UNROLL[FLAGS.decode_layers])
   if cmd == "data":
     from bench import data
     return data.run()

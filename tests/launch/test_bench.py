@@ -56,6 +56,7 @@ def test_rlp_step_with_peer():
   for k in ("step_seconds", "rollout_seconds", "score_seconds", "update_seconds", "rlp_over_cpt",
             "peer_step_seconds", "speedup_vs_peer", "bound_seconds"):
     assert r[k] > 0, k
+  assert r["decode_layers"] == "unroll"  # auto on CPU
   # the decode step is the marginal time between thoughts of 16 and 8 tokens: on the tiny model
   # (~0.4 ms a step) one timing can come out 0 (clipped), so only its sign is checked here; its
   # arithmetic is test_decode_bound_arithmetic's
@@ -73,6 +74,7 @@ def test_rlp_step_with_peer():
     (["memory", "--config=configs/tiny.py", "--devices=0"], "--devices=0: 0 is not a positive"),
     (["memory", "--config=configs/tiny.py", "--device_memory_gb=-1"], "must be > 0"),
     (["model", "--profile"], "--profile goes with the sampler command"),
+    (["sampler", "--decode_layers=fast"], "--decode_layers=fast: value should be one of"),
 ])
 def test_bad_commands_and_flags_are_one_line_usage_errors(args, says):
   env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
@@ -229,7 +231,8 @@ def test_sampler_decode_profile():
   """`rlp-bench sampler --profile`: the decode step split by kind of XLA operation, and the top
   operations named by the model code that made them."""
   r = _bench("sampler", "--model=tiny", "--iters=1", "--doc_len=64", "--positions=2", "--group=2",
-             "--thought=16", "--profile")
+             "--thought=16", "--profile", "--decode_layers=scan")
+  assert r["decode_layers"] == "scan"  # the CPU's default is unrolled (rlp-step's test)
   # the split is a marginal between two timed rollouts: on the tiny model (well under 1 ms a step)
   # a kind can come out 0 (clipped), so only the signs are checked here; the arithmetic is
   # test_decode_profile_marginal_arithmetic's
