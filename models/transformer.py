@@ -313,18 +313,17 @@ class Transformer(nnx.Module):
       policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if c.remat == "dots"
                 else jax.checkpoint_policies.nothing_saveable)
       block = jax.checkpoint(block, policy=policy, prevent_cse=not c.scan_layers)
-    if weights is not None:
-      outs = []
-      for layer in zip(weights, caches):
-        x, kv = block(x, layer)
-        outs.append(kv)
-      return x, outs
-    params = {name: getattr(self.layers, name)[...] for name in layer_param_shapes(c)}
-    if c.scan_layers:
-      return jax.lax.scan(block, x, (params, caches))
+    stacked = weights is None
+    if stacked:
+      params = {name: getattr(self.layers, name)[...] for name in layer_param_shapes(c)}
+      if c.scan_layers:
+        return jax.lax.scan(block, x, (params, caches))
+      weights = per_layer(params)
+      caches = [None] * c.n_layers if caches is None else per_layer(caches)
     outs = []
-    for i in range(c.n_layers):
-      layer = jax.tree.map(lambda a: a[i], (params, caches))
+    for layer in zip(weights, caches):
       x, kv = block(x, layer)
       outs.append(kv)
+    if not stacked:
+      return x, outs
     return x, (None if outs[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *outs))
