@@ -11,14 +11,17 @@ machine's):
   rollout: the shared prefix K/V of each context, the thought K/V of every stream (prompt +
       thought buffer), and the sampling logits; contexts per rollout chunk = rlp.rollout_batch
       (0: all of the device's contexts at once);
+  decode layer weights (CPU): the per-layer copy of the layers' weights that the unrolled decode
+      loop reads, counted beside both phases;
   update: for one micro-batch (data.batch_size / devices on data x fsdp / rlp.minibatches /
       rlp.grad_accum documents), what the backward pass keeps: per-layer activations under
       model.remat (none: every intermediate; dots: the matmul outputs; full: each layer's input
       plus one layer recomputed) and the float32 logits over thought tokens with their gradient:
       all of them, or one train.loss_chunk of positions per stream at a time (-1 = auto resolves
       for --platform, default this machine's: chunks of 1024 on gpu / tpu, none on cpu);
-  total = state + max(rollout, update + gradients), against the device's memory (the rollout
-  phase includes the prefix forward's residuals when one forward serves rollout and update).
+  total = state + decode layer weights + max(rollout, update + gradients), against the device's
+  memory (the rollout phase includes the prefix forward's residuals when one forward serves
+  rollout and update).
 The activation terms are estimates; --check compiles the run's step on this machine (abstract
 inputs, nothing run) and prints XLA's own figure beside the estimate (check_ratio = estimate /
 compiled), for configs that fit this machine.
@@ -203,6 +206,13 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
     # through the rollout
     rollout["rollout_prefix_residuals"] = _activations(
         mc, contexts * s, contexts * s * s, 0, config.model.remat, e, tp)["update_activations"]
+  decode_w = 0.0
+  if not cpt and (platform or jax.default_backend()) == "cpu":
+    # the CPU's decode loop runs its layers unrolled (rlp/sampler.py unrolls_layers) over a copy
+    # of each layer's weights (in the compute dtype) made once per rollout. Counted beside both
+    # phases: XLA:CPU's compiled step holds it at its peak (SmolLM2 RLP: compiled temp memory
+    # +0.44 GiB when the loop became unrolled, the copy being 0.40 GiB)
+    decode_w = (mc.num_params(include_embedding=False) - mc.d_model) * e / shard  # less final norm
   micro = contexts / (1 if cpt else r.minibatches * r.get("grad_accum", 1))
   if cpt:
     tokens, pairs, logit_tokens = micro * s, micro * s * s, micro * s
@@ -223,7 +233,7 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
   state_b = sum(parts[k] for k in ("params", "ema", "reference", "optimizer"))
   roll_b = 0.0 if cpt else sum(rollout.values())
   upd_b = sum(update.values()) + parts["gradients"]
-  total = state_b + max(roll_b, upd_b)
+  total = state_b + decode_w + max(roll_b, upd_b)
   if device_memory is None:
     device_memory = _device_memory()
   out = {"bench": "memory", "model_params": mc.num_params(), "devices": n_devices,
@@ -232,6 +242,7 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
          "update_documents_per_micro_batch": micro, "remat": config.model.remat,
          "dtype": mc.dtype, "thought_format_exact": exact_fmt, "loss_chunk": lchunk,
          **{f"{k}_gib": v / GiB for k, v in {**parts, **({} if cpt else rollout), **update}.items()},
+         **({"decode_layer_weights_gib": decode_w / GiB} if decode_w else {}),
          "state_gib": state_b / GiB, "rollout_gib": roll_b / GiB,
          "update_gib": upd_b / GiB, "total_gib": total / GiB,
          "phase_peak": "rollout" if roll_b > upd_b else "update"}

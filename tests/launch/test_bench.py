@@ -174,6 +174,14 @@ def test_memory_plan_parts_and_checks(tmp_path):
   assert one["params_gib"] == nbytes(state.params) and one["ema_gib"] == nbytes(state.ema)
   assert one["optimizer_gib"] == nbytes(state.opt_state) and one["reference_gib"] == 0
   assert one["fits"] and one["device_memory_gib"] == 1.0
+  # on CPU the unrolled decode loop holds its own per-layer copy of the layers' weights
+  mc = configuration.model_config(c)
+  layer_bytes = nbytes(state.params["layers"])
+  assert layer_bytes == (mc.num_params(include_embedding=False) - mc.d_model) * 4 / memory.GiB
+  assert one["decode_layer_weights_gib"] == layer_bytes
+  assert one["total_gib"] == pytest.approx(
+      one["state_gib"] + layer_bytes + max(one["rollout_gib"], one["update_gib"]))
+  assert "decode_layer_weights_gib" not in memory.run(c, n_devices=1, platform="gpu")
   c.rlp.rollout_batch = 2
   c.rlp.grad_accum = 4
   chunked = memory.run(c, n_devices=1)
