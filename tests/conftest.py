@@ -1,12 +1,17 @@
 import os
 
-# Must happen before jax is imported anywhere: 8 fake CPU devices for mesh tests, XLA:CPU's LLVM
-# backend at -O0 (the suite's time is mostly compiling tiny programs: -O0 compiles them ~40%
-# faster; the same HLO, so the same results, while the few real-size runs execute ~20% slower),
-# and a persistent compilation cache (cuts the suite's time on CPU about 3x on re-runs).
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+# The suite's time is mostly compiling small programs. FAST_COMPILE: XLA:CPU's LLVM backend at -O0
+# (compiles ~40% faster, from the same HLO) and its older elemental kernel emitter
+# instead of the fusion emitters (a tiny model's RLP step compiles in 2.7 s instead of 9.5 s at -O0,
+# SmolLM2's in 12 s instead of 20 s, and runs as fast at -O0; with full LLVM optimisation it is the
+# other way round, so full_optimization below drops both). The real-size runs execute ~2x slower
+# at -O0. A subprocess that needs its own device count takes xla_flags_for(n).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+# Must happen before jax is imported anywhere: 8 fake CPU devices for mesh tests, FAST_COMPILE, and
+# a persistent compilation cache (cuts the suite's time on CPU about 3x on re-runs).
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_root, ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
@@ -17,6 +22,14 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
+def xla_flags_for(devices: int | None) -> str:
+  """XLA_FLAGS for a subprocess of the suite: its flags (FAST_COMPILE, unless full_optimization
+  dropped them) with `devices` fake CPU devices instead of 8 (None: the one real device)."""
+  keep = [f for f in os.environ.get("XLA_FLAGS", "").split()
+          if not f.startswith("--xla_force_host_platform_device_count")]
+  return " ".join(([f"--xla_force_host_platform_device_count={devices}"] if devices else []) + keep)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +61,6 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def full_optimization(monkeypatch):
   """For a test whose subprocesses run the real model at length: they inherit the suite's XLA
-  flags without the -O0 above (SmolLM2's programs execute ~20% slower at -O0)."""
-  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "").replace(
-      "--xla_backend_optimization_level=0", "").strip())
+  flags without FAST_COMPILE (SmolLM2's programs execute ~2x slower at -O0)."""
+  monkeypatch.setenv("XLA_FLAGS", " ".join(
+      f for f in os.environ.get("XLA_FLAGS", "").split() if f not in FAST_COMPILE.split()))

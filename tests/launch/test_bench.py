@@ -8,12 +8,18 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import xla_flags_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _one_device_env():
+  """The suite's environment for a bench command: one CPU device, the suite's other XLA flags."""
+  return dict(os.environ, XLA_FLAGS=xla_flags_for(None), JAX_PLATFORMS="cpu")
+
+
 def _bench(*args):
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = _one_device_env()
   out = subprocess.run([sys.executable, "-m", "launch.bench", *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
@@ -77,7 +83,7 @@ def test_rlp_step_with_peer():
     (["sampler", "--decode_layers=fast"], "--decode_layers=fast: value should be one of"),
 ])
 def test_bad_commands_and_flags_are_one_line_usage_errors(args, says):
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = _one_device_env()
   out = subprocess.run([sys.executable, "-m", "launch.bench", *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 2 and says in out.stderr, out.stderr[-1000:]
@@ -211,7 +217,7 @@ def test_memory_plan_parts_and_checks(tmp_path):
   assert not memory.run(full, n_devices=32, device_memory_gb=80, shape="qwen3-1.7b")["fits"]
   with pytest.raises(memory.MemoryPlanError, match="--model_shape=NAME"):
     memory.run(qwen3_1p7b_rlp.get_config(), n_devices=32)
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = _one_device_env()
   r = subprocess.run([sys.executable, "-m", "launch.bench", "memory", "--config=configs/tiny.py",
                       "--model_shape=gpt5"], cwd=ROOT, env=env, capture_output=True, text=True,
                      timeout=300)

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import xla_flags_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _LAUNCHES = itertools.count()
@@ -28,9 +29,8 @@ def _launch(workdir, steps, fault=None):
   """Two processes of one run; each one's output goes to a file beside the workdir (kept for a
   failure's report: the first error often scrolls far out of the tail)."""
   port = _port()
-  # LLVM at -O0 as in the rest of the suite (tests/conftest.py): the same results, faster compiles
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
-             "--xla_backend_optimization_level=0",
+  # two devices per process, the suite's other XLA flags (its fast compile)
+  env = dict(os.environ, XLA_FLAGS=xla_flags_for(2),
              JAX_PLATFORMS="cpu", RLP_HEARTBEAT_TIMEOUT="10")
   env.pop("RLP_FAULT_AT_STEP", None)
   if fault:
