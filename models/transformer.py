@@ -7,6 +7,7 @@ applied with `jax.lax.scan` (or a Python loop when `scan_layers=False`). Every p
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -75,6 +76,21 @@ class KVCache:
   @property
   def max_len(self) -> int:
     return self.k.shape[2]
+
+
+def dense(x, w, n_in: int = 1):
+  """x [..., *in] times w [*in, *out] -> [..., *out], as one 2-D matmul: the leading dims of x and
+  the `n_in` contracted dims are flattened first (free reshapes of row-major arrays).
+
+  The same product as `einsum("...d,df->...f")`. On XLA:CPU that einsum's backward makes the
+  weight gradient's dot read the [..., f] cotangent through a strided 3-D transposing copy (with
+  the SiLU's backward fused into it: ~35 ms per SmolLM2 MLP over 1024 tokens on two cores);
+  over 2-D operands the dot reads them as stored. Measured on two cores, SmolLM2 over 4 x 256
+  tokens, one process: the CPT gradient 7.48 -> 4.94 s, the forward alone 1.12 -> 1.19 s."""
+  lead = x.shape[:x.ndim - n_in]
+  k = math.prod(w.shape[:n_in])
+  y = x.reshape(-1, k) @ w.reshape(k, -1)
+  return y.reshape(*lead, *w.shape[n_in:])
 
 
 def heads_first(kv):
@@ -292,9 +308,7 @@ class Transformer(nnx.Module):
       p, kv = layer
       p = jax.tree.map(lambda a: a.astype(dt), p)
       h = layers.rms_norm(x, p["attn_norm"], c.norm_eps)
-      q = jnp.einsum("...d,dhk->...hk", h, p["wq"])
-      k = jnp.einsum("...d,dhk->...hk", h, p["wk"])
-      v = jnp.einsum("...d,dhk->...hk", h, p["wv"])
+      q, k, v = (dense(h, p[w]) for w in ("wq", "wk", "wv"))
       if c.attn_bias:
         q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
       if c.qk_norm:
@@ -302,11 +316,10 @@ class Transformer(nnx.Module):
         k = layers.rms_norm(k, p["k_norm"], c.norm_eps)
       q, k = layers.apply_rope(q, cos, sin), layers.apply_rope(k, cos, sin)
       o, kv = attend(q, k, v, kv)
-      x = x + jnp.einsum("...hk,hkd->...d", o, p["wo"])
+      x = x + dense(o, p["wo"], n_in=2)
       h = layers.rms_norm(x, p["mlp_norm"], c.norm_eps)
-      g = jnp.einsum("...d,df->...f", h, p["w_gate"])
-      u = jnp.einsum("...d,df->...f", h, p["w_up"])
-      x = x + jnp.einsum("...f,fd->...d", jax.nn.silu(g) * u, p["w_down"])
+      g, u = dense(h, p["w_gate"]), dense(h, p["w_up"])
+      x = x + dense(jax.nn.silu(g) * u, p["w_down"])
       return x, kv
 
     if c.remat != "none":
