@@ -8,6 +8,8 @@ import time
 
 import jax
 
+from rlp import sampler as sampler_lib
+
 
 def timeit(fn, *, warmup: int = 1, iters: int = 3) -> dict:
   """Calls fn() (which must block until its result is ready) and returns best/median seconds."""
@@ -23,6 +25,11 @@ def timeit(fn, *, warmup: int = 1, iters: int = 3) -> dict:
 
 def block(x):
   return jax.block_until_ready(x)
+
+
+def decode_layers(sampler_cfg) -> str:
+  """How the rollout's decode loop runs its layers under this sampler config: "unroll" or "scan"."""
+  return "unroll" if sampler_lib.unrolls_layers(sampler_cfg) else "scan"
 
 
 def device_info() -> dict:

@@ -206,8 +206,9 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
     # through the rollout
     rollout["rollout_prefix_residuals"] = _activations(
         mc, contexts * s, contexts * s * s, 0, config.model.remat, e, tp)["update_activations"]
+  on_cpu = (platform or jax.default_backend()) == "cpu"
   decode_w = 0.0
-  if not cpt and (platform or jax.default_backend()) == "cpu":
+  if not cpt and on_cpu:
     # the CPU's decode loop runs its layers unrolled (rlp/sampler.py unrolls_layers) over a copy
     # of each layer's weights (in the compute dtype) made once per rollout. Counted beside both
     # phases: XLA:CPU's compiled step holds it at its peak (SmolLM2 RLP: compiled temp memory
@@ -224,7 +225,7 @@ def plan(config, *, n_devices: int | None = None, device_memory: float | None = 
   update = _activations(mc, tokens, pairs, logit_tokens, config.model.remat, e, tp)
   lchunk = config.train.loss_chunk
   if lchunk < 0:  # auto: the head in chunks on accelerators, the full logits on CPU
-    lchunk = 0 if (platform or jax.default_backend()) == "cpu" else 1024
+    lchunk = 0 if on_cpu else 1024
   if lchunk:  # one chunk of positions' float32 logits, their softmax and gradient at a time
     live = micro * (s if cpt else n_streams) * min(lchunk, s if cpt else thought)
     update["update_logits"] = 3 * live * mc.vocab_size * 4 / tp

@@ -167,7 +167,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   thought_tokens = contexts * group * thought
   doc_tokens = contexts * context_len
   out = {"bench": "rlp-step", "model": model_name, "dtype": dtype, "grad_accum": grad_accum,
-         "decode_layers": "unroll" if sampler_lib.unrolls_layers(cfg.sampler) else "scan",
+         "decode_layers": common.decode_layers(cfg.sampler),
          "contexts": contexts, "context_len": context_len, "group": group, "thought": thought,
          "step_seconds": best["step"], "rollout_seconds": best["rollout"],
          "score_seconds": best["score"], "update_seconds": best["update"],

@@ -83,7 +83,7 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
     f()
   best = common.alternate(fns, rounds=iters)
   out = {"bench": "sampler", "model": model_name, "dtype": dtype, "docs": docs, "doc_len": doc_len,
-         "decode_layers": "unroll" if sampler.unrolls_layers(cfg) else "scan",
+         "decode_layers": common.decode_layers(cfg),
          "positions": positions, "group": group, "thought": thought,
          "shared_prefix_tokens_per_sec": counts["shared"] / best["shared"],
          "naive_tokens_per_sec": counts["naive"] / best["naive"],
