@@ -431,6 +431,11 @@ def load_for_eval(path: str, use_ema: bool = False):
     if got is None:
       raise EvalError(f"{path}/checkpoints holds no readable checkpoint")
     params = got[0].ema if use_ema else got[0].params
+    # Orbax hands back arrays committed to a device, while a model built or loaded from GGUF /
+    # HF is uncommitted; jit keys its cache on that, so evaluating a checkpoint after another
+    # model in one process (a notebook comparing them) would compile the rollout again. The
+    # eval runs unsharded, on the default device: hand back uncommitted arrays like the others.
+    params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), params)
     graphdef = nnx.graphdef(model)
     return nnx.merge(graphdef, params), tok, {"kind": "checkpoint", "path": path,
                                                "step": got[3], "ema": use_ema, "config": config}

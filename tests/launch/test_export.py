@@ -63,3 +63,20 @@ def test_export_refuses_to_overwrite_and_names_bad_input(run_dir, tmp_path):
   assert (out / "config.json").read_text() == "{}"
   r = _export(str(tmp_path), str(tmp_path / "x"))
   assert r.returncode == 2 and "not a run's workdir" in r.stderr
+
+
+def test_eval_checkpoint_shares_compiles_with_a_fresh_model(run_dir):
+  """Orbax restores arrays committed to a device; the eval hands them back uncommitted like a
+  freshly built model's, so one jitted function serves both without compiling again (a notebook
+  that evaluates the base model and then the trained one compiles its rollout once)."""
+  from flax import nnx
+  from rlp import configuration
+  from rlp import evaluate
+  trained, _, desc = evaluate.load_for_eval(run_dir)
+  fresh, _ = configuration.load_model_and_tokenizer(desc["config"])
+  leaves = jax.tree.leaves(nnx.state(trained))
+  assert leaves and not any(a.committed for a in leaves)
+  f = jax.jit(lambda s: sum(x.sum() for x in jax.tree.leaves(s)))
+  a, b = f(nnx.state(fresh)), f(nnx.state(trained))
+  assert f._cache_size() == 1
+  assert float(a) != float(b)  # the restored params are the trained ones, not the fresh init
