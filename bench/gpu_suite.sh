@@ -45,7 +45,10 @@ for part in $PARTS; do
       XLA_PYTHON_CLIENT_PREALLOCATE=false one rlp_smollm2_peer rlp-step --model=smollm2-shape \
         --dtype=bfloat16 --iters=3 --peer
       XLA_PYTHON_CLIENT_PREALLOCATE=false one rlp_llama1b rlp-step --model=llama-1b \
-        --dtype=bfloat16 --contexts=8 --context_len=1024 --group=8 --thought=256 --iters=2 ;;
+        --dtype=bfloat16 --contexts=8 --context_len=1024 --group=8 --thought=256 --iters=2
+      # where the update, the EMA scoring and the CPT step go, per kind of XLA operation
+      XLA_PYTHON_CLIENT_PREALLOCATE=false one rlp_smollm2_profile rlp-step \
+        --model=smollm2-shape --dtype=bfloat16 --iters=2 --profile ;;
     sampler)
       XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_peer sampler --model=smollm2-shape \
         --dtype=bfloat16 --docs=4 --iters=3 --peer

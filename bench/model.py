@@ -49,6 +49,7 @@ def train_step_fn(model, batch, seq, lr=1e-5, loss_chunk=-1):
   def run():
     holder[0], m, _ = step(holder[0], b)
     jax.block_until_ready(m["loss"])
+  run.hlo_text = lambda: step.lower(holder[0], b).compile().as_text()  # for bench/profile.py
   return run
 
 

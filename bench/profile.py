@@ -103,6 +103,55 @@ def _profiled(fn) -> list[tuple[str, str, float]]:
     return op_events(d)
 
 
+def _traced_ops(fn, hlo_text: str):
+  """({op name: [seconds, calls]}, {op name: source}) for one traced call of a warm `fn`."""
+  ops = collections.defaultdict(lambda: [0.0, 0])
+  for _, name, sec in _profiled(fn):
+    ops[name][0] += sec
+    ops[name][1] += 1
+  if not ops:
+    raise RuntimeError("the trace holds no XLA operation events; on CPU start the process with "
+                       f"XLA_FLAGS={TRACEME_FLAG} (rlp-bench --profile sets it)")
+  return ops, hlo_sources(hlo_text)
+
+
+def _by_kind(ops, sources) -> collections.Counter:
+  out = collections.Counter()
+  for name, (sec, _) in ops.items():
+    out[kind_of(name, sources.get(name, ""))] += sec
+  return out
+
+
+def _top_ops(ops, sources, top: int, per: str) -> list[dict]:
+  total = sum(v[0] for v in ops.values())
+  return [{"op": n, "kind": kind_of(n, sources.get(n, "")), "source": sources.get(n, ""),
+           f"seconds_per_{per}": sec, f"calls_per_{per}": calls, "share_of_op_time": sec / total}
+          for n, (sec, calls) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:top]]
+
+
+def _kinds_report(per_kind: dict, seconds: float | None, by_kind: str, shares: str,
+                  over: str) -> dict:
+  per_kind = {k: max(v, 0.0) for k, v in sorted(per_kind.items(), key=lambda kv: -kv[1])}
+  ops_sum = sum(per_kind.values())
+  return {by_kind: per_kind,
+          shares: {k: v / ops_sum for k, v in per_kind.items()} if ops_sum else {},
+          over: ops_sum / seconds if seconds else None}
+
+
+def call_profile(fn, hlo_text: str, *, name: str, seconds: float | None = None,
+                 top: int = 8) -> dict:
+  """Where one call of a warm, blocking `fn` (e.g. the RLP update or the CPT step) spends its
+  time: the seconds of its XLA operations by kind, their shares, their sum over `seconds` (the
+  call's measured wall time, when given) and the `top` operations with their sources. hlo_text:
+  the compiled HLO text of what `fn` runs. Keys start with `profile_<name>_`."""
+  fn()  # compiled and warm before the trace starts
+  ops, sources = _traced_ops(fn, hlo_text)
+  prefix = f"profile_{name}"
+  return {**_kinds_report(_by_kind(ops, sources), seconds, f"{prefix}_seconds_by_kind",
+                          f"{prefix}_kind_shares", f"{prefix}_ops_over_call"),
+          f"{prefix}_top_ops": _top_ops(ops, sources, top, "call")}
+
+
 def decode_profile(rollout_at, hlo_text_at, *, thought: int, step_seconds: float | None = None,
                    top: int = 12) -> dict:
   """rollout_at(T): a blocking callable that samples thoughts of exactly T tokens; hlo_text_at(T):
@@ -116,32 +165,12 @@ def decode_profile(rollout_at, hlo_text_at, *, thought: int, step_seconds: float
   for t in (thought, half):
     fn = rollout_at(t)
     fn()  # compiled and warm before the trace starts
-    ops = collections.defaultdict(lambda: [0.0, 0])
-    for _, name, sec in _profiled(fn):
-      ops[name][0] += sec
-      ops[name][1] += 1
-    runs[t] = (ops, hlo_sources(hlo_text_at(t)))
-  if not runs[thought][0]:
-    raise RuntimeError("the trace holds no XLA operation events; on CPU start the process with "
-                       f"XLA_FLAGS={TRACEME_FLAG} (rlp-bench --profile sets it)")
-  per_kind = collections.Counter()
-  for t, sign in ((thought, 1.0), (half, -1.0)):
-    ops, sources = runs[t]
-    for name, (sec, _) in ops.items():
-      per_kind[kind_of(name, sources.get(name, ""))] += sign * sec
+    runs[t] = _traced_ops(fn, hlo_text_at(t))
   steps = thought - half
-  per_kind = {k: max(v, 0.0) / steps for k, v in sorted(per_kind.items(), key=lambda kv: -kv[1])}
-  ops_sum = sum(per_kind.values())
-  ops, sources = runs[thought]
-  total = sum(v[0] for v in ops.values())
-  top_ops = sorted(ops.items(), key=lambda kv: -kv[1][0])[:top]
-  return {
-      "profile_thoughts": [thought, half],
-      "profile_step_seconds_by_kind": per_kind,
-      "profile_kind_shares": {k: v / ops_sum for k, v in per_kind.items()} if ops_sum else {},
-      "profile_ops_over_step": ops_sum / step_seconds if step_seconds else None,
-      "profile_top_ops": [{"op": n, "kind": kind_of(n, sources.get(n, "")),
-                           "source": sources.get(n, ""), "seconds_per_rollout": sec,
-                           "calls_per_rollout": calls, "share_of_op_time": sec / total}
-                          for n, (sec, calls) in top_ops],
-  }
+  per_kind = _by_kind(*runs[thought])
+  per_kind.subtract(_by_kind(*runs[half]))
+  per_kind = {k: v / steps for k, v in per_kind.items()}
+  return {"profile_thoughts": [thought, half],
+          **_kinds_report(per_kind, step_seconds, "profile_step_seconds_by_kind",
+                          "profile_kind_shares", "profile_ops_over_step"),
+          "profile_top_ops": _top_ops(*runs[thought], top, "rollout")}

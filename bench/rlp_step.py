@@ -1,6 +1,8 @@
 """One RLP step split into rollout, EMA scoring and update; its ratio to a CPT step over the same
 input tokens; optionally a TRL-style PyTorch RLP step (generate, teacher-forced scoring, EMA copy,
-clipped surrogate, backward, AdamW) measured side by side."""
+clipped surrogate, backward, AdamW) measured side by side. With profile=True (`rlp-bench rlp-step
+--profile`), also where the update, the EMA scoring and the CPT step spend their time, per kind of
+XLA operation (bench/profile.py; the decode step's profile is `rlp-bench sampler --profile`)."""
 
 from __future__ import annotations
 
@@ -89,7 +91,8 @@ def torch_rlp_step_fn(model, batch, group, thought, lr=1e-6, eps=0.2, tau=0.999)
 
 
 def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, peer=False,
-        iters=2, dtype="float32", remat="none", attention=None, grad_accum=1, unroll_layers=None):
+        iters=2, dtype="float32", remat="none", attention=None, grad_accum=1, unroll_layers=None,
+        profile=False):
   model = load(model_name, dtype=dtype, remat=remat, attention=attention)
   graphdef = nnx.graphdef(model)
   batch, cfg = _setup(model, contexts, context_len, group, thought, unroll_layers=unroll_layers)
@@ -130,6 +133,13 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   for f in parts.values():
     f()
   best = common.alternate(parts, rounds=iters)
+  profiles = {}
+  if profile:  # after the timings: the trace's events slow the calls they record
+    from bench.profile import call_profile
+    profiles.update(call_profile(update_run, update.lower(holder[0]).compile().as_text(),
+                                 name="update", seconds=best["update"]))
+    profiles.update(call_profile(parts["score"], score.lower(holder[0].params).compile().as_text(),
+                                 name="score", seconds=best["score"]))
   cuts_np = np.asarray(batch["cuts"])
 
   def rollout_at(t):
@@ -149,6 +159,8 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   cpt = train_step_fn(model, contexts, context_len)
   cpt()
   best["cpt"] = common.alternate({"cpt": cpt}, rounds=iters)["cpt"]
+  if profile:
+    profiles.update(call_profile(cpt, cpt.hlo_text(), name="cpt", seconds=best["cpt"]))
   del cpt
   gc.collect()
   if peer:
@@ -175,7 +187,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
          "score_tokens_per_sec": doc_tokens / best["score"],
          "update_tokens_per_sec": (thought_tokens + doc_tokens) / best["update"],
          "cpt_step_seconds": best["cpt"], "rlp_over_cpt": best["step"] / best["cpt"],
-         **decode, **common.device_info()}
+         **decode, **profiles, **common.device_info()}
   if peer:
     out.update(peer_step_seconds=best["peer"], speedup_vs_peer=best["peer"] / best["step"])
   return out

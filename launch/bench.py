@@ -37,7 +37,8 @@ flags.DEFINE_integer("contexts", 4, "rlp-step: documents (contexts) per step", l
 flags.DEFINE_integer("context_len", 256, "rlp-step: context length", lower_bound=4)
 flags.DEFINE_bool("profile", False, "sampler: also trace the rollout and print where a decode "
                   "step's time goes, per kind of XLA operation (matmul, copies, ...) and the top "
-                  "operations with the model code that made them (bench/profile.py)")
+                  "operations with the model code that made them (bench/profile.py); rlp-step: "
+                  "the same for the update, the EMA scoring and the CPT step")
 flags.DEFINE_enum("decode_layers", "auto", ["auto", "scan", "unroll"],
                   "sampler / rlp-step: the decode loop's layers scanned over stacked weights and "
                   "caches, or unrolled over per-layer ones (auto: unrolled on CPU, scanned "
@@ -79,7 +80,8 @@ def _run(cmd):
     from bench import rlp_step
     return rlp_step.run(FLAGS.model, FLAGS.contexts, FLAGS.context_len, FLAGS.group,
                         FLAGS.thought, FLAGS.peer, FLAGS.iters, FLAGS.dtype, FLAGS.remat,
-                        FLAGS.attention, FLAGS.grad_accum, UNROLL[FLAGS.decode_layers])
+                        FLAGS.attention, FLAGS.grad_accum, UNROLL[FLAGS.decode_layers],
+                        FLAGS.profile)
   if cmd == "data":
     from bench import data
     return data.run()
@@ -106,8 +108,9 @@ def main(argv):
   if argv[1] in ("rlp-step", "all") and FLAGS.contexts % FLAGS.grad_accum:
     raise app.UsageError(f"--grad_accum={FLAGS.grad_accum} must divide --contexts={FLAGS.contexts}")
   if FLAGS.profile:
-    if argv[1] != "sampler":
-      raise app.UsageError("--profile goes with the sampler command: rlp-bench sampler --profile")
+    if argv[1] not in ("sampler", "rlp-step"):
+      raise app.UsageError("--profile goes with the sampler or rlp-step command, e.g. rlp-bench "
+                           "rlp-step --profile")
     from bench.profile import TRACEME_FLAG
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACEME_FLAG}".strip()
   cmds = SPEED if argv[1] == "all" else (argv[1],)

@@ -58,7 +58,7 @@ def test_the_cpu_peak_counts_every_device_a_step_uses():
 def test_rlp_step_with_peer():
   pytest.importorskip("torch")
   r = _bench("rlp-step", "--model=tiny", "--iters=1", "--peer", "--contexts=2", "--context_len=64",
-             "--thought=16")
+             "--thought=16", "--profile")
   for k in ("step_seconds", "rollout_seconds", "score_seconds", "update_seconds", "rlp_over_cpt",
             "peer_step_seconds", "speedup_vs_peer", "bound_seconds"):
     assert r[k] > 0, k
@@ -68,6 +68,16 @@ def test_rlp_step_with_peer():
   # arithmetic is test_decode_bound_arithmetic's
   for k in ("decode_over_bound", "decode_step_seconds"):
     assert r[k] >= 0 and np.isfinite(r[k]), k
+  # --profile: the update, the EMA scoring and the CPT step by kind of XLA operation; the update
+  # and the CPT step differentiate through the model, so both hold matmuls from a jvp transpose
+  for part in ("update", "score", "cpt"):
+    kinds = r[f"profile_{part}_seconds_by_kind"]
+    assert kinds["matmul"] > 0 and all(v >= 0 for v in kinds.values()), (part, kinds)
+    assert sum(r[f"profile_{part}_kind_shares"].values()) == pytest.approx(1.0)
+    assert r[f"profile_{part}_ops_over_call"] > 0
+    assert 0 < len(r[f"profile_{part}_top_ops"]) <= 8
+  for part in ("update", "cpt"):
+    assert any("transpose(jvp(" in o["source"] for o in r[f"profile_{part}_top_ops"]), part
 
 
 @pytest.mark.parametrize("args,says", [
@@ -79,7 +89,7 @@ def test_rlp_step_with_peer():
     (["rlp-step", "--contexts=3", "--grad_accum=2"], "--grad_accum=2 must divide --contexts=3"),
     (["memory", "--config=configs/tiny.py", "--devices=0"], "--devices=0: 0 is not a positive"),
     (["memory", "--config=configs/tiny.py", "--device_memory_gb=-1"], "must be > 0"),
-    (["model", "--profile"], "--profile goes with the sampler command"),
+    (["model", "--profile"], "--profile goes with the sampler or rlp-step command"),
     (["sampler", "--decode_layers=fast"], "--decode_layers=fast: value should be one of"),
 ])
 def test_bad_commands_and_flags_are_one_line_usage_errors(args, says):
@@ -283,6 +293,23 @@ def test_decode_profile_marginal_arithmetic(monkeypatch):
   assert r["profile_ops_over_step"] == pytest.approx(0.5)
   assert [o["op"] for o in r["profile_top_ops"]] == ["dot.1", "dot.2"]
   assert r["profile_top_ops"][1]["calls_per_rollout"] == 8
+
+
+def test_call_profile_sums_one_call_per_kind(monkeypatch):
+  from bench import profile
+  calls = []
+  events = [("m", "dot.1", 0.30), ("m", "dot.1", 0.10), ("m", "copy.2", 0.05),
+            ("m", "add_fusion.3", 0.05)]
+  monkeypatch.setattr(profile, "_profiled", lambda fn: (fn(), events)[1])
+  r = profile.call_profile(lambda: calls.append(1), "", name="update", seconds=1.0, top=2)
+  assert len(calls) == 2  # one warm-up call, then the traced one
+  assert r["profile_update_seconds_by_kind"] == pytest.approx(
+      {"matmul": 0.4, "layout copy": 0.05, "elementwise/other": 0.05})
+  assert r["profile_update_kind_shares"]["matmul"] == pytest.approx(0.8)
+  assert r["profile_update_ops_over_call"] == pytest.approx(0.5)
+  top = r["profile_update_top_ops"]
+  assert [o["op"] for o in top] == ["dot.1", "copy.2"] and top[0]["calls_per_call"] == 2
+  assert top[0]["share_of_op_time"] == pytest.approx(0.8)
 
 
 def test_profile_kinds_sources_and_missing_op_events(monkeypatch):
