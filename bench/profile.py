@@ -1,4 +1,6 @@
-"""Where a decode step's time goes, per XLA operation (`rlp-bench sampler --profile`).
+"""Where a decode step's time goes, per XLA operation (`rlp-bench sampler --profile`); the same
+for one call of the update, the EMA scoring and the CPT step (`call_profile`, `rlp-bench rlp-step
+--profile`).
 
 The rollout runs under `jax.profiler.trace` at thought T and T // 2; XLA's per-operation events
 (`hlo_op` in the trace) are summed per kind of operation, and the difference between the two

@@ -244,12 +244,11 @@ class Transformer(nnx.Module):
     return per_layer({name: getattr(self.layers, name)[...].astype(dt)
                       for name in layer_param_shapes(self.config)})
 
-  def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS,
-                     hidden: bool = False):
+  def shared_forward(self, tokens_BxNxC, positions_BxNxC, prefix_kv, prefix_mask_BxNxS):
     """Teacher-forced forward of N streams per document after a shared prefix cache: what
     `decode_shared` computes from empty stream caches at index 0, without the caches (no cache
-    writes to differentiate through). The training forward over thoughts: logits [B, N, C, V],
-    or with hidden=True the head's input [B, N, C, D] (after the final norm; `head` maps it)."""
+    writes to differentiate through). The training forward over thoughts: the head's input
+    [B, N, C, D] (after the final norm; `head` maps it to logits, over the entries needed)."""
     c = tokens_BxNxC.shape[-1]
     tmask = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), tokens_BxNxC.shape[:2] + (c, c))
 
@@ -260,9 +259,7 @@ class Transformer(nnx.Module):
                                             k, v, tmask), None
 
     x, _ = self._trunk(tokens_BxNxC, positions_BxNxC, attend, prefix_kv)
-    if hidden:
-      return layers.rms_norm(x, self.final_norm[...], self.config.norm_eps)
-    return self.logits(x)
+    return layers.rms_norm(x, self.final_norm[...], self.config.norm_eps)
 
   def prefix_kv(self, tokens_BxS, positions=None):
     """The K/V of every layer for a whole document in one forward: ([L,B,S,K,D], [L,B,S,K,D])."""

@@ -407,7 +407,7 @@ def thought_logits(model, docs_BxS, cuts_BxK, thought_tokens_BxKxGxT, cfg: Sampl
   pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]
   prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
   toks = jnp.concatenate([prompt, thought_tokens_BxKxGxT.reshape(b, n, t)], axis=-1)
-  h = model.shared_forward(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask, hidden=True)
+  h = model.shared_forward(toks, prompt_positions(cut, p_len + t), (pk, pv), pmask)
   t_out = t + int(with_next)
   # the head only over the entries returned: the prompt's other entries (and the last one
   # without with_next) would cost head rows, and their zero cotangent a padded copy of the
