@@ -7,7 +7,6 @@ XLA operation (bench/profile.py; the decode step's profile is `rlp-bench sampler
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ from flax import nnx
 
 from bench import common
 from bench.model import load, train_step_fn
+from models import backend
 from rlp import sampler as sampler_lib
 from rlp import trainer
 
@@ -107,16 +107,16 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
     holder[0], m, _ = step(holder[0], batch)
     jax.block_until_ready(m["loss"])
 
-  rollout = jax.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
+  rollout = backend.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
                                                         batch["cuts"], k, cfg.sampler))
-  score = jax.jit(lambda p: trainer.ema_logp_at(p, graphdef, batch["tokens"], batch["cuts"]))
+  score = backend.jit(lambda p: trainer.ema_logp_at(p, graphdef, batch["tokens"], batch["cuts"]))
   ro = rollout(holder[0].params, jax.random.key(0))
   mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro,
                                         adv=jnp.ones(ro.s_pred.shape))
   del ro
   phases_cfg = trainer.resolve(cfg)  # as make_step builds the step
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @backend.jit(donate_argnums=0)
   def update(st):
     (loss, _), g = trainer.policy_grads(st.params, graphdef, mb, phases_cfg, None)
     return trainer.apply_update(st, g, loss, tx, phases_cfg)[0]
@@ -144,7 +144,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
 
   def rollout_at(t):
     c = dataclasses.replace(cfg.sampler, max_thought_len=t)
-    f = jax.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
+    f = backend.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
                                                     batch["cuts"], k, c).mask)
     return lambda: jax.block_until_ready(f(holder[0].params, jax.random.key(2)))
   decode = common.decode_over_bound(

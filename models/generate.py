@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models import backend
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "steps"))
+
+@backend.jit(static_argnames=("graphdef", "steps"))
 def _greedy(graphdef, state, prompt, steps):
   model = nnx.merge(graphdef, state)
   b, p = prompt.shape

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from models import backend
 from rlp import objective
 from rlp import sampler
 
@@ -298,13 +299,13 @@ def _plain_logits(graphdef, params, tokens):
   return nnx.merge(graphdef, params)(tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
+@backend.jit(static_argnames=("graphdef", "cfg"))
 def _rollout(graphdef, params, tokens, cuts, key, cfg):
   return sampler.rollout_fn(nnx.merge(graphdef, params), tokens, cuts, key, cfg)
 
 
 # ---------------------------------------------------------------- generation
-@functools.partial(jax.jit, static_argnames=("graphdef", "steps", "temperature", "top_p"))
+@backend.jit(static_argnames=("graphdef", "steps", "temperature", "top_p"))
 def _generate(graphdef, params, prompt, pad_len, key, steps, temperature, top_p):
   """Left-padded prompts [B, P] (pad_len[b] pads) -> `steps` sampled tokens through the KV cache."""
   model = nnx.merge(graphdef, params)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax import struct
 
+from models import backend
 from models.transformer import heads_first, per_layer
 
 PHASE_GEN, PHASE_CLOSE, PHASE_DONE = 0, 1, 2
@@ -377,7 +378,7 @@ def chunked_rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig,
   return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(b, *x.shape[2:]), out)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
+@backend.jit(static_argnames=("graphdef", "cfg"))
 def _rollout_jit(graphdef, params, docs, cuts, key, cfg):
   return rollout_fn(nnx.merge(graphdef, params), docs, cuts, key, cfg)
 

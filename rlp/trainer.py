@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
+from models import backend
 from rlp import objective as objective_lib
 from rlp import sampler as sampler_lib
 
@@ -571,4 +572,4 @@ def make_step(graphdef, tx, cfg: StepConfig, tokenizer_bytes: list[bytes] | None
       kw = dict(vocab_bytes=jnp.asarray(table),
                 vocab_len=jnp.asarray([len(t) for t in tokenizer_bytes], jnp.int32))
     fn = functools.partial(pg_step, graphdef=graphdef, tx=tx, cfg=cfg, **kw)
-  return jax.jit(fn, donate_argnums=(0,) if donate else (), **jit_kw)
+  return backend.jit(fn, donate_argnums=(0,) if donate else (), **jit_kw)
