@@ -53,13 +53,14 @@ def alternate(fns: dict, rounds: int = 3) -> dict:
 
 
 def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_kv_tokens: float,
-                      mean_prefix: float, dtype: str, iters: int) -> dict:
+                      mean_prefix: float, dtype: str, iters: int, unroll: bool = False) -> dict:
   """The measured decode step against its lower bound (rlp/metrics.py decode_step_bound).
 
   rollout_at(T) returns a blocking callable that samples thoughts of exactly T tokens; the decode
   step is the marginal time per token between T and T // 2 (the prefill cancels), so the bound
   uses the mean cache fill of those steps: the prefixes (shared ones counted once) plus 3T/4 per
-  stream."""
+  stream. unroll: the decode loop runs its layers unrolled over per-layer weights (decode_layers),
+  and so does the timed matmul floor (decode_matmuls_fn)."""
   import jax.numpy as jnp
   from flax import nnx
   from rlp import metrics
@@ -79,7 +80,7 @@ def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_k
                                     kv_value_bytes=jnp.dtype(dtype).itemsize,
                                     flops_rate=metrics.measured_peak_flops(dtype),
                                     bandwidth=metrics.measured_bandwidth())
-  matmuls = decode_matmuls_seconds(model.config, streams, dtype, iters)
+  matmuls = decode_matmuls_seconds(model.config, streams, dtype, iters, unroll=unroll)
   return {"decode_step_seconds": step, "decode_streams": streams, **bound,
           "decode_over_bound": step / bound["bound_seconds"],
           "decode_matmuls_seconds": matmuls,
@@ -87,10 +88,13 @@ def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_k
           "decode_over_matmuls": step / matmuls}
 
 
-def decode_matmuls_fn(cfg, streams: int, dtype: str):
+def decode_matmuls_fn(cfg, streams: int, dtype: str, unroll: bool = False):
   """(jitted fn, args): the decode step's weight matmuls alone, `streams` rows through every
-  layer's projections (float32 weights stacked over the layers, cast to the compute dtype in a
-  layer scan, as the model runs them) and the LM head. See decode_matmuls_seconds."""
+  layer's projections and the LM head, with the layers in the form the decode loop runs them:
+  float32 weights stacked over the layers and cast to the compute dtype in a layer scan, or
+  (unroll) one set of weights per layer, already cast, in an unrolled loop. The form matters on
+  CPU: the scan copies each layer's weights out of the stacked arrays (SmolLM2 at 16 rows, one
+  process: 35.7 ms scanned against 28.7 ms unrolled). See decode_matmuls_seconds."""
   import jax.numpy as jnp
   d, f, hd = cfg.d_model, cfg.d_ff, cfg.head_dim
   shapes = {"q": (d, cfg.n_heads * hd), "k": (d, cfg.n_kv_heads * hd),
@@ -109,6 +113,17 @@ def decode_matmuls_fn(cfg, streams: int, dtype: str):
     mlp = (jax.nn.silu(h @ wl["gate"]) * (h @ wl["up"])) @ wl["down"]
     return h + mixed + mlp, None
 
+  if unroll:  # as models.Transformer.layer_weights: per-layer arrays, cast once, outside
+    w = jax.block_until_ready([{n: a[i].astype(dtype) for n, a in w.items()}
+                               for i in range(cfg.n_layers)])
+
+    @jax.jit
+    def step(x, w, head):
+      for wl in w:
+        x = layer(x, wl)[0]
+      return x @ head.astype(dtype).T
+    return step, (x, w, head)
+
   @jax.jit
   def step(x, w, head):
     h, _ = jax.lax.scan(layer, x, w)
@@ -117,13 +132,13 @@ def decode_matmuls_fn(cfg, streams: int, dtype: str):
   return step, (x, w, head)
 
 
-def decode_matmuls_seconds(cfg, streams: int, dtype: str, iters: int) -> float:
+def decode_matmuls_seconds(cfg, streams: int, dtype: str, iters: int, unroll: bool = False) -> float:
   """The decode step's weight matmuls alone (decode_matmuls_fn), timed on this device: what a
   step would cost if attention, norms, cache writes and sampling were free. At a few rows a
   matmul streams its weights well below the memory bandwidth and computes well below the
   square-matmul rate, so this is the part of decode_over_bound the device's matmul kernels set,
   and decode_over_matmuls the part the rest of the step adds."""
-  step, args = decode_matmuls_fn(cfg, streams, dtype)
+  step, args = decode_matmuls_fn(cfg, streams, dtype, unroll)
   run = lambda: jax.block_until_ready(step(*args))  # noqa: E731
   run()
   return alternate({"m": run}, rounds=max(iters, 5))["m"]

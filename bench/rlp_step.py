@@ -150,7 +150,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   decode = common.decode_over_bound(
       model, rollout_at, thought=thought, streams=contexts * cuts_np.shape[1] * group,
       prefix_kv_tokens=float(cuts_np.max(1).sum()), mean_prefix=float(cuts_np.mean()),
-      dtype=dtype, iters=iters)
+      dtype=dtype, iters=iters, unroll=common.decode_layers(cfg.sampler) == "unroll")
   import gc
   parts.clear()
   del update, rollout, score, mb

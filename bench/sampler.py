@@ -5,7 +5,8 @@ Generated tokens per second count every sampled thought token. decode_over_bound
 decode step (marginal time per token between thoughts of T and T/2) over its lower bound in the
 same run (streaming the weights and the needed KV cache once at the measured bandwidth, or the
 step's matmuls at the measured matmul rate, whichever is larger; bench/common.py).
-decode_matmuls_seconds: the step's weight matmuls alone at the same number of rows, timed (the
+decode_matmuls_seconds: the step's weight matmuls alone at the same number of rows, with the
+layers scanned or unrolled as the decode loop runs them (decode_layers), timed (the
 part of the gap the device's matmul kernels set; decode_over_matmuls is the rest). With
 profile=True (`--profile`), also where a decode step's time goes per kind of XLA operation
 (bench/profile.py).
@@ -100,7 +101,7 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
   out.update(common.decode_over_bound(
       model, rollout_at, thought=thought, streams=docs * positions * group,
       prefix_kv_tokens=float(cuts_np.max(1).sum()), mean_prefix=float(cuts_np.mean()),
-      dtype=dtype, iters=iters))
+      dtype=dtype, iters=iters, unroll=common.decode_layers(cfg) == "unroll"))
   if profile:
     from flax import nnx
     from bench.profile import decode_profile

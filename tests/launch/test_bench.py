@@ -123,7 +123,7 @@ def test_decode_bound_arithmetic(monkeypatch):
   monkeypatch.setattr(common, "alternate", lambda fns, rounds: {"full": 3.0, "half": 1.0})
   monkeypatch.setattr(metrics, "measured_peak_flops", lambda dtype: 1e6)
   monkeypatch.setattr(metrics, "measured_bandwidth", lambda: 1e4)
-  monkeypatch.setattr(common, "decode_matmuls_seconds", lambda c, streams, dtype, iters: 0.25)
+  monkeypatch.setattr(common, "decode_matmuls_seconds", lambda c, streams, dtype, iters, unroll: 0.25)
   calls = []
   got = common.decode_over_bound(model, lambda t: (lambda: calls.append(t)), thought=8, streams=4,
                                  prefix_kv_tokens=10, mean_prefix=5, dtype="float32", iters=1)
@@ -149,7 +149,6 @@ def test_decode_matmuls_are_the_bounds_matmuls():
   from bench import common
   cfg = models.ModelConfig(vocab_size=512, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2,
                            head_dim=16, d_ff=160)
-  step, args = common.decode_matmuls_fn(cfg, 8, "float32")
 
   def dot_flops(jaxpr):
     total = 0
@@ -164,11 +163,16 @@ def test_decode_matmuls_are_the_bounds_matmuls():
           total += dot_flops(inner) * (e.params["length"] if e.primitive.name == "scan" else 1)
     return total
 
-  flops = dot_flops(jax.make_jaxpr(step)(*args).jaxpr)
   matmul_weights = cfg.num_params(include_embedding=False) - (2 * cfg.n_layers + 1) * 64  # norms
-  assert flops == 2 * 8 * (matmul_weights + 512 * 64)
-  assert step(*args).shape == (8, 512)
-  assert common.decode_matmuls_seconds(cfg, 8, "float32", 1) > 0
+  outs = []
+  for unroll in (False, True):  # the layer scan, and the unrolled layers of the CPU decode loop
+    step, args = common.decode_matmuls_fn(cfg, 8, "float32", unroll)
+    flops = dot_flops(jax.make_jaxpr(step)(*args).jaxpr)
+    assert flops == 2 * 8 * (matmul_weights + 512 * 64), unroll
+    outs.append(np.asarray(step(*args)))
+  assert outs[0].shape == (8, 512)
+  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)  # the same weights either way
+  assert common.decode_matmuls_seconds(cfg, 8, "float32", 1, unroll=True) > 0
 
 
 def test_memory_plan_parts_and_checks(tmp_path):
