@@ -37,7 +37,8 @@ class _BackendJit:
 
   def _get(self):
     if self._jitted is None:
-      self._jitted = jax.jit(self._fn, compiler_options=compiler_options(), **self._kw)
+      options = compiler_options(self._kw.get("backend"))  # jit's own backend=, else jax's
+      self._jitted = jax.jit(self._fn, compiler_options=options, **self._kw)
     return self._jitted
 
   def __call__(self, *args, **kwargs):

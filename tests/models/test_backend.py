@@ -55,6 +55,7 @@ def test_jit_wrapper_is_jax_jit_with_the_options():
   assert f._cache_size() == 1  # jax.jit's own attributes pass through
   explicit = backend.jit(lambda x: x + 1, compiler_options={})
   assert float(explicit(jnp.float32(1.0))) == 2.0
+  assert float(backend.jit(lambda x: x * 2, backend="cpu")(jnp.float32(2.0))) == 4.0
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the option is XLA:CPU's")
