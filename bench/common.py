@@ -132,7 +132,8 @@ def decode_matmuls_fn(cfg, streams: int, dtype: str, unroll: bool = False):
   return step, (x, w, head)
 
 
-def decode_matmuls_seconds(cfg, streams: int, dtype: str, iters: int, unroll: bool = False) -> float:
+def decode_matmuls_seconds(cfg, streams: int, dtype: str, iters: int,
+                           unroll: bool = False) -> float:
   """The decode step's weight matmuls alone (decode_matmuls_fn), timed on this device: what a
   step would cost if attention, norms, cache writes and sampling were free. At a few rows a
   matmul streams its weights well below the memory bandwidth and computes well below the

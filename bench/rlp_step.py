@@ -107,8 +107,9 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
     holder[0], m, _ = step(holder[0], batch)
     jax.block_until_ready(m["loss"])
 
-  rollout = backend.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
-                                                        batch["cuts"], k, cfg.sampler))
+  rollout = backend.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p),
+                                                            batch["tokens"], batch["cuts"], k,
+                                                            cfg.sampler))
   score = backend.jit(lambda p: trainer.ema_logp_at(p, graphdef, batch["tokens"], batch["cuts"]))
   ro = rollout(holder[0].params, jax.random.key(0))
   mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro,
@@ -145,7 +146,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   def rollout_at(t):
     c = dataclasses.replace(cfg.sampler, max_thought_len=t)
     f = backend.jit(lambda p, k: sampler_lib.rollout_fn(nnx.merge(graphdef, p), batch["tokens"],
-                                                    batch["cuts"], k, c).mask)
+                                                        batch["cuts"], k, c).mask)
     return lambda: jax.block_until_ready(f(holder[0].params, jax.random.key(2)))
   decode = common.decode_over_bound(
       model, rollout_at, thought=thought, streams=contexts * cuts_np.shape[1] * group,

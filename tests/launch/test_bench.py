@@ -123,7 +123,8 @@ def test_decode_bound_arithmetic(monkeypatch):
   monkeypatch.setattr(common, "alternate", lambda fns, rounds: {"full": 3.0, "half": 1.0})
   monkeypatch.setattr(metrics, "measured_peak_flops", lambda dtype: 1e6)
   monkeypatch.setattr(metrics, "measured_bandwidth", lambda: 1e4)
-  monkeypatch.setattr(common, "decode_matmuls_seconds", lambda c, streams, dtype, iters, unroll: 0.25)
+  monkeypatch.setattr(common, "decode_matmuls_seconds",
+                      lambda c, streams, dtype, iters, unroll: 0.25)
   calls = []
   got = common.decode_over_bound(model, lambda t: (lambda: calls.append(t)), thought=8, streams=4,
                                  prefix_kv_tokens=10, mean_prefix=5, dtype="float32", iters=1)
