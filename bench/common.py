@@ -114,20 +114,17 @@ def decode_matmuls_fn(cfg, streams: int, dtype: str, unroll: bool = False):
     return h + mixed + mlp, None
 
   if unroll:  # as models.Transformer.layer_weights: per-layer arrays, cast once, outside
-    w = jax.block_until_ready([{n: a[i].astype(dtype) for n, a in w.items()}
-                               for i in range(cfg.n_layers)])
-
-    @jax.jit
-    def step(x, w, head):
-      for wl in w:
-        x = layer(x, wl)[0]
-      return x @ head.astype(dtype).T
-    return step, (x, w, head)
+    from models.transformer import per_layer
+    w = jax.block_until_ready(per_layer({n: a.astype(dtype) for n, a in w.items()}))
 
   @jax.jit
   def step(x, w, head):
-    h, _ = jax.lax.scan(layer, x, w)
-    return h @ head.astype(dtype).T
+    if unroll:
+      for wl in w:
+        x = layer(x, wl)[0]
+    else:
+      x, _ = jax.lax.scan(layer, x, w)
+    return x @ head.astype(dtype).T
 
   return step, (x, w, head)
 

@@ -202,8 +202,9 @@ class Transformer(nnx.Module):
     The C new keys are written at `write_index`, and a query at thought index i sees thought keys
     <= i (the cache's keys before `write_index`, read only, and the new keys themselves; the
     cache is written once, after the attention, so a step costs the new keys' write, not a copy
-    of the cache; on XLA:CPU only when compiled with `models.backend`'s options, see there). `filled` (static, optional): a bound on `write_index`; only the cache's first
-    `filled` keys are read, so a step over a mostly empty long cache costs what the filled part
+    of the cache; on XLA:CPU only when compiled with `models.backend`'s options, see there).
+    `filled` (static, optional): a bound on `write_index`; only the cache's first `filled` keys
+    are read, so a step over a mostly empty long cache costs what the filled part
     does. Returns (logits [B, N, C, V], thought_kv in the layout given). Differentiable in all
     inputs.
     """
