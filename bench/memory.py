@@ -137,7 +137,7 @@ def _per_device(tree, shard: int) -> float:
 # and one layer at a time is recomputed, so the first two count once. Fitted (non-negative least
 # squares) to XLA's memory analysis of the compiled CPU step over five variants of the tiny
 # config (seq 96/192, G 4/8, thought 8/24, batch 8/16 with d_ff 128/512; residuals 0-27%) and
-# checked on SmolLM2 with --check (README, Speed). XLA on a GPU or TPU assigns buffers
+# checked on SmolLM2 with --check (docs/performance.md). XLA on a GPU or TPU assigns buffers
 # differently: run --check there on a reduced config before trusting a plan to the last 15%.
 COPIES = {"none": (2.27, 4.27, 3.35), "dots": (0.72, 1.95, 4.53), "full": (1.00, 3.04, 4.86)}
 

@@ -129,7 +129,7 @@ class StepConfig:
   # positions (rlp.objective.linear_cross_entropy), and the policy loss applies the head to that
   # many thought positions at a time (objective.chunked_policy_logp); 0 materialises the logits;
   # -1 = auto: fused (1024) on accelerators, where it saves memory and time, unfused on CPU, where
-  # it is slower (figures: README, Speed).
+  # it is slower (figures: docs/performance.md).
   loss_chunk: int = -1
   # uniform / marker selection: apply the EMA head at the K positions only (True) or to every
   # position and read the K (False); None = decided when the step is built (resolve)
