@@ -9,6 +9,7 @@ from flax import nnx
 
 import models
 from bench import common
+from bench import memory
 from rlp import metrics
 from rlp import trainer
 
@@ -24,11 +25,15 @@ SHAPES = {
     "llama-1b": models.ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32,
                                    n_kv_heads=8, head_dim=64, d_ff=8192, rope_theta=500000.0,
                                    rope_scaling=(32.0, 1.0, 4.0, 8192), max_seq_len=8192),
+    # The memory plan's shapes (published config.json files): qwen3-1.7b is the paper's model,
+    # for the RLP step at the paper's proportions on an accelerator.
+    **memory.SHAPES,
 }
 
 
 def load(name: str, **runtime):
-  """tiny | smollm2-shape | llama-1b (random init), smollm2 (the GGUF), or an HF directory."""
+  """A random-init shape (SHAPES: tiny, smollm2-shape, llama-1b, qwen3-1.7b, llama3-8b), smollm2
+  (the GGUF), or an HF directory."""
   runtime = {k: v for k, v in runtime.items() if v is not None}
   if name in SHAPES:
     return models.Transformer(SHAPES[name].replace(**runtime), rngs=nnx.Rngs(0))

@@ -15,7 +15,7 @@ from launch import cli
 
 flags.DEFINE_string("model", "smollm2",
                     "smollm2 (the GGUF) | an HF directory | random-init shapes: tiny, smollm2-shape, "
-                    "llama-1b")
+                    "llama-1b, qwen3-1.7b, llama3-8b")
 flags.DEFINE_integer("batch", 2, "model: sequences per step", lower_bound=1)
 flags.DEFINE_integer("seq", 256, "model: tokens per sequence", lower_bound=2)
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"], "compute dtype")

@@ -239,6 +239,22 @@ def test_memory_plan_parts_and_checks(tmp_path):
   assert r.returncode == 2 and "--model_shape='gpt5': known shapes are" in r.stderr
 
 
+def test_bench_shapes_include_the_papers_model():
+  """`rlp-bench --model=qwen3-1.7b` (the RLP step at the paper's proportions on an accelerator)
+  builds the memory plan's Qwen3-1.7B shape: its published size, 1.72B parameters of which 1.41B
+  outside the (tied) embedding. Built abstractly: nothing is allocated."""
+  sys.path.insert(0, ROOT)
+  from bench import memory, model as bench_model
+  from flax import nnx
+  assert bench_model.SHAPES["qwen3-1.7b"] is memory.SHAPES["qwen3-1.7b"]
+  abstract = nnx.eval_shape(lambda: bench_model.load("qwen3-1.7b", dtype="bfloat16"))
+  assert abstract.config.dtype == "bfloat16" and abstract.config.qk_norm
+  sizes = {"/".join(map(str, k)): v.size for k, v in nnx.to_flat_state(nnx.state(abstract))}
+  total = sum(sizes.values())
+  assert total == 1_720_574_976
+  assert 1.40e9 < total - sizes["embed"] < 1.42e9 and not any("lm_head" in k for k in sizes)
+
+
 def test_long_thoughts_rows():
   """bench.long_thoughts: one row per length plus the whole-buffer comparison (a tiny model
   here), every thought run to its limit (a fixed count: streams x (limit + the 3-token closer))."""
