@@ -2,17 +2,20 @@
 # The accelerator benchmark figures in one go: peak, the model train step (Llama-3.2-1B shape,
 # bf16; remat and attention variants; the transformers peer), the RLP step and the sampler.
 # Usage: bash bench/gpu_suite.sh [OUTDIR] [part ...]
-#   parts: targets paper peak model peer rlp sampler (default: peak model peer rlp sampler)
-#   targets: the speed targets' measurements alone, most wanted first, for a short loan of a GPU:
-#     decode_over_bound at 256 streams (bf16), the Llama-3.2-1B-shape CPT step's MFU, and the RLP
-#     step of the paper's model (Qwen3-1.7B shape) at the paper's proportions with thought 512.
-#   paper: the Qwen3-1.7B-shape RLP step with thought 512 and 2048 (context 2048, G 16, as many
-#     contexts as fit 139 GiB by `rlp-bench memory`: 8 at T 512, 4 at T 2048, each document its
-#     own gradient micro-batch, full remat as in configs/qwen3_1p7b_rlp.py), then the TRL-style
-#     peer at T 512 where it fits (2 contexts). Long: minutes per run.
-# Each benchmark runs in its own process under a time limit (BENCH_LIMIT seconds, default 300), so
-# one failure does not stop the rest; its JSON line goes to OUTDIR/results.jsonl and its log to
-# OUTDIR/<name>.log.
+#   parts: peak model peer rlp sampler (the default: the full set behind the README's tables),
+#   and the speed targets' measurements alone, for a short loan of a GPU (run them one part per
+#   command, most wanted first):
+#     decode     decode_over_bound at 256 streams (SmolLM2 shape, bf16)
+#     mfu        the Llama-3.2-1B-shape CPT step's MFU (8 x 2048, cuDNN attention, remat dots)
+#     paper512   the RLP step of the paper's model (Qwen3-1.7B shape) at the paper's proportions:
+#                context 2048, G 16, thought 512, 8 contexts (52 GiB of 139 by `rlp-bench memory`),
+#                each document its own gradient micro-batch, full remat as configs/qwen3_1p7b_rlp.py
+#     paper2048  the same with thought 2048 and 4 contexts (90 GiB by the plan)
+#     paperpeer  the TRL-style peer beside ours at thought 512, 2 contexts
+#     targets    decode, mfu and paper512 in turn; paper: paper512, paper2048, paperpeer
+# Each benchmark runs in its own process under a time limit (BENCH_LIMIT seconds, default 300;
+# the Qwen3-1.7B runs at least 540), so one failure does not stop the rest; its JSON line goes to
+# OUTDIR/results.jsonl and its log to OUTDIR/<name>.log.
 set -u
 OUT_DIR=${1:-bench_out}; shift || true
 PARTS=${*:-peak model peer rlp sampler}
@@ -37,23 +40,31 @@ one() {  # one NAME ARGS...: run `rlp-bench ARGS` and keep its last line
 
 qwen3_rlp() {  # qwen3_rlp NAME THOUGHT CONTEXTS [extra flags]: the paper's model and proportions
   local name=$1 t=$2 n=$3; shift 3
-  XLA_PYTHON_CLIENT_PREALLOCATE=false one "$name" rlp-step --model=qwen3-1.7b --dtype=bfloat16 \
-    --attention=cudnn --remat=full --context_len=2048 --group=16 --thought="$t" --contexts="$n" \
-    --grad_accum="$n" --iters=1 "$@"
+  LIMIT=$((LIMIT > 540 ? LIMIT : 540)) XLA_PYTHON_CLIENT_PREALLOCATE=false one "$name" rlp-step \
+    --model=qwen3-1.7b --dtype=bfloat16 --attention=cudnn --remat=full --context_len=2048 \
+    --group=16 --thought="$t" --contexts="$n" --grad_accum="$n" --iters=1 "$@"
 }
 
-for part in $PARTS; do
+expanded=""
+for part in $PARTS; do  # the named groups
   case $part in
-    targets)
+    targets) expanded+=" decode mfu paper512" ;;
+    paper) expanded+=" paper512 paper2048 paperpeer" ;;
+    *) expanded+=" $part" ;;
+  esac
+done
+
+for part in $expanded; do
+  case $part in
+    decode)
       XLA_PYTHON_CLIENT_PREALLOCATE=false one sampler_smollm2_256 sampler --model=smollm2-shape \
-        --dtype=bfloat16 --docs=16 --iters=2
+        --dtype=bfloat16 --docs=16 --iters=2 ;;
+    mfu)
       one model_llama1b_cudnn_dots_b8_c1024 model --model=llama-1b --dtype=bfloat16 --batch=8 \
-        --seq=2048 --attention=cudnn --remat=dots --loss_chunk=1024 --iters=3
-      qwen3_rlp rlp_qwen3_t512 512 8 ;;
-    paper)
-      qwen3_rlp rlp_qwen3_t512 512 8
-      qwen3_rlp rlp_qwen3_t2048 2048 4
-      qwen3_rlp rlp_qwen3_t512_peer 512 2 --peer ;;
+        --seq=2048 --attention=cudnn --remat=dots --loss_chunk=1024 --iters=3 ;;
+    paper512) qwen3_rlp rlp_qwen3_t512 512 8 ;;
+    paper2048) qwen3_rlp rlp_qwen3_t2048 2048 4 ;;
+    paperpeer) qwen3_rlp rlp_qwen3_t512_peer 512 2 --peer ;;
     peak) one peak peak ;;
     model)  # attention remat batch loss_chunk (b8 with full logits and no remat runs out of memory)
       for v in "cudnn dots 8 1024" "cudnn none 8 1024" "cudnn dots 16 1024" "cudnn dots 8 0" \

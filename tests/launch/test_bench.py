@@ -255,6 +255,39 @@ def test_bench_shapes_include_the_papers_model():
   assert 1.40e9 < total - sizes["embed"] < 1.42e9 and not any("lm_head" in k for k in sizes)
 
 
+def test_gpu_suite_commands_parse():
+  """bench/gpu_suite.sh's commands (printed, not run, with PYTHON=echo) are valid rlp-bench
+  command lines: a known command and flags rlp-bench defines, with values its checks accept.
+  A GPU loan is short; a typo must not be found there."""
+  import tempfile
+  with tempfile.TemporaryDirectory() as out:
+    r = subprocess.run(["bash", "bench/gpu_suite.sh", out, "targets", "paper", "peak", "model",
+                        "peer", "rlp", "sampler"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHON="echo"), timeout=60)
+  assert r.returncode == 0, r.stderr
+  lines = [ln.split(" -m launch.bench ", 1) for ln in r.stdout.splitlines() if " rc=0 " in ln]
+  names = [name.split(":")[0] for name, _ in lines]
+  assert names[:3] == ["sampler_smollm2_256", "model_llama1b_cudnn_dots_b8_c1024",
+                       "rlp_qwen3_t512"] and "rlp_qwen3_t2048" in names
+  assert len(names) == len(set(names)) + 3  # targets and paper repeat three runs of their parts
+  check = """
+import json, sys
+from absl import flags
+from launch import bench
+from bench.model import SHAPES
+for name, cmd in json.loads(sys.argv[1]):
+  flags.FLAGS.unparse_flags()
+  argv = flags.FLAGS(["rlp-bench", *cmd.split()])
+  assert len(argv) == 2 and argv[1] in bench.COMMANDS, (name, argv)
+  f = flags.FLAGS
+  assert argv[1] != "rlp-step" or (f.contexts % f.grad_accum == 0 and f.group >= 2), name
+  assert f.model == "smollm2" or f.model in SHAPES, (name, f.model)
+"""
+  p = subprocess.run([sys.executable, "-c", check, json.dumps(lines)], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120, env=_one_device_env())
+  assert p.returncode == 0, p.stderr[-1500:]
+
+
 def test_long_thoughts_rows():
   """bench.long_thoughts: one row per length plus the whole-buffer comparison (a tiny model
   here), every thought run to its limit (a fixed count: streams x (limit + the 3-token closer))."""
