@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +41,9 @@ def load(name: str, **runtime):
     return models.Transformer(SHAPES[name].replace(**runtime), rngs=nnx.Rngs(0))
   if name == "smollm2":
     return models.load_gguf(models.smollm2_path(), **runtime)
+  if not os.path.isdir(name):
+    raise models.WeightsError(f"--model={name!r} is neither a shape ({', '.join(SHAPES)}), smollm2 "
+                              "(the GGUF) nor a Hugging Face model directory")
   return models.load_hf(name, **runtime)
 
 

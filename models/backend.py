@@ -9,7 +9,7 @@ a `while` loop, reads them for the attention and writes the new keys into them i
 default copy insertion cannot prove that the read comes before the write, so it copies every
 layer's thought cache twice per decode step (SmolLM2, 16 streams: 120 cache copies in the loop
 body); the region-based analysis, XLA's GPU default, proves it and leaves none. Same tokens;
-compiling takes longer (README: Speed has the figures).
+compiling takes longer (docs/performance.md has the figures).
 """
 
 from __future__ import annotations

@@ -246,6 +246,7 @@ def test_bench_shapes_include_the_papers_model():
   sys.path.insert(0, ROOT)
   from bench import memory, model as bench_model
   from flax import nnx
+  import models
   assert bench_model.SHAPES["qwen3-1.7b"] is memory.SHAPES["qwen3-1.7b"]
   abstract = nnx.eval_shape(lambda: bench_model.load("qwen3-1.7b", dtype="bfloat16"))
   assert abstract.config.dtype == "bfloat16" and abstract.config.qk_norm
@@ -253,6 +254,9 @@ def test_bench_shapes_include_the_papers_model():
   total = sum(sizes.values())
   assert total == 1_720_574_976
   assert 1.40e9 < total - sizes["embed"] < 1.42e9 and not any("lm_head" in k for k in sizes)
+  # a misspelt shape names the known ones (exit 2, one line), not a missing directory alone
+  with pytest.raises(models.WeightsError, match=r"--model='qwen3-17b' is neither a shape \(tiny, "):
+    bench_model.load("qwen3-17b")
 
 
 def test_gpu_suite_commands_parse():
