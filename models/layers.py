@@ -113,7 +113,7 @@ def stream_attention(q_BxNxCxHxD, prefix, segments):
   return o.reshape(q_BxNxCxHxD.shape)
 
 
-def decode_attention(q_BxNxCxHxD, prefix, segments):
+def decode_attention(q_BxNxCxHxD, prefix, segments, keys_last: bool = False):
   """`stream_attention` over head-major caches, the decode loop's layout.
 
   prefix: (k [B, K, S, D], v, mask [B, N, S]); segments: [(k [B, N, K, T, D], v, mask
@@ -122,6 +122,11 @@ def decode_attention(q_BxNxCxHxD, prefix, segments):
   kv head as its rows. Token-major caches make XLA copy every layer's cache into this order at
   every decode step (on the CPU: a SmolLM2 decode step's attention over 16 streams 23-25 -> 15-16
   ms for 30 layers). Same softmax, in float32, as `stream_attention`.
+
+  keys_last: the keys (not the values) are stored with the token axis last, [B, K, D, S] and
+  [B, N, K, D, T]: the score matmuls then read a [D, S] right operand, the layout a matmul
+  kernel streams without transposing it (the decode loop's caches; on the CPU, 30 layers of a
+  16-stream SmolLM2 decode step's attention, best of 15: 8.2 -> 6.7 ms).
   """
   pk, pv, pmask = prefix
   b, n, c, h, d = q_BxNxCxHxD.shape
@@ -130,12 +135,14 @@ def decode_attention(q_BxNxCxHxD, prefix, segments):
   scale = d ** -0.5
   q = q_BxNxCxHxD.reshape(b, n, c, kh, r, d)
   qp = jnp.transpose(q, (0, 3, 1, 2, 4, 5)).reshape(b, kh, n * c * r, d)
-  sp = jnp.einsum("bkmd,bksd->bkms", qp, pk, preferred_element_type=jnp.float32)
+  sp = jnp.einsum("bkmd,bkds->bkms" if keys_last else "bkmd,bksd->bkms", qp, pk,
+                  preferred_element_type=jnp.float32)
   sp = jnp.where(pmask[:, None, :, None, :], sp.reshape(b, kh, n, c * r, -1) * scale, NEG_INF)
   qs = jnp.transpose(q, (0, 1, 3, 2, 4, 5)).reshape(b, n, kh, c * r, d)
   scores = []  # per segment [B, N, K, C * R, T]
   for k, _, mask in segments:
-    st = jnp.einsum("bnkqd,bnktd->bnkqt", qs, k, preferred_element_type=jnp.float32)
+    st = jnp.einsum("bnkqd,bnkdt->bnkqt" if keys_last else "bnkqd,bnktd->bnkqt", qs, k,
+                    preferred_element_type=jnp.float32)
     m = jnp.broadcast_to(mask[:, :, None, :, None, :], (b, n, 1, c, r, mask.shape[-1]))
     scores.append(jnp.where(m.reshape(b, n, 1, c * r, -1), st * scale, NEG_INF))
   mx = functools.reduce(jnp.maximum, [s.max(-1) for s in scores], jnp.swapaxes(sp.max(-1), 1, 2))

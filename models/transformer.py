@@ -93,10 +93,23 @@ def dense(x, w, n_in: int = 1):
   return y.reshape(*lead, *w.shape[n_in:])
 
 
-def heads_first(kv):
-  """(k, v) each [L, B, S, K, D] (as `Transformer.prefix_kv` returns them) -> head-major
-  [L, B, K, S, D], the stacked layout `Transformer.decode_shared` reads. One copy per rollout."""
-  return tuple(jnp.swapaxes(a, -3, -2) for a in kv)
+def decode_layout(kv):
+  """(k, v) each [L, B, S, K, D] (as `Transformer.prefix_kv` returns them) -> the stacked layout
+  `Transformer.decode_shared` reads: head-major, the keys with the token axis last (k [L, B, K, D,
+  S], v [L, B, K, S, D]; see `layers.decode_attention`'s keys_last). One copy per rollout."""
+  k, v = kv
+  return jnp.moveaxis(k, -3, -1), jnp.swapaxes(v, -3, -2)
+
+
+def thought_cache(n_layers: int, rows: int, per_row: int, n_kv: int, length: int,
+                  head_dim: int, dtype, stacked: bool = True):
+  """Empty stream caches in `Transformer.decode_shared`'s layout: (k [L, rows, per_row, K, D,
+  length], v [L, rows, per_row, K, length, D]) stacked over the layers, or (stacked False) a list
+  of L arrays each."""
+  shapes = ((rows, per_row, n_kv, head_dim, length), (rows, per_row, n_kv, length, head_dim))
+  if stacked:
+    return tuple(jnp.zeros((n_layers, *sh), dtype) for sh in shapes)
+  return tuple([jnp.zeros(sh, dtype) for _ in range(n_layers)] for sh in shapes)
 
 
 def per_layer(tree) -> list:
@@ -188,14 +201,16 @@ class Transformer(nnx.Module):
                     thought_kv, write_index, filled: int | None = None, weights=None):
     """N streams per document decode C tokens against a shared prefix cache plus their own cache.
 
-    The caches are head-major (the kv head ahead of the key axis), so attention reads them as
-    stored (layers.decode_attention): prefix_kv (k, v), computed once per document and never
-    copied per stream, and the streams' own thought_kv (k, v). Two layouts, chosen by the caller:
-    - stacked over layers, prefix [L, B, K, S, D] (`heads_first` of `prefix_kv`'s output) and
-      thoughts [L, B, N, K, T, D]: the layers run in a scan (or loop, per `scan_layers`), which
-      slices each layer's weights and caches out of the stacked arrays at every call;
-    - per-layer lists of L arrays ([B, K, S, D], `per_layer` of the stacked prefix, and
-      [B, N, K, T, D]), with `weights` from `self.layer_weights()` (each layer's weights, cast
+    The caches are head-major (the kv head ahead of the key axis) with the keys' token axis
+    last, so attention reads them as stored (layers.decode_attention, keys_last): prefix_kv
+    (k, v), computed once per document and never copied per stream, and the streams' own
+    thought_kv (k, v). Two layouts, chosen by the caller:
+    - stacked over layers, prefix k [L, B, K, D, S], v [L, B, K, S, D] (`decode_layout` of
+      `prefix_kv`'s output) and thoughts k [L, B, N, K, D, T], v [L, B, N, K, T, D]
+      (`thought_cache`): the layers run in a scan (or loop, per `scan_layers`), which slices each
+      layer's weights and caches out of the stacked arrays at every call;
+    - per-layer lists of L arrays (`per_layer` of the stacked prefix, `thought_cache(...,
+      stacked=False)`), with `weights` from `self.layer_weights()` (each layer's weights, cast
       once): the layers run unrolled over them and nothing is sliced. A caller that decodes in
       a loop makes the lists and the weights once, outside it (on a 2-core CPU, SmolLM2 at 16
       streams, this cut a decode step by about a quarter, for a longer compile).
@@ -210,23 +225,24 @@ class Transformer(nnx.Module):
     """
     b, n, c = tokens_BxNxC.shape
     unrolled = isinstance(thought_kv[0], (list, tuple))
-    t_len = jax.tree.leaves(thought_kv)[0].shape[-2]
+    t_len = jax.tree.leaves(thought_kv[0])[0].shape[-1]
     t_read = t_len if filled is None else min(filled, t_len)
     old = jnp.broadcast_to(jnp.arange(t_read) < write_index, (b, n, c, t_read))
     new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
 
     def attend(q, k, v, kv):
       pk, pv, tk, tv = kv
-      kh, vh = (jnp.swapaxes(a, 2, 3).astype(tk.dtype) for a in (k, v))  # [B, N, K, C, D]
+      kh = jnp.transpose(k, (0, 1, 3, 4, 2)).astype(tk.dtype)  # [B, N, K, D, C]
+      vh = jnp.swapaxes(v, 2, 3).astype(tv.dtype)  # [B, N, K, C, D]
       dt = q.dtype
       o = layers.decode_attention(
           q, (pk.astype(dt), pv.astype(dt), prefix_mask_BxNxS),
-          [(tk[:, :, :, :t_read].astype(dt), tv[:, :, :, :t_read].astype(dt), old),
-           (kh.astype(dt), vh.astype(dt), new)])
+          [(tk[..., :t_read].astype(dt), tv[:, :, :, :t_read].astype(dt), old),
+           (kh.astype(dt), vh.astype(dt), new)], keys_last=True)
       if not unrolled:  # written after the layer scan, so no layer copies its slice of the cache
         return o, (kh, vh)
-      at = (0, 0, 0, write_index, 0)
-      return o, (jax.lax.dynamic_update_slice(tk, kh, at), jax.lax.dynamic_update_slice(tv, vh, at))
+      return o, (jax.lax.dynamic_update_slice(tk, kh, (0, 0, 0, 0, write_index)),
+                 jax.lax.dynamic_update_slice(tv, vh, (0, 0, 0, write_index, 0)))
 
     if unrolled:
       weights = self.layer_weights() if weights is None else weights
@@ -235,9 +251,9 @@ class Transformer(nnx.Module):
       return self.logits(x), tuple(list(a) for a in zip(*kv))
     x, (k_new, v_new) = self._trunk(tokens_BxNxC, positions_BxNxC, attend,
                                     (*prefix_kv, *thought_kv))
-    at = (0, 0, 0, 0, write_index, 0)
-    return self.logits(x), tuple(jax.lax.dynamic_update_slice(a, new_a, at)
-                                 for a, new_a in zip(thought_kv, (k_new, v_new)))
+    return self.logits(x), (
+        jax.lax.dynamic_update_slice(thought_kv[0], k_new, (0, 0, 0, 0, 0, write_index)),
+        jax.lax.dynamic_update_slice(thought_kv[1], v_new, (0, 0, 0, 0, write_index, 0)))
 
   def layer_weights(self) -> list[dict]:
     """Each layer's weights, in the compute dtype, as a list of L dicts (see `decode_shared`)."""

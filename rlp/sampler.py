@@ -24,7 +24,7 @@ from flax import nnx
 from flax import struct
 
 from models import backend
-from models.transformer import heads_first, per_layer
+from models.transformer import decode_layout, per_layer, thought_cache
 
 PHASE_GEN, PHASE_CLOSE, PHASE_DONE = 0, 1, 2
 
@@ -127,8 +127,9 @@ class DecodeState:
   """The rollout's while-loop carry: per stream [B, N] unless noted."""
   i: jax.Array  # [] decode step (index into the thought buffer)
   logits: jax.Array  # [B, N, V] the next token's logits
-  tkv: Any  # (k, v): the streams' own caches (head-major), each [L, rows, per_row, K, T, D]
-  #           or, with unrolled layers, a list of L [rows, per_row, K, T, D]
+  tkv: Any  # (k, v): the streams' own caches (models.transformer.thought_cache's layout:
+  #           k [L, rows, per_row, K, D, T], v [L, rows, per_row, K, T, D])
+  #           or, with unrolled layers, a list of L arrays each
   buf: jax.Array  # [B, N, T] tokens written (sampled, or the forced closer)
   logp: jax.Array  # [B, N, T] sampling log-probs of sampled tokens
   mask: jax.Array  # [B, N, T] 1 where the policy sampled
@@ -240,16 +241,16 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) 
   # the layers or, unrolled, one array per layer (and the weights cast and split once, here)
   unroll = unrolls_layers(cfg)
   rows, per_row = pmask.shape[:2]
-  kv_shape = (rows, per_row, c.n_kv_heads, p_len + tb, c.head_dim)
-  pk, pv = heads_first((pk, pv))
+  tkv = thought_cache(c.n_layers, rows, per_row, c.n_kv_heads, p_len + tb, c.head_dim, pk.dtype,
+                      stacked=not unroll)
+  pk, pv = decode_layout((pk, pv))
   if unroll:
     pk, pv = ([on_doc_axis(a) for a in per_layer(x)] for x in (pk, pv))
-    tkv = tuple([on_doc_axis(jnp.zeros(kv_shape, pk[0].dtype)) for _ in range(c.n_layers)]
-                for _ in range(2))
+    tkv = tuple([on_doc_axis(a) for a in x] for x in tkv)
     weights = model.layer_weights()
   else:
     pk, pv = (on_doc_axis(a, 1) for a in (pk, pv))
-    tkv = tuple(on_doc_axis(jnp.zeros((c.n_layers, *kv_shape), pk.dtype), 1) for _ in range(2))
+    tkv = tuple(on_doc_axis(a, 1) for a in tkv)
     weights = None
 
   def feed(tok_BxNxC, pos_BxNxC, tkv, write_index, filled=None):

@@ -8,7 +8,7 @@ from flax import nnx
 
 import models
 from models import layers
-from models.transformer import heads_first, per_layer
+from models.transformer import decode_layout, per_layer, thought_cache
 
 CFG = models.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1,
                          head_dim=8, d_ff=48)
@@ -64,12 +64,12 @@ def test_shared_prefix_decode_equals_full_forward(model, unrolled):
   doc = _toks(b, s, seed=2)
   cut = jnp.asarray([[2, 5, 9], [1, 4, 7]], jnp.int32)  # stream n sees doc[:cut]
   thought = _toks(b * n, tlen, seed=3).reshape(b, n, tlen)
-  pk, pv = heads_first(model.prefix_kv(doc))
+  pk, pv = decode_layout(model.prefix_kv(doc))
   pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]
-  shape = (CFG.n_layers, b, n, CFG.n_kv_heads, tlen, CFG.head_dim)
-  tkv = (jnp.zeros(shape), jnp.zeros(shape))
+  tkv = thought_cache(CFG.n_layers, b, n, CFG.n_kv_heads, tlen, CFG.head_dim, jnp.float32,
+                      stacked=not unrolled)
   if unrolled:
-    pk, pv, tkv = per_layer(pk), per_layer(pv), tuple(per_layer(a) for a in tkv)
+    pk, pv = per_layer(pk), per_layer(pv)
   pos = cut[:, :, None] + jnp.arange(tlen)
   # Two calls (3 tokens, then 1) to exercise the write index.
   l1, tkv = model.decode_shared(thought[..., :3], pos[..., :3], (pk, pv), pmask, tkv, 0)
@@ -98,9 +98,15 @@ def test_head_major_decode_attention_equals_stream_attention(c):
   old = jnp.broadcast_to(jnp.arange(t) < 3, (b, n, c, t))
   new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
   want = layers.stream_attention(q, (pk, pv, pmask), [(tk, tv, old), (nk, nv, new)])
-  got = layers.decode_attention(q, (*heads_first((pk, pv)), pmask),
-                                [(*heads_first((tk, tv)), old), (*heads_first((nk, nv)), new)])
+  hm = lambda a: jnp.swapaxes(a, -3, -2)  # noqa: E731  [.., S, K, D] -> [.., K, S, D]
+  got = layers.decode_attention(q, (hm(pk), hm(pv), pmask),
+                                [(hm(tk), hm(tv), old), (hm(nk), hm(nv), new)])
   assert got.shape == want.shape
+  assert float(jnp.abs(got - want).max()) <= 1e-5
+  # keys_last: the keys stored [.., K, D, S] (the decode loop's caches), the values as above
+  kl = lambda a: jnp.moveaxis(a, -3, -1)  # noqa: E731  [.., S, K, D] -> [.., K, D, S]
+  got = layers.decode_attention(q, (kl(pk), hm(pv), pmask),
+                                [(kl(tk), hm(tv), old), (kl(nk), hm(nv), new)], keys_last=True)
   assert float(jnp.abs(got - want).max()) <= 1e-5
 
 
