@@ -61,14 +61,18 @@ def test_jit_wrapper_is_jax_jit_with_the_options():
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the option is XLA:CPU's")
 def test_cpu_rollout_writes_thought_caches_in_place(rollout_inputs):
   graphdef, params, docs, cuts = rollout_inputs
-  # one layer's thought cache: [B, N, K, prompt + buffer, D] (the decode loop's head-major layout)
-  shape = f"2,{2 * SCFG.group_size},{CFG.n_kv_heads},{1 + SCFG.buffer_len},{CFG.head_dim}"
+  # one layer's thought caches (the decode loop's layout, models.transformer.thought_cache):
+  # values [B, N, K, prompt + buffer, D], keys [B, N, K, D, prompt + buffer]
+  b, n, t = 2, 2 * SCFG.group_size, 1 + SCFG.buffer_len
+  values = f"{b},{n},{CFG.n_kv_heads},{t},{CFG.head_dim}"
+  keys = f"{b},{n},{CFG.n_kv_heads},{CFG.head_dim},{t}"
   args = (graphdef, params, docs, cuts, jax.random.key(0), SCFG)
   ours = sampler._rollout_jit.lower(*args).compile().as_text()
   plain = jax.jit(sampler._rollout_jit.__wrapped__, static_argnames=("graphdef", "cfg"))
   default = plain.lower(*args).compile().as_text()
-  assert _cache_copies(default, shape) > 0, "XLA:CPU no longer copies the caches by default"
-  assert _cache_copies(ours, shape) == 0
+  for shape in (values, keys):
+    assert _cache_copies(default, shape) > 0, "XLA:CPU no longer copies the caches by default"
+    assert _cache_copies(ours, shape) == 0
   a = sampler._rollout_jit(*args)
   b = plain(*args)
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
