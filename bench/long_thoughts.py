@@ -7,9 +7,10 @@ follow the filled part of the thought cache or the whole buffer?
 One document (512 tokens), one position, G streams, every thought forced to run to its limit
 (min_thought_len = max_thought_len), SmolLM2 float32; after a first rollout that compiles, the
 best of --repeats rollouts is timed (one alone can be slowed by the machine: on a shared 2-core
-CPU, single timings of the same rollout ranged 2.6-5.0 s). Prints one JSON line per length: seconds, thought tokens, tok/s and ms per
-decode step, and the read spans (SamplerConfig.read_spans). --whole_buffer_too repeats the
-longest length with attend_block=0 (every step reads the whole buffer), the comparison.
+CPU, single timings of the same rollout ranged 2.6-5.0 s). Prints one JSON line per length:
+seconds, thought tokens, tok/s and ms per decode step, and the read spans
+(SamplerConfig.read_spans). --whole_buffer_too repeats the longest length with attend_block=0
+(every step reads the whole buffer), the comparison.
 """
 
 from __future__ import annotations
