@@ -103,10 +103,10 @@ def test_head_major_decode_attention_equals_stream_attention(c):
                                 [(hm(tk), hm(tv), old), (hm(nk), hm(nv), new)])
   assert got.shape == want.shape
   assert float(jnp.abs(got - want).max()) <= 1e-5
-  # keys_last: the keys stored [.., K, D, S] (the decode loop's caches), the values as above
-  kl = lambda a: jnp.moveaxis(a, -3, -1)  # noqa: E731  [.., S, K, D] -> [.., K, D, S]
-  got = layers.decode_attention(q, (kl(pk), hm(pv), pmask),
-                                [(kl(tk), hm(tv), old), (kl(nk), hm(nv), new)], keys_last=True)
+  # keys_last: the keys stored [.., K, D, S], the decode loop's caches (decode_layout)
+  got = layers.decode_attention(q, (*decode_layout((pk, pv)), pmask),
+                                [(*decode_layout((tk, tv)), old), (*decode_layout((nk, nv)), new)],
+                                keys_last=True)
   assert float(jnp.abs(got - want).max()) <= 1e-5
 
 
