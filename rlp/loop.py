@@ -268,8 +268,11 @@ def _local(x):
 
 
 def _sample_text(tok, batch, ro, b=0, k=0, n=2):
+  """Document b's k-th target position as text: the 24 tokens before it, n thoughts, x_t. The
+  position is the rollout's own (with entropy / low_logp selection the step chooses it; the
+  batch's cuts are then unused)."""
   lines = []
-  t = int(np.asarray(batch["cuts"])[b, k])
+  t = int(_local(ro.cuts)[b, k])
   ctx = tok.decode(np.asarray(batch["tokens"])[b, max(0, t - 24):t])
   target = tok.decode([int(_local(ro.targets)[b, k])])
   toks, valid, s_pred = _local(ro.tokens), _local(ro.valid), _local(ro.s_pred)

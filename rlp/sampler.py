@@ -118,6 +118,7 @@ class Rollout:
   truncated: jax.Array  # [B, K, G] bool: hit max_thought_len, </think> appended
   s_pred: jax.Array  # [B, K, G] log p_theta(x_t | x_<t, thought)
   targets: jax.Array  # [B, K] x_t
+  cuts: jax.Array  # [B, K] the positions t the thoughts were inserted at (x_t = docs[b, t])
   prediction: jax.Array  # [B, K, G] RPT's predicted token (predict=True), else -1
   pred_argmax: jax.Array  # [B, K, G] the model's most likely x_t after </think> (accuracy)
 
@@ -348,7 +349,8 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) 
                  mask=st.mask.reshape(shape4), valid=st.valid.reshape(shape4),
                  lengths=st.thought_len.reshape(b, k, g),
                  truncated=st.truncated.reshape(b, k, g), s_pred=st.s_pred.reshape(b, k, g),
-                 targets=targets, prediction=st.pred.reshape(b, k, g),
+                 targets=targets, cuts=cuts_BxK.astype(jnp.int32),
+                 prediction=st.pred.reshape(b, k, g),
                  pred_argmax=st.top.reshape(b, k, g))
 
 

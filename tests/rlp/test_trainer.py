@@ -209,9 +209,30 @@ def test_scored_positions_respect_bounds_and_never_pick_invalid_ones():
 
 
 def test_low_logp_selection_runs_and_scores_the_chosen_positions():
+  """The step picks each document's 2 least likely tokens under the EMA model (at the start, the
+  model itself) and the rollout reports those positions; the run's sample text reads them, not
+  the batch's cuts (unused by a scored selection; set to t = 3 < min_prefix here, never chosen)."""
+  from rlp import loop
+  batch = dict(_batch(0), cuts=jnp.full((B, 2), 3, jnp.int32))
   _, (m,), ro = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, selection="low_logp",
-                                        min_prefix=4))
+                                        min_prefix=4), batch=batch)
   assert np.isfinite(m["rlp/s_ema_mean"]) and np.isfinite(m["loss"])
+  toks = np.asarray(batch["tokens"])
+  lp = np.asarray(jax.nn.log_softmax(_model()(batch["tokens"]), -1))
+  for b in range(B):
+    nxt = {t: lp[b, t - 1, toks[b, t]] for t in range(4, SEQ)}  # log p(x_t | x_<t)
+    assert sorted(np.asarray(ro.cuts)[b].tolist()) == sorted(sorted(nxt, key=nxt.get)[:2])
+  np.testing.assert_array_equal(np.asarray(ro.targets),
+                                np.take_along_axis(toks, np.asarray(ro.cuts), 1))
+
+  class Tok:
+    def decode(self, ids):
+      return " ".join(str(int(i)) for i in ids)
+
+  t = int(ro.cuts[0, 0])
+  text = loop._sample_text(Tok(), batch, ro)
+  assert text.startswith(f"...{Tok().decode(toks[0, :t])!r} <think>"), text
+  assert f"-> {str(toks[0, t])!r}" in text
 
 
 def test_scorer_term_is_the_teacher_forced_s_pred():
