@@ -4,7 +4,8 @@ PATH: a GGUF file, an HF directory, a training run's workdir (newest checkpoint)
 Writes one JSON report: held-out NLL, thought-augmented likelihood and information gain, next-token
 accuracy with and without a thought, greedy pass@1, sampled pass@k (unbiased estimator) and
 diversity (distinct-n, pairwise edit distance, token entropy). A small model may score 0: that is
-reported, not hidden.
+reported, not hidden. --per_position adds one record per thought-eval position (the token, its
+context, S_plain, each thought's S_pred and the gain), to see which tokens thinking helps with.
 
 The thought eval uses, for a run's workdir, the run's own thought format, sampler settings and
 position selection (each can be overridden by a flag); for a GGUF / HF model the flags' defaults.
@@ -51,6 +52,9 @@ flags.DEFINE_string("position_marker", None, "with selection=marker: the text af
                     "targets sit (default: the run's)")
 flags.DEFINE_integer("min_prefix", None, "smallest target position (default: the run's, else 8)")
 flags.DEFINE_integer("seed", 0, "seed of the positions and thoughts")
+flags.DEFINE_bool("per_position", False, "also write one record per thought-eval position to the "
+                  "report (\"per_position\": document, position, x_t and the 16 tokens before it "
+                  "as text, S_plain, each thought's S_pred, gain): where thinking helps")
 flags.DEFINE_bool("use_ema", False, "evaluate a run's EMA params instead of its params")
 flags.DEFINE_string("out", None, "report path (default: WORKDIR/eval/step-N.json for a run, "
                     "else ./eval_report.json; when that exists, the first free step-N-2.json, "
@@ -143,7 +147,12 @@ def main(argv):
       positions=max(1, c.train.eval_positions), min_prefix=c.data.min_prefix, seed=FLAGS.seed,
       batch_size=max(1, min(len(docs), 4)), selection=c.data.selection,
       marker_ids=configuration.marker_ids(c, tok),
-      baseline_exclude=thought_format(tok, c.rlp.template).open_token))
+      baseline_exclude=thought_format(tok, c.rlp.template).open_token,
+      per_position=FLAGS.per_position))
+  for rec in report.get("per_position", ()):
+    doc = docs[rec["doc"]]
+    rec["target_text"] = tok.decode([rec["target"]])
+    rec["context"] = tok.decode([int(x) for x in doc[max(0, rec["t"] - 16):rec["t"]]])
   if FLAGS.problems:
     problems = (evaluate.load_problems(FLAGS.jsonl) if FLAGS.jsonl
                 else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
@@ -162,7 +171,7 @@ def main(argv):
       for k, v in report.items():
         if isinstance(v, float):
           w.add_scalar(k, v, desc["step"])
-  print(json.dumps({k: v for k, v in report.items() if k != "examples"}))
+  print(json.dumps({k: v for k, v in report.items() if k not in ("examples", "per_position")}))
   print(out)
 
 

@@ -178,7 +178,8 @@ def heldout_nll(graphdef, params, docs, seq_len: int, batch_size: int = 4, pad_i
 def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int, positions: int = 4,
                        min_prefix: int = 8, seed: int = 0, batch_size: int = 2,
                        selection: str = "uniform", marker_ids=None,
-                       baseline_exclude: int | None = None, ks: Sequence[int] = ()) -> dict:
+                       baseline_exclude: int | None = None, ks: Sequence[int] = (),
+                       per_position: bool = False) -> dict:
   """Does thinking help this model? At `positions` target positions of each document (chosen as
   the run chooses them: uniform, after a marker, or the model's own highest-entropy /
   lowest-log-prob positions), G thoughts are sampled with `cfg` (the run's sampler and thought
@@ -199,6 +200,10 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int, po
     diversity/*               distinct-1/2, mean pairwise edit distance and token entropy of the
                               n thoughts of a position (text before the closer), averaged
 
+  per_position: the report also holds "per_position", one record per position, in document
+  order: {"doc": index into `docs`, "t": the position, "target": x_t's id, "s_plain", "s_pred":
+  the G thoughts' S_pred, "gain": mean S_pred - S_plain} (which positions thinking helps at).
+
   The same seed draws the same positions and thoughts' keys, so evals of one run compare.
   baseline_exclude: a dedicated <think> token id, left out of the no-thought distribution (a model
   taught that a thought may follow keeps mass on it; "no thought here" renormalises without it).
@@ -209,12 +214,13 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int, po
   rng = np.random.default_rng(seed)
   s_pred, s_plain, acc_t, acc_plain, thought_len = [], [], [], [], []
   solved, thoughts = [], []  # per position: correct samples; the n thoughts' tokens
-  usable = []
-  for d in docs:
+  usable, doc_index, cut_list, tgt_list = [], [], [], []
+  for i, d in enumerate(docs):
     d = np.asarray(d)[:seq_len]
     cand = None if marker_ids is None else data.marker_positions(d, marker_ids)
     if len(d) > min_prefix + 1 and (cand is None or (cand >= min_prefix).any()):
       usable.append((d, cand))
+      doc_index.append(i)
   if not usable:
     raise EvalError(f"no document holds a target position (longer than min_prefix + 1 = "
                     f"{min_prefix + 1} tokens" + (", with the position marker)" if marker_ids
@@ -246,6 +252,8 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int, po
     ro = jax.tree.map(_to_host, _rollout(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
                                          jax.random.key(seed + i), cfg))
     tgt = np.take_along_axis(toks, cuts, 1)
+    cut_list.append(cuts[:n_real])
+    tgt_list.append(tgt[:n_real])
     prev = np.take_along_axis(lp_all, (cuts - 1)[..., None], 1)  # [B, K, V]: predicts x_t
     s_plain.append(np.take_along_axis(prev, tgt[..., None], -1)[..., 0][:n_real])
     acc_plain.append((prev.argmax(-1) == tgt)[:n_real])
@@ -263,6 +271,13 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int, po
   sp = np.concatenate([x.reshape(-1, x.shape[-1]) for x in s_pred])  # [P, G]
   sn = np.concatenate([x.reshape(-1) for x in s_plain])  # [P]
   report = {} if not ks else _pass_report(solved, thoughts, cfg.group_size, ks, acc_plain)
+  if per_position:
+    cuts_all, tgts_all = np.concatenate(cut_list).ravel(), np.concatenate(tgt_list).ravel()
+    docs_all = np.repeat(doc_index, positions)
+    report["per_position"] = [
+        {"doc": int(i), "t": int(t), "target": int(x), "s_plain": float(p),
+         "s_pred": [float(v) for v in g], "gain": float(g.mean() - p)}
+        for i, t, x, p, g in zip(docs_all, cuts_all, tgts_all, sn, sp)]
   return report | {"eval/s_pred_mean": float(sp.mean()), "eval/s_plain_mean": float(sn.mean()),
           "eval/information_gain": float((sp.mean(-1) - sn).mean()),
           "eval/gain_positive_frac": float((sp.mean(-1) > sn).mean()),

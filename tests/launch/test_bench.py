@@ -388,3 +388,29 @@ def test_profile_kinds_sources_and_missing_op_events(monkeypatch):
   with pytest.raises(RuntimeError, match="xla_cpu_enable_xprof_traceme"):
     profile.decode_profile(lambda t: lambda: jax.block_until_ready(f(x)),
                            lambda t: "", thought=4)
+
+
+def test_position_split_counts_a_phrase_apart(tmp_path):
+  """bench.position_split: a position is inside the phrase only when its token continues the
+  phrase from the text before it; the gains are averaged per group; a report without records
+  (an eval run without --per_position) is refused with the fix."""
+  from bench import position_split as ps
+  phrase = " Give the result."
+  rec = lambda ctx, tgt, gain: {"context": ctx, "target_text": tgt, "gain": gain}
+  records = [rec("How many?", "Give", 1.0),  # no: the phrase has " Give", with its space
+             rec("How many?", " Give", 2.0), rec("many? Give the", " result", 4.0),
+             rec("many? Give a", " result", -1.0),  # " result" after other words
+             rec("", "", 5.0)]
+  assert [ps.inside(r, phrase) for r in records] == [False, True, True, False, False]
+  got = ps.split(records, phrase)
+  assert got["inside"] == {"positions": 2, "information_gain": 3.0}
+  assert got["outside"] == {"positions": 3, "information_gain": 5.0 / 3}
+  assert got["all"]["positions"] == 5 and abs(got["all"]["information_gain"] - 2.2) < 1e-12
+  (tmp_path / "r.json").write_text(json.dumps({"per_position": records}))
+  out = subprocess.run([sys.executable, "-m", "bench.position_split", str(tmp_path / "r.json"),
+                        f"--phrase={phrase}"], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0 and "inside   positions    2  information gain +3.00" in out.stdout
+  (tmp_path / "plain.json").write_text(json.dumps({"eval/information_gain": 0.1}))
+  out = subprocess.run([sys.executable, "-m", "bench.position_split", str(tmp_path / "plain.json")],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and "--per_position" in out.stderr

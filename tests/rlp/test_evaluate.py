@@ -121,7 +121,8 @@ def test_tiny_model_end_to_end():
 
 
 def _explicit_thought_eval(model, docs, scfg, cuts):
-  """Information gain and accuracies by plain full forwards, one sequence at a time (greedy)."""
+  """Per-position information gains (document order) and mean accuracies by plain full forwards,
+  one sequence at a time (greedy)."""
   gains, acc_t, acc_p = [], [], []
   for d, ts in zip(docs, cuts):
     for t in ts:
@@ -135,7 +136,7 @@ def _explicit_thought_eval(model, docs, scfg, cuts):
       gains.append(float(lp[d[t]] - plain[d[t]]))
       acc_t.append(int(lp.argmax()) == d[t])
       acc_p.append(int(plain.argmax()) == d[t])
-  return np.mean(gains), np.mean(acc_t), np.mean(acc_p)
+  return np.asarray(gains), np.mean(acc_t), np.mean(acc_p)
 
 
 def test_thought_likelihood_equals_explicit_forwards_and_ignores_padding():
@@ -150,11 +151,25 @@ def test_thought_likelihood_equals_explicit_forwards_and_ignores_padding():
   marker = tok.encode("=")
   # three documents in batches of 2: the last batch is padded, and the pad row must not count
   got = evaluate.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
-                                    batch_size=2, selection="marker", marker_ids=marker)
+                                    batch_size=2, selection="marker", marker_ids=marker,
+                                    per_position=True)
   cuts = [data.marker_positions(d, marker) for d in docs]  # both '=' positions of each document
-  gain, acc_t, acc_p = _explicit_thought_eval(model, docs, scfg, cuts)
+  gains, acc_t, acc_p = _explicit_thought_eval(model, docs, scfg, cuts)
   assert got["eval/positions"] == 6
-  np.testing.assert_allclose(got["eval/information_gain"], gain, atol=1e-4)
+  np.testing.assert_allclose(got["eval/information_gain"], gains.mean(), atol=1e-4)
+  # the per-position records: each document's positions in order, its token, the same gains
+  recs = got["per_position"]
+  assert [(r["doc"], r["t"]) for r in recs] == [(i, int(t)) for i, c in enumerate(cuts) for t in c]
+  assert [r["target"] for r in recs] == [int(docs[r["doc"]][r["t"]]) for r in recs]
+  np.testing.assert_allclose([r["gain"] for r in recs], gains, atol=1e-4)
+  np.testing.assert_allclose([np.mean(r["s_pred"]) - r["s_plain"] for r in recs], gains, atol=1e-4)
+  assert all(len(r["s_pred"]) == scfg.group_size for r in recs)
+  # a skipped document (no '=' after min_prefix) keeps the others' indices into `docs`
+  skip = evaluate.thought_likelihood(model, [np.asarray(tok.encode("1+1=2"))] + docs, scfg,
+                                     seq_len=32, positions=2, min_prefix=4, batch_size=2,
+                                     selection="marker", marker_ids=marker, per_position=True)
+  assert skip["eval/docs_skipped"] == 1
+  assert [(r["doc"] - 1, r["t"]) for r in skip["per_position"]] == [(r["doc"], r["t"]) for r in recs]
   np.testing.assert_allclose(got["eval/next_token_acc_thought"], acc_t)
   np.testing.assert_allclose(got["eval/next_token_acc_plain"], acc_p)
   one = evaluate.thought_likelihood(model, docs, scfg, seq_len=32, positions=2, min_prefix=4,
@@ -265,9 +280,14 @@ def test_rlp_eval_on_a_run_uses_its_settings_and_any_source(tmp_path):
   out = tmp_path / "report.json"
   r = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--model={wd}", "--problems=0",
                       f"--likelihood_source=jsonl:{docs}", "--likelihood_docs=6", "--positions=1",
-                      f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                      "--per_position", f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
+                     timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   rep = json.loads(out.read_text())
+  # one record per position, as text too: here the token after "Sum:" of each document
+  assert [x["doc"] for x in rep["per_position"]] == list(range(6))
+  assert all(x["context"].endswith("Sum:") and x["target_text"] == " " for x in rep["per_position"])
+  assert "per_position" not in json.loads(r.stdout.strip().splitlines()[-2])  # not on the console
   assert rep["likelihood_source"] == f"jsonl:{docs}"
   assert rep["thought_eval"]["template"] == "hm " and rep["thought_eval"]["group_size"] == 3
   assert rep["thought_eval"]["max_thought_len"] == 5
