@@ -1,4 +1,4 @@
-"""Where does thinking help? Splits an `rlp-eval --per_position` report's positions by whether
+r"""Where does thinking help? Splits an `rlp-eval --per_position` report's positions by whether
 their token lies inside a given phrase, and lists the most frequent target tokens.
 
   rlp-eval --model=WORKDIR --problems=0 --likelihood_source=reasoning:eval --likelihood_docs=32 \
