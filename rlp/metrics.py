@@ -56,13 +56,19 @@ class MetricsWriter:
       return
     row = {"step": int(step)}
     for k, v in scalars.items():
-      v = float(v)
-      row[k] = v if math.isfinite(v) else None
+      if isinstance(v, (list, tuple)):  # an interval [low, high]
+        row[k] = [_finite(x) for x in v]
+      else:
+        row[k] = _finite(v)
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     if self._tb is not None:
       for k, v in row.items():
-        if k != "step" and v is not None:
+        if isinstance(v, list):
+          for name, x in zip(("low", "high"), v):
+            if x is not None:
+              self._tb.add_scalar(f"{k}/{name}", x, step)
+        elif k != "step" and v is not None:
           self._tb.add_scalar(k, v, step)
 
   def text(self, step: int, tag: str, text: str):
@@ -72,6 +78,11 @@ class MetricsWriter:
   def close(self):
     if self._tb is not None:
       self._tb.close()
+
+
+def _finite(v):
+  v = float(v)
+  return v if math.isfinite(v) else None
 
 
 def read_metrics(workdir: str) -> list[dict]:

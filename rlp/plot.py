@@ -13,7 +13,8 @@ PANELS = (
     ("truncated fraction", ("rlp/truncated_frac",)),
     ("loss (format warm-up: its next-token NLL)", ("loss", "cpt/nll", "warmup/nll")),
     ("policy entropy", ("rlp/entropy",)),
-    ("held-out information gain (thoughts vs none)", ("eval/information_gain",)),
+    ("held-out gain: over no thought, over placebo thoughts\n(band: 95% interval over documents)",
+     ("eval/information_gain", "eval/gain_over_placebo/empty", "eval/gain_over_placebo/other_doc")),
     ("held-out next-token accuracy", ("eval/next_token_acc_thought", "eval/next_token_acc_plain")),
     ("pass@1 vs pass@k (narrowing: pass@1 up, pass@k flat or down)",
      "reasoning/pass@"),
@@ -57,10 +58,16 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None) ->
         if pts:
           xs, ys = zip(*pts)
           # one colour per metric (per run when a panel has one metric), one line style per run
-          ax.plot(xs, ys, marker="." if len(xs) < 30 else None,
-                  color=f"C{j if len(keys) > 1 else i}", ls=("-", "--", ":", "-.")[i % 4],
+          color = f"C{j if len(keys) > 1 else i}"
+          ax.plot(xs, ys, marker="." if len(xs) < 30 else None, color=color,
+                  ls=("-", "--", ":", "-.")[i % 4],
                   label=(f"{label}: {short[j]}" if len(keys) > 1 or len(runs) > 1
                          else label))
+          band = [(r["step"], *r[key + "_ci"]) for r in rows
+                  if isinstance(r.get(key + "_ci"), list) and None not in r[key + "_ci"]]
+          if band:
+            bx, lo, hi = zip(*band)
+            ax.fill_between(bx, lo, hi, color=color, alpha=0.15, lw=0)
           drawn = True
     for label, rows in runs:  # the end of an in-run format warm-up; reference resets
       warm = [r["step"] for r in rows if r.get("warmup/nll") is not None]

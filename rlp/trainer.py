@@ -21,6 +21,7 @@ from flax import nnx, struct
 
 from models import backend
 from rlp import objective as objective_lib
+from rlp import positions as positions_lib
 from rlp import sampler as sampler_lib
 
 OBJECTIVES = ("rlp", "cpt", "rpt")
@@ -76,6 +77,8 @@ STEP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rollout_batch": (lambda v: isinstance(v, int) and v >= 0, ">= 0 (0 = the whole batch)"),
     "ntp_weight": (lambda v: v >= 0, ">= 0"),
     "scorer_weight": (lambda v: v >= 0, ">= 0"),
+    "policy_weight": (lambda v: v >= 0, ">= 0"),
+    "shuffle_rewards": (lambda v: isinstance(v, bool), "True | False"),
     "rpt_lookahead": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
     "loss_chunk": (lambda v: isinstance(v, int) and v >= -1,
                    ">= -1 (-1 = auto, 0 = materialise the logits)"),
@@ -117,6 +120,11 @@ class StepConfig:
   rollout_batch: int = 0
   ntp_weight: float = 0.0  # lambda of an added next-token loss (0 = the paper)
   scorer_weight: float = 0.0  # lambda of -log p(x_t | x_<t, thought) (0 = the paper)
+  policy_weight: float = 1.0  # weight of the clipped policy-gradient loss (1 = the paper; 0 with
+  #                             scorer_weight > 0 trains the scorer term alone: an ablation)
+  # placebo RL: the rewards permuted across the batch's thoughts before the advantages, so the
+  # update has RL's form and magnitude but no signal (a control, never a training recipe)
+  shuffle_rewards: bool = False
   baseline_exclude: int | None = None  # a dedicated <think> id left out of S_ema (see token_logp)
   compute_ema: bool = True  # False skips the EMA forward when nothing needs S_ema
   # uniform / marker: positions come with the batch; entropy / low_logp: the K positions of
@@ -148,7 +156,7 @@ class StepConfig:
 
   @property
   def scored_selection(self) -> bool:
-    return self.selection in ("entropy", "low_logp")
+    return self.selection in positions_lib.SCORED
 
 
 def make_optimizer(lr: float, warmup_steps: int = 0, total_steps: int = 0,
@@ -264,12 +272,7 @@ def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=No
 # ---------------------------------------------------------------- RLP / RPT
 def ema_scores(ema_params, graphdef, tokens, cfg: StepConfig):
   """EMA model on the plain documents: log p_phi(x_t | x_<t) and entropy at every t ([B, S])."""
-  logits = nnx.merge(graphdef, ema_params)(tokens)[:, :-1]
-  lp = objective_lib.token_logp(logits, tokens[:, 1:], cfg.baseline_exclude)
-  logp_all = jax.nn.log_softmax(logits, -1)
-  ent = -(jnp.exp(logp_all) * logp_all).sum(-1)
-  pad = jnp.zeros((tokens.shape[0], 1))
-  return jnp.concatenate([pad, lp], 1), jnp.concatenate([pad, ent], 1)  # index t scores x_t
+  return positions_lib.token_scores(nnx.merge(graphdef, ema_params), tokens, cfg.baseline_exclude)
 
 
 def ema_logp_at(ema_params, graphdef, tokens, cuts_BxK, exclude=None):
@@ -297,15 +300,6 @@ def resolve(cfg: StepConfig) -> StepConfig:
       cfg, loss_chunk=_loss_chunk(cfg),
       ema_head_at_positions=(_score_only_at_positions() if cfg.ema_head_at_positions is None
                              else cfg.ema_head_at_positions))
-
-
-def _top_positions(score_BxS, lengths, k, min_prefix):
-  """The k valid positions t in [min_prefix, length) of highest score per document. A document
-  with fewer than k valid positions repeats its best one (never an invalid 0 or a padded t)."""
-  t = jnp.arange(score_BxS.shape[1])[None]
-  ok = (t >= min_prefix) & (t < lengths[:, None])
-  vals, idx = jax.lax.top_k(jnp.where(ok, score_BxS, -jnp.inf), k)
-  return jnp.where(jnp.isfinite(vals), idx, idx[:, :1]).astype(jnp.int32)
 
 
 def _rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
@@ -368,6 +362,7 @@ def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None, prefix=N
     loss = loss * (w["seq"] if cfg.normalize == "sequence" else w["tok"])
     m = {k: v if k == "ratio_max" else v * w_tok for k, v in m.items()}
   m["pg_loss"] = loss
+  loss = cfg.policy_weight * loss
   if cfg.kl_beta > 0:
     ref = nnx.merge(graphdef, ref_params)
     ref_out = sampler_lib.thought_logits(ref, mb.tokens, mb.cuts, mb.thought, scfg,
@@ -446,10 +441,9 @@ def _positions_and_baseline(state: TrainState, batch, graphdef, cfg: StepConfig)
   (cuts [B, K], S_ema = log p_phi(x_t | x_<t) [B, K] or None when nothing needs it)."""
   tokens = batch["tokens"]
   if cfg.scored_selection:  # the EMA model picks its highest-entropy / lowest-log-prob tokens
-    ema_lp, ent = ema_scores(state.ema, graphdef, tokens, cfg)
-    cuts = _top_positions(ent if cfg.selection == "entropy" else -ema_lp, batch["lengths"],
-                          cfg.positions_per_doc, cfg.min_prefix)
-    return cuts, jnp.take_along_axis(ema_lp, cuts, 1)
+    return positions_lib.scored_positions(nnx.merge(graphdef, state.ema), tokens,
+                                          batch["lengths"], cfg.selection, cfg.positions_per_doc,
+                                          cfg.min_prefix, cfg.baseline_exclude)
   cuts = batch["cuts"]
   if not cfg.needs_ema_forward:
     return cuts, None
@@ -530,7 +524,11 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   ro = sampler_lib.chunked_rollout_fn(old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch,
                                       None if prefix is None else jax.lax.stop_gradient(prefix[0]))
   rewards, metrics = _rewards(ro, s_ema, tokens, cuts, cfg, vocab_bytes, vocab_len)
-  adv = objective_lib.group_advantages(rewards, cfg.adv_scale)
+  learn_from = rewards
+  if cfg.shuffle_rewards:  # placebo RL: each thought gets another thought's reward
+    perm = jax.random.permutation(jax.random.fold_in(k_roll, 1), rewards.size)
+    learn_from = rewards.reshape(-1)[perm].reshape(rewards.shape)
+  adv = objective_lib.group_advantages(learn_from, cfg.adv_scale)
   sampled = ro.mask.astype(jnp.float32)
   thought_tokens = sampled.sum()
   if cfg.dynamic_sampling:

@@ -52,6 +52,37 @@ def test_train_writes_outputs_and_resumes(objective, tmp_path):
   assert os.path.exists(os.path.join(wd, "config.until-step-4.json"))
 
 
+def test_in_run_eval_positions_are_fixed_at_the_start(tmp_path):
+  """The in-run thought eval scores the same positions at every eval: chosen once, by the model
+  the run started from (here its lowest no-thought log-probs), saved in the workdir, reused on
+  resume, and the same for a CPT twin from the same start; each eval row has the gain over
+  every placebo with its interval."""
+  from rlp import thought_eval
+  over = {"data.selection": "low_logp", "train.eval_every": 2, "optim.lr": 1e-2}
+  wd, twin = str(tmp_path / "rlp"), str(tmp_path / "cpt")
+  loop.train(tiny_config(**over), wd)
+  path = os.path.join(wd, "eval_positions.json")
+  saved = json.load(open(path))
+  assert saved["positions"]["selected_by"] == "low_logp under the model the run started from"
+  c = tiny_config(**over)
+  model, tok = configuration.load_model_and_tokenizer(c)
+  docs = loop._eval_docs(c, tok)
+  sel = thought_eval.Selection("low_logp", c.train.eval_positions, c.data.min_prefix)
+  start = thought_eval.choose(docs, c.data.seq_len, sel, model, "start")
+  assert saved["positions"]["t"] == start.t.tolist()
+  rows = [r for r in metrics.read_metrics(wd) if "eval/information_gain" in r]
+  assert [r["step"] for r in rows] == [0, 2, 4]
+  for r in rows:
+    for name in thought_eval.PLACEBOS:
+      lo, hi = r[f"eval/gain_over_placebo/{name}_ci"]
+      assert lo <= r[f"eval/gain_over_placebo/{name}"] <= hi
+  loop.train(tiny_config(**{**over, "objective": "cpt"}), twin)
+  assert json.load(open(os.path.join(twin, "eval_positions.json"))) == saved
+  before = open(path).read()
+  loop.train(tiny_config(**{**over, "train.steps": 6}), wd)  # resumed: the file is reused
+  assert open(path).read() == before
+
+
 def test_only_process_0_writes_the_config(tmp_path, monkeypatch):
   """Every process of a multi-process run renaming and rewriting the shared config.json raced:
   one could find the file gone between its check and its read, fail, and hang the others."""

@@ -261,9 +261,30 @@ def test_testbed_corpus_worked_steps_and_splits():
   assert worked > 40 and plain > 40  # mixed within the corpus (per problem)
   assert corpora.toy_documents("eval", 5) != corpora.toy_documents("train", 5)
   assert corpora.toy_documents("train", 5) == corpora.toy_documents("train", 5)
-  with pytest.raises(data.DataError, match="worked fraction"):
+  with pytest.raises(data.DataError, match="WORKED_FRACTION"):
     from models.tokenizer import byte_tokenizer
     data.open_documents("toy:train:lots", byte_tokenizer())
+
+
+def test_testbed_partial_traces():
+  """toy:SPLIT:FRAC:LENGTHS: a worked problem writes only the first m steps, m drawn from the
+  lengths (repeats weight them); plain problems are as before."""
+  import re
+  counts = {}
+  for doc in data.toy_texts("toy:train:1.0:1-1-4", 300):
+    for line in doc.strip().split("\n"):
+      m = re.fullmatch(r"(\d)\+(\d)\+(\d)\+(\d)=<think>(\d+)</think>(\d)", line)
+      assert m, line
+      digits, steps = [int(x) for x in m.group(1, 2, 3, 4)], m.group(5)
+      assert int(m.group(6)) == sum(digits) % 10
+      full = "".join(f"{d}{sum(digits[:i + 1]) % 10}" for i, d in enumerate(digits))
+      assert full.startswith(steps) and len(steps) in (2, 8)
+      counts[len(steps) // 2] = counts.get(len(steps) // 2, 0) + 1
+  assert abs(counts[4] / (counts[1] + counts[4]) - 1 / 3) < 0.05, counts
+  with pytest.raises(data.DataError, match=r"trace lengths must be steps in \[1, 4\]"):
+    data.toy_texts("toy:train:0.5:0-4")
+  with pytest.raises(data.DataError, match="joined by"):
+    data.toy_texts("toy:train:0.5:four")
 
 
 def _llama3_style_dir(tmp_path, tokenizer_config=None, generation_config=None):
