@@ -1,6 +1,7 @@
 """rlp-bench {peak,model,sampler,rlp-step,data,scale,memory,all} [--flags]: figures as JSON.
 
-Each command prints one JSON object as its last line (all: one line per speed benchmark).
+Each command prints one JSON object as its last line (all: one line per speed benchmark), with
+host_rss_peak_gib: the process's peak resident memory up to then.
 memory: a run's per-device memory plan from shapes (--config=FILE, bench/memory.py).
 """
 
@@ -114,8 +115,11 @@ def main(argv):
     from bench.profile import TRACEME_FLAG
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACEME_FLAG}".strip()
   cmds = SPEED if argv[1] == "all" else (argv[1],)
+  from rlp import metrics
   for cmd in cmds:
-    print(json.dumps(_run(cmd)), flush=True)
+    out = _run(cmd)
+    out["host_rss_peak_gib"] = round(metrics.host_rss_peak_gib(), 2)  # the process's so far
+    print(json.dumps(out), flush=True)
 
 
 def run():

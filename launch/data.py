@@ -145,9 +145,11 @@ def _gradient_pool(source):
 
 def diversity_cmd(source):
   _, _, got, desc = _gradient_pool(source)
+  from rlp import metrics
   print(json.dumps({"g_vendi": got.g_vendi, "n": got.n, "proj_dim": got.proj_dim,
                     "model": FLAGS.model, "source": source, "seq_len": FLAGS.seq_len,
-                    "seconds": round(got.seconds, 2)}))
+                    "seconds": round(got.seconds, 2),
+                    "host_rss_peak_gib": round(metrics.host_rss_peak_gib(), 2)}))
 
 
 def select_cmd(source):

@@ -36,7 +36,9 @@ FAST = os.environ.get("RLP_NOTEBOOK_FAST", "0") == "1"
 STEPS = 2 if FAST else 60   # the main job's settings (configs/smollm2_rlp.py) in the full form
 GROUP = 2 if FAST else 4
 THOUGHT = 8 if FAST else 12
-WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", "notebook01"))'''
+# one workdir per form: the reduced form never resumes (or deletes) the full form's runs
+WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR",
+                         os.path.join(REPO, "workdirs", "notebook01" + ("-fast" if FAST else "")))'''
 
 NB01 = [
     new_markdown_cell("# RLP quickstart: SmolLM2-135M on a CPU\n\n"
@@ -124,7 +126,9 @@ GROUPS = [2] if FAST else [2, 4, 8]
 # the reduced form only checks that everything runs: a few steps, no learning to speak of
 REDUCED = ({"warmup.steps": 10, "train.steps": 2, "train.eval_every": 2, "train.eval_docs": 4}
            if FAST else {})
-WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", "notebook02"))'''
+# one workdir per form: the reduced form never resumes (or deletes) the full form's runs
+WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR",
+                         os.path.join(REPO, "workdirs", "notebook02" + ("-fast" if FAST else "")))'''
 
 NB02 = [
     new_markdown_cell("# Ablations on the testbed: thought length and group size, over seeds\n\n"
@@ -155,7 +159,9 @@ display(Image(testbed.figure(rows, WORKDIR, os.path.join(WORKDIR, "testbed.png")
 
 PARAMS_03 = '''FAST = os.environ.get("RLP_NOTEBOOK_FAST", "0") == "1"
 STEPS = 3 if FAST else 6
-WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR", os.path.join(REPO, "workdirs", "notebook03"))'''
+# one workdir per form: the reduced form never resumes (or deletes) the full form's runs
+WORKDIR = os.environ.get("RLP_NOTEBOOK_WORKDIR",
+                         os.path.join(REPO, "workdirs", "notebook03" + ("-fast" if FAST else "")))'''
 
 NB03 = [
     new_markdown_cell("# Scaling up: a mesh over all local devices\n\nOn a Colab TPU or GPU runtime "
@@ -213,6 +219,8 @@ def main():
     nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3",
                                                             "display_name": "Python 3",
                                                             "language": "python"}})
+    for i, cell in enumerate(nb.cells):  # stable ids: a regenerated notebook diffs by content
+      cell.id = f"{name[:2]}-{i:02d}"
     nbformat.write(nb, os.path.join(HERE, f"{name}.ipynb"))
 
 

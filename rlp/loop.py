@@ -96,6 +96,50 @@ def _write_config(config, workdir, step, log):
     f.write(new)
 
 
+# Fields a resume cannot honour: the run's structure (what it trains, on which documents and
+# positions, with which thought format and warm-up, from which start). A changed one is refused
+# before anything in the workdir is touched; any other field (steps, eval / checkpoint cadence,
+# logging, learning rate, mesh, memory settings) may change on resume (config.json then keeps
+# the previous config as config.until-step-N.json).
+STRUCTURE = ("objective", "seed", "model.init", "model.path", "model.vocab_size", "model.d_model",
+             "model.n_layers", "model.n_heads", "model.n_kv_heads", "model.head_dim",
+             "model.d_ff", "model.rope_theta", "model.tie_embeddings", "data.source",
+             "data.tokenizer", "data.num_docs", "data.seq_len", "data.batch_size",
+             "data.positions_per_doc", "data.min_prefix", "data.selection",
+             "data.position_marker", "warmup.steps", "warmup.source", "warmup.lr",
+             "rlp.template")
+
+
+def _has_checkpoint(workdir) -> bool:
+  d = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
+
+
+def refuse_structural_changes(config, workdir) -> None:
+  """A workdir that holds a run's checkpoint resumes only a config of the same structure
+  (STRUCTURE); otherwise a ConfigError names the fields and the two ways forward."""
+  if not (os.path.exists(os.path.join(workdir, "config.json")) and _has_checkpoint(workdir)):
+    return
+  old = _flatten(json.loads(configuration.load_run_config(workdir).to_json_best_effort()))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  changed = [k for k in STRUCTURE if old.get(k) != new.get(k)]
+  if not changed:
+    return
+  diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+  keep = " ".join(f"--config.{k}={_flag_value(old.get(k))}" for k in changed)
+  raise configuration.ConfigError(
+      f"{workdir} holds a run whose {', '.join(changed)} differ from this config ({diff}), "
+      f"which a resume cannot honour. To resume it, rerun with its values ({keep}); for a new "
+      f"run use another --workdir (from this run's weights: --config.model.init=checkpoint "
+      f"--config.model.path={workdir}). Nothing in {workdir} was changed")
+
+
+def _flag_value(v) -> str:
+  if isinstance(v, str):
+    return repr(v) if not v or any(c in v for c in " '\"") else v
+  return json.dumps(v)
+
+
 def _config_changes(config, workdir, limit: int = 6) -> list[str]:
   """'model.d_model: 64 -> 32' for each field that differs from the workdir's config.json."""
   path = os.path.join(workdir, "config.json")
@@ -169,6 +213,13 @@ class _Iterators:
     return {"main": self.main.get_state(), "warmup": self.warmup.get_state()}
 
   def set_state(self, state):
+    with_warmup = isinstance(state, dict) and set(state) == {"main", "warmup"}
+    if (self.warmup is not None) != with_warmup:
+      raise checkpoint.CheckpointError(
+          "the checkpoint's data-iterator state was written by a run "
+          f"{'with' if with_warmup else 'without'} a format warm-up and this run "
+          f"{'has' if self.warmup is not None else 'has none'}; resume with the run's "
+          "warmup.steps or use a new --workdir")
     if self.warmup is None:
       self.main.set_state(state)
     else:
@@ -188,18 +239,22 @@ def _sampler_exclude(config, tok):
   return thought_format(tok, config.rlp.template).open_token
 
 
-def eval_positions(config, tok, graphdef, params, eval_docs, workdir):
-  """The in-run eval's positions, fixed for the whole run: read from WORKDIR/eval_positions.json
-  when an earlier start of the run wrote it, else chosen now, with the params the run starts
-  from (a run and its twins from the same start share them), and written there (rlp-eval takes
-  the file as --positions_from)."""
+def eval_positions(config, tok, graphdef, params, eval_docs, workdir, log=print):
+  """The in-run eval's positions, fixed for the whole run: chosen with the params the run starts
+  from (a run and its twins from the same start share them) and written to
+  WORKDIR/eval_positions.json (rlp-eval takes the file as --positions_from); read back when the
+  run resumes, unless the eval's documents or positions per document changed since."""
   path = os.path.join(workdir, "eval_positions.json")
+  d = config.data
+  which = {"likelihood_source": d.eval_source, "num_docs": len(eval_docs),
+           "per_doc": config.train.eval_positions}
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    return thought_eval.EvalPositions.from_json(saved.get("positions") or {}, eval_docs,
-                                                config.data.seq_len, path)
-  d = config.data
+    if {k: saved.get(k) for k in which} == which:
+      return thought_eval.EvalPositions.from_json(saved["positions"], eval_docs, d.seq_len, path)
+    log(f"rlp: the held-out eval's documents or positions changed since {path} was written; "
+        "choosing them again with the run's starting model")
   sel = thought_eval.Selection(kind=d.selection, per_doc=config.train.eval_positions,
                                min_prefix=d.min_prefix,
                                marker_ids=configuration.marker_ids(config, tok), seed=config.seed)
@@ -208,7 +263,7 @@ def eval_positions(config, tok, graphdef, params, eval_docs, workdir):
                            batch_size=max(1, min(len(eval_docs), 8)))
   if jax.process_index() == 0:
     with open(path, "w") as f:
-      json.dump({"likelihood_source": d.eval_source, "positions": at.to_json()}, f)
+      json.dump({**which, "positions": at.to_json()}, f)
   return at
 
 
@@ -315,6 +370,7 @@ def train(config, workdir: str, log=None) -> dict:
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise configuration.ConfigError(f"--workdir={workdir} is a file; give a directory (new, or a run's "
                                     "workdir to resume it)")
+  refuse_structural_changes(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   _environment_warnings(config, log)
   mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
@@ -343,7 +399,7 @@ def train(config, workdir: str, log=None) -> dict:
     if config.model.init == "checkpoint":
       state = _restore_init_checkpoint(config, state, shardings, log)
     eval_docs = _eval_docs(config, tok)
-    eval_at = (eval_positions(config, tok, graphdef, state.params, eval_docs, workdir)
+    eval_at = (eval_positions(config, tok, graphdef, state.params, eval_docs, workdir, log)
                if eval_docs and config.train.eval_positions else None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    config.train.keep_checkpoints)
@@ -402,7 +458,8 @@ def train(config, workdir: str, log=None) -> dict:
     from rlp import plot
     path = plot.plot_runs([workdir], os.path.join(workdir, "curves.png"))
     log(f"rlp: curves written to {path}")
-  log(f"rlp: peak {peak / 1e9:.1f} GFLOP/s ({peak_src}); workdir {workdir}")
+  log(f"rlp: peak {peak / 1e9:.1f} GFLOP/s ({peak_src}); host memory peak "
+      f"{metrics.host_rss_peak_gib():.1f} GiB; workdir {workdir}")
   return result
 
 
@@ -602,6 +659,7 @@ class _StepLog:
     host["perf/tokens_per_sec"] = tokens / max(dt, 1e-9)
     host["perf/mfu"] = flops / max(dt, 1e-9) / self.peak
     host["perf/peak_flops"] = self.peak  # the denominator (its source is in the run log)
+    host["perf/host_rss_peak_gib"] = metrics.host_rss_peak_gib()
     if step % t_cfg.log_every == 0 or step == run.total:
       run.writer.write(step, host)
     if (ro is not None and t_cfg.sample_every and jax.process_index() == 0

@@ -80,6 +80,12 @@ class MetricsWriter:
       self._tb.close()
 
 
+def host_rss_peak_gib() -> float:
+  """This process's peak resident memory so far (GiB; getrusage's high-water mark)."""
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
 def _finite(v):
   v = float(v)
   return v if math.isfinite(v) else None

@@ -117,13 +117,30 @@ def test_changed_model_is_refused_and_nothing_is_renamed(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   before = sorted(os.listdir(wd / "checkpoints")), (wd / "metrics.jsonl").read_text()
   line = _one_line_error(_cli("train", *base, "--config.model.d_model=32"))
-  assert "model.d_model: 64 -> 32" in line and "params/embed" in line
-  assert "new --workdir" in line and "model.init=checkpoint" in line
+  assert "model.d_model: 64 -> 32" in line and "--config.model.d_model=64" in line
+  assert "another --workdir" in line and "model.init=checkpoint" in line
   assert (sorted(os.listdir(wd / "checkpoints")), (wd / "metrics.jsonl").read_text()) == before
   assert not any(".damaged" in n for n in os.listdir(wd / "checkpoints"))
   # the unchanged command still resumes the run (here: already complete)
   r = _cli("train", *base)
   assert r.returncode == 0 and "already complete" in r.stderr
+
+
+def test_resume_with_a_warmup_added_is_refused_in_one_line(tmp_path):
+  """A rerun that adds a format warm-up keeps the arrays' shapes but not the run's structure:
+  one line naming the fields and the two ways forward, exit 2, nothing in the workdir changed."""
+  wd = tmp_path / "run"
+  base = ("--config=configs/tiny.py", "--config.train.eval_docs=0", "--config.train.plot=false",
+          "--config.train.progress=false", f"--workdir={wd}")
+  r = _cli("train", *base, "--config.train.steps=4")
+  assert r.returncode == 0, r.stderr[-2000:]
+  before = {n: (wd / n).read_bytes() for n in os.listdir(wd) if (wd / n).is_file()}
+  line = _one_line_error(_cli("train", *base, "--config.train.steps=6",
+                              "--config.warmup.steps=2",
+                              "--config.warmup.source=thoughts:reasoning:train"))
+  assert "warmup.steps: 0 -> 2" in line and "warmup.source" in line, line
+  assert "--config.warmup.steps=0" in line and "another --workdir" in line
+  assert {n: (wd / n).read_bytes() for n in os.listdir(wd) if (wd / n).is_file()} == before
 
 
 @pytest.mark.parametrize("delay", [1.5, 6.0, 12.0])

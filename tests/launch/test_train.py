@@ -83,6 +83,47 @@ def test_in_run_eval_positions_are_fixed_at_the_start(tmp_path):
   assert open(path).read() == before
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("resume") / "run")
+  loop.train(tiny_config(**{"train.steps": 2, "train.eval_docs": 0, "train.plot": False}), wd)
+  return wd
+
+
+@pytest.mark.parametrize("override,field", [
+    ({"warmup.steps": 2, "warmup.source": "thoughts:reasoning:train"}, "warmup.steps"),
+    ({"objective": "cpt"}, "objective"),
+    ({"data.source": "toy:train"}, "data.source"),
+    ({"data.selection": "low_logp"}, "data.selection"),
+    ({"data.seq_len": 48}, "data.seq_len"),
+    ({"data.batch_size": 16}, "data.batch_size"),
+    ({"rlp.template": "Think: "}, "rlp.template"),
+    ({"seed": 3}, "seed"),
+])
+def test_resume_refuses_a_changed_structure(finished_run, override, field):
+  before = {n: open(os.path.join(finished_run, n), "rb").read()
+            for n in os.listdir(finished_run) if os.path.isfile(os.path.join(finished_run, n))}
+  c = tiny_config(**{"train.steps": 4, "train.eval_docs": 0, "train.plot": False, **override})
+  with pytest.raises(configuration.ConfigError, match=f"{field}: .* -> ") as e:
+    loop.train(c, finished_run)
+  assert "To resume it, rerun with its values" in str(e.value) and "\n" not in str(e.value)
+  after = {n: open(os.path.join(finished_run, n), "rb").read()
+           for n in os.listdir(finished_run) if os.path.isfile(os.path.join(finished_run, n))}
+  assert after == before
+
+
+def test_resume_honours_steps_cadence_logging_and_lr(tmp_path):
+  wd = str(tmp_path / "run")
+  common = {"train.eval_docs": 0, "train.plot": False}
+  loop.train(tiny_config(**{**common, "train.steps": 2}), wd)
+  out = loop.train(tiny_config(**{**common, "train.steps": 4, "train.checkpoint_every": 1,
+                                  "train.log_every": 2, "train.eval_every": 2,
+                                  "optim.lr": 3e-4}), wd)
+  assert out["step"] == 4
+  assert [r["step"] for r in metrics.read_metrics(wd) if "loss" in r] == [1, 2, 4]
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints")))[-2:] == ["3", "4"]
+
+
 def test_only_process_0_writes_the_config(tmp_path, monkeypatch):
   """Every process of a multi-process run renaming and rewriting the shared config.json raced:
   one could find the file gone between its check and its read, fail, and hang the others."""

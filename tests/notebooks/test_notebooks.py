@@ -9,9 +9,9 @@ from nbclient import NotebookClient
 
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "notebooks")
-pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["01_quickstart", "02_ablations", "03_scaling_up"])
 def test_notebook_executes_and_plots(name, tmp_path, monkeypatch):
   # The kernels inherit the suite's fast-compile XLA flags: 01 (SmolLM2) measured 196 s with them
@@ -28,3 +28,19 @@ def test_notebook_executes_and_plots(name, tmp_path, monkeypatch):
             if o.get("output_type") == "error"]
   assert not errors
   assert images, f"{name} drew no figure"
+
+
+@pytest.mark.parametrize("name", ["01_quickstart", "02_ablations", "03_scaling_up"])
+def test_each_form_has_its_own_workdir(name, monkeypatch):
+  """The reduced form never resumes or deletes the full form's runs: the parameters cell (run
+  as the notebook runs it) gives each form its own default workdir."""
+  nb = nbformat.read(os.path.join(HERE, f"{name}.ipynb"), as_version=4)
+  params = next(c.source for c in nb.cells if c.cell_type == "code" and "WORKDIR =" in c.source)
+  monkeypatch.delenv("RLP_NOTEBOOK_WORKDIR", raising=False)
+  found = {}
+  for fast in ("0", "1"):
+    monkeypatch.setenv("RLP_NOTEBOOK_FAST", fast)
+    scope = {"os": os, "REPO": "/repo"}
+    exec(params, scope)  # noqa: S102 (the notebook's own cell)
+    found[fast] = scope["WORKDIR"]
+  assert found["0"] != found["1"] and all(w.startswith("/repo/workdirs/") for w in found.values())
