@@ -2,13 +2,50 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 
 from rlp import sampler as sampler_lib
+
+
+@functools.lru_cache(maxsize=None)
+def measured_bandwidth(repeats: int = 5) -> float:
+  """Best rate (bytes/s) at which one device reads a large array once (a sum and a max over it,
+  the faster counts): the memory term of the decode step's lower bound."""
+  accel = jax.devices()[0].platform != "cpu"
+  x = jax.random.normal(jax.random.key(0), ((256 if accel else 64) * 1024 * 1024,), jnp.float32)
+  best = 0.0
+  for f in (jax.jit(jnp.sum), jax.jit(jnp.max)):
+    f(x).block_until_ready()
+    for _ in range(repeats):
+      t = time.perf_counter()
+      f(x).block_until_ready()
+      best = max(best, x.nbytes / (time.perf_counter() - t))
+  return best
+
+
+def decode_step_bound(cfg, *, streams: int, kv_tokens: float, attended: float,
+                      weight_bytes: int, kv_value_bytes: int, flops_rate: float,
+                      bandwidth: float) -> dict:
+  """The lower bound of one decode step of `streams` sequences on one device: the larger of
+  (a) streaming every weight once plus the KV cache it must read (`kv_tokens` cached tokens in
+  all, shared prefixes counted once) at `bandwidth`, and (b) the step's matmul FLOPs (each stream
+  attends to `attended` tokens on average) at `flops_rate`."""
+  weights = weight_bytes
+  kv = cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * kv_value_bytes * kv_tokens
+  n = cfg.num_params(include_embedding=False) + cfg.vocab_size * cfg.d_model
+  flops = streams * (2 * n + 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * attended)
+  mem_s, flop_s = (weights + kv) / bandwidth, flops / flops_rate
+  return {"bound_weight_bytes": weights, "bound_kv_bytes": kv, "bound_memory_seconds": mem_s,
+          "bound_flops": flops, "bound_matmul_seconds": flop_s,
+          "bound_seconds": max(mem_s, flop_s),
+          "bound_by": "memory" if mem_s >= flop_s else "matmul",
+          "bandwidth_bytes_per_sec": bandwidth, "matmul_flops_per_sec": flops_rate}
 
 
 def timeit(fn, *, warmup: int = 1, iters: int = 3) -> dict:
@@ -54,14 +91,13 @@ def alternate(fns: dict, rounds: int = 3) -> dict:
 
 def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_kv_tokens: float,
                       mean_prefix: float, dtype: str, iters: int, unroll: bool = False) -> dict:
-  """The measured decode step against its lower bound (rlp/metrics.py decode_step_bound).
+  """The measured decode step against its lower bound (decode_step_bound).
 
   rollout_at(T) returns a blocking callable that samples thoughts of exactly T tokens; the decode
   step is the marginal time per token between T and T // 2 (the prefill cancels), so the bound
   uses the mean cache fill of those steps: the prefixes (shared ones counted once) plus 3T/4 per
   stream. unroll: the decode loop runs its layers unrolled over per-layer weights (decode_layers),
   and so does the timed matmul floor (decode_matmuls_fn)."""
-  import jax.numpy as jnp
   from flax import nnx
   from rlp import metrics
   half = max(1, thought // 2)
@@ -74,12 +110,12 @@ def decode_over_bound(model, rollout_at, *, thought: int, streams: int, prefix_k
   step = max(best["full"] - best["half"], 0.0) / (thought - half)
   filled = (thought + half) / 2
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  bound = metrics.decode_step_bound(model.config, streams=streams,
-                                    kv_tokens=prefix_kv_tokens + streams * filled,
-                                    attended=mean_prefix + filled, weight_bytes=weight_bytes,
-                                    kv_value_bytes=jnp.dtype(dtype).itemsize,
-                                    flops_rate=metrics.measured_peak_flops(dtype),
-                                    bandwidth=metrics.measured_bandwidth())
+  bound = decode_step_bound(model.config, streams=streams,
+                            kv_tokens=prefix_kv_tokens + streams * filled,
+                            attended=mean_prefix + filled, weight_bytes=weight_bytes,
+                            kv_value_bytes=jnp.dtype(dtype).itemsize,
+                            flops_rate=metrics.measured_peak_flops(dtype),
+                            bandwidth=measured_bandwidth())
   matmuls = decode_matmuls_seconds(model.config, streams, dtype, iters, unroll=unroll)
   return {"decode_step_seconds": step, "decode_streams": streams, **bound,
           "decode_over_bound": step / bound["bound_seconds"],

@@ -108,7 +108,7 @@ def run(model_name="smollm2", docs=1, doc_len=512, positions=4, group=4, thought
 
     def hlo_at(t):  # the program rollout_at(t) runs
       graphdef, params = nnx.split(model)
-      return sampler._rollout_jit.lower(graphdef, params, d, cuts, jax.random.key(0),
+      return sampler.rollout_jit.lower(graphdef, params, d, cuts, jax.random.key(0),
                                         cfg_at(t)).compile().as_text()
     out.update(decode_profile(rollout_at, hlo_at, thought=thought,
                               step_seconds=out["decode_step_seconds"]))

@@ -76,7 +76,7 @@ def run(model_name="smollm2"):
     out["checkpoint_bytes"] = _dir_bytes(os.path.join(d, "ck"))
     t = time.perf_counter()
     got = ck.restore_latest(checkpoint.abstract_like(state))
-    jax.block_until_ready(got[0])
+    jax.block_until_ready(got.state)
     out["checkpoint_restore_seconds"] = time.perf_counter() - t
     ck.close()
   finally:

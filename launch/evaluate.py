@@ -144,7 +144,7 @@ def _placebos() -> tuple[str, ...]:
   return names
 
 
-def eval_positions(c, tok, docs, source, model, desc, run_config):
+def eval_positions(c, tok, docs, source, model, desc, run_config, self_name=None):
   """The positions of this eval: --positions_from's, or chosen by the selection (scored ones by
   --select_with, else the run's starting model, else the model itself)."""
   from rlp import evaluate, thought_eval
@@ -167,7 +167,8 @@ def eval_positions(c, tok, docs, source, model, desc, run_config):
   sel = _selection(c, tok)
   scorer, name = None, None
   if sel.kind in ("entropy", "low_logp"):
-    scorer, name = evaluate.selection_model(FLAGS.select_with, model, desc, run_config, tok)
+    scorer, name = evaluate.selection_model(FLAGS.select_with, model, desc, run_config, tok,
+                                            self_name)
   return thought_eval.choose(docs, c.data.seq_len, sel, scorer, name,
                              thought_format(tok, c.rlp.template).open_token,
                              batch_size=max(1, min(len(docs), 4)))
@@ -287,7 +288,8 @@ def compare(paths):
   c = thought_eval_config(run_config)
   source = _source(run_config)
   docs = _documents(tok, source)
-  at = eval_positions(c, tok, docs, source, loaded[0][0], loaded[0][2], configs[0])
+  at = eval_positions(c, tok, docs, source, loaded[0][0], loaded[0][2], configs[0],
+                      self_name=f"{paths[0]} (the first model compared)")
   rows = []
   for (model, _, desc), path in zip(loaded, paths):
     graphdef, params = nnx.split(model)

@@ -73,60 +73,29 @@ def shared_prefix_attention(q_BxNxCxHxD, pk_BxSxKxD, pv_BxSxKxD, pmask_BxNxS,
 
   The prefix K/V are stored once per document ([B, S]) and never copied per thought: the N
   streams read them through a batched matmul per kv head, masked per stream (keys before its
-  position). Computed as `decode_attention` after moving the (small) K/V head-major: its score
-  and output matmuls produce and consume the [B, K, N, C * R, S] scores in the order a batched
-  matmul makes them, where `stream_attention`'s order has XLA transpose those scores (the
-  largest arrays of the update's attention) in the forward and the backward. Measured on the
-  RLP update's gradient (SmolLM2, 4 x 256 tokens + 16 x 64 thought tokens, 2 CPU cores, one
-  process, alternating): best of 4 7.11 -> 6.97 s, best of 8 8.05 -> 7.68 s.
+  position). Computed as `decode_attention` after moving the (small) K/V head-major, so the
+  score and output matmuls produce and consume the [B, K, N, C * R, S] scores in the order a
+  batched matmul makes them and XLA transposes none of them (docs/performance.md).
   """
   hm = lambda a: jnp.swapaxes(a, -3, -2)  # noqa: E731  [..., S, K, D] -> [..., K, S, D]
   return decode_attention(q_BxNxCxHxD, (hm(pk_BxSxKxD), hm(pv_BxSxKxD), pmask_BxNxS),
                           [(hm(tk_BxNxTxKxD), hm(tv_BxNxTxKxD), tmask_BxNxCxT)])
 
 
-def stream_attention(q_BxNxCxHxD, prefix, segments):
-  """One softmax over a shared prefix and any number of per-stream key segments (the reference
-  form, in the caches' token-major layout; the model runs `decode_attention`, tested equal).
-
-  prefix: (k [B, S, K, D], v, mask [B, N, S]), one per document, read by all N streams through the
-  einsum's broadcast. segments: [(k [B, N, T, K, D], v, mask [B, N, C, T]), ...], each stream's
-  own keys (e.g. the filled thought cache and the C keys being decoded now), so a decode step
-  attends to its new keys without first writing them into the cache.
-  """
-  pk, pv, pmask = prefix
-  n_kv = pk.shape[-2]
-  scale = q_BxNxCxHxD.shape[-1] ** -0.5
-  q = _grouped(q_BxNxCxHxD, n_kv)  # [B, N, C, K, R, D]
-  sp = jnp.einsum("bnckrd,bskd->bnkrcs", q, pk, preferred_element_type=jnp.float32)
-  scores = [jnp.where(pmask[:, :, None, None, None, :], sp * scale, NEG_INF)]
-  for k, _, mask in segments:
-    st = jnp.einsum("bnckrd,bntkd->bnkrct", q, k, preferred_element_type=jnp.float32)
-    scores.append(jnp.where(mask[:, :, None, None], st * scale, NEG_INF))
-  m = functools.reduce(jnp.maximum, [s.max(-1, keepdims=True) for s in scores])
-  es = [jnp.exp(s - m) for s in scores]
-  z = sum(e.sum(-1, keepdims=True) for e in es)
-  dt = pv.dtype
-  o = jnp.einsum("bnkrcs,bskd->bnckrd", (es[0] / z).astype(dt), pv)
-  for e, (_, v, _) in zip(es[1:], segments):
-    o = o + jnp.einsum("bnkrct,bntkd->bnckrd", (e / z).astype(dt), v)
-  return o.reshape(q_BxNxCxHxD.shape)
-
-
 def decode_attention(q_BxNxCxHxD, prefix, segments, keys_last: bool = False):
-  """`stream_attention` over head-major caches, the decode loop's layout.
+  """One softmax over a shared prefix and any number of per-stream key segments, over head-major
+  caches (the decode loop's layout).
 
-  prefix: (k [B, K, S, D], v, mask [B, N, S]); segments: [(k [B, N, K, T, D], v, mask
-  [B, N, C, T]), ...]. With the kv head ahead of the key axis, each score and output einsum is a
-  plain batched matmul over the cache as stored: the prefix one with the N * C * R queries of a
-  kv head as its rows. Token-major caches make XLA copy every layer's cache into this order at
-  every decode step (on the CPU: a SmolLM2 decode step's attention over 16 streams 23-25 -> 15-16
-  ms for 30 layers). Same softmax, in float32, as `stream_attention`.
+  prefix: (k [B, K, S, D], v, mask [B, N, S]), one per document, read by all N streams;
+  segments: [(k [B, N, K, T, D], v, mask [B, N, C, T]), ...], each stream's own keys (e.g. the
+  filled thought cache and the C keys being decoded now), so a decode step attends to its new
+  keys without first writing them into the cache. With the kv head ahead of the key axis, each
+  score and output einsum is a plain batched matmul over the cache as stored (token-major caches
+  make XLA copy every layer's cache into this order at every decode step). Softmax in float32.
 
   keys_last: the keys (not the values) are stored with the token axis last, [B, K, D, S] and
   [B, N, K, D, T]: the score matmuls then read a [D, S] right operand, the layout a matmul
-  kernel streams without transposing it (the decode loop's caches; on the CPU, 30 layers of a
-  16-stream SmolLM2 decode step's attention, best of 15: 8.2 -> 6.7 ms).
+  kernel streams without transposing it (the decode loop's caches). Figures: docs/performance.md.
   """
   pk, pv, pmask = prefix
   b, n, c, h, d = q_BxNxCxHxD.shape

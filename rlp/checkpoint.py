@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -27,6 +27,24 @@ def abstract_like(state, shardings=None):
 
 class CheckpointError(RuntimeError):
   """A checkpoint that is readable but does not fit the run (incompatible, not damaged)."""
+
+
+class Restored(NamedTuple):
+  """What a checkpoint holds: the train state, the data iterator's state, the run metadata."""
+  state: Any
+  data_state: dict | None
+  meta: dict
+  step: int
+
+
+def restore_run(workdir: str, abstract_state, log=print) -> Restored | None:
+  """The newest readable checkpoint of the run in `workdir` (None: it has none), for a reader
+  that only restores (a run started from another's weights, an evaluation, a benchmark)."""
+  ck = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  try:
+    return ck.restore_latest(abstract_state, log=log)
+  finally:
+    ck.close()
 
 
 def _key(k) -> str:
@@ -105,8 +123,8 @@ class Checkpointer:
           f"(each run keeps train.keep_checkpoints of them) and rerun the same command to "
           f"resume from step {max(self.steps(), default=0)}")
 
-  def restore_latest(self, abstract_state, log=print) -> tuple[Any, dict | None, dict, int] | None:
-    """(state, data_state, meta, step) of the newest readable checkpoint, or None if none exists.
+  def restore_latest(self, abstract_state, log=print) -> Restored | None:
+    """The newest readable checkpoint (state, data_state, meta, step), or None if none exists.
 
     abstract_state: the target pytree (jax.ShapeDtypeStruct with shardings), which may live on a
     different mesh than the one the checkpoint was written from.
@@ -127,8 +145,8 @@ class Checkpointer:
         if os.path.isdir(os.path.join(self.directory, str(step), "data")):
           args["data"] = ocp.args.JsonRestore()
         out = self._mgr.restore(step, args=ocp.args.Composite(**args))
-        return (out["state"], out.get("data") if "data" in args else None,
-                dict(out["meta"]), step)
+        return Restored(out["state"], out.get("data") if "data" in args else None,
+                        dict(out["meta"]), step)
       except Exception as e:  # orbax raises many types for a damaged checkpoint
         moved = self._set_aside(step)
         log(f"rlp: checkpoint step {step} in {self.directory} is damaged "

@@ -168,12 +168,10 @@ def load_for_eval(path: str, use_ema: bool = False):
       model, tok = configuration.load_model_and_tokenizer(config)
     tx = configuration.optimizer(config)
     state = trainer.init_state(model, tx, kl_beta=config.rlp.kl_beta)
-    ck = checkpoint.Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
-    got = ck.restore_latest(checkpoint.abstract_like(state))
-    ck.close()
+    got = checkpoint.restore_run(path, checkpoint.abstract_like(state))
     if got is None:
       raise EvalError(f"{path}/checkpoints holds no readable checkpoint")
-    params = got[0].ema if use_ema else got[0].params
+    params = got.state.ema if use_ema else got.state.params
     # Orbax hands back arrays committed to a device, while a model built or loaded from GGUF /
     # HF is uncommitted; jit keys its cache on that, so evaluating a checkpoint after another
     # model in one process (a notebook comparing them) would compile the rollout again. The
@@ -181,7 +179,7 @@ def load_for_eval(path: str, use_ema: bool = False):
     params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), params)
     graphdef = nnx.graphdef(model)
     return nnx.merge(graphdef, params), tok, {"kind": "checkpoint", "path": path,
-                                               "step": got[3], "ema": use_ema, "config": config}
+                                               "step": got.step, "ema": use_ema, "config": config}
   if os.path.isfile(os.path.join(path, "config.json")):
     return models.load_hf(path), load_tokenizer(path), {"kind": "hf", "path": path}
   raise EvalError(f"{path} is not a GGUF file, an HF directory or a run's workdir")
@@ -196,10 +194,11 @@ def load_start(run_config):
   return configuration.load_model_and_tokenizer(run_config)[0]
 
 
-def selection_model(select_with: str, model, desc: dict, run_config, tok):
+def selection_model(select_with: str, model, desc: dict, run_config, tok, self_name=None):
   """(model, name) that chooses entropy / low_logp positions: `select_with` when given (it must
   share the tokenizer), else a run's starting model (shared by the run and its twins), else the
-  evaluated model itself (named as such: a self-selection favours a positive gain)."""
+  evaluated model itself (named `self_name`, by default as a self-selection, which favours a
+  positive gain)."""
   if select_with:
     ref, ref_tok, _ = load_for_eval(select_with)
     if ref_tok.fingerprint != tok.fingerprint:
@@ -210,7 +209,7 @@ def selection_model(select_with: str, model, desc: dict, run_config, tok):
     m = run_config.model
     return load_start(run_config), (f"the run's starting model ({m.init}"
                                     + (f" {m.path})" if m.path else f", seed {run_config.seed})"))
-  return model, f"the evaluated model itself ({desc.get('path', '')}; self-selected)"
+  return model, self_name or f"{desc.get('path', '')} (the model evaluated: self-selected)"
 
 
 def default_report_path(model_path: str, desc, overwrite: bool = False) -> str:

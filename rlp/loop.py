@@ -307,13 +307,11 @@ def _evaluate(config, tok, graphdef, params, eval_docs, at, heldout: bool = True
 
 def _restore_init_checkpoint(config, state, shardings, log):
   """model.init=checkpoint: start from the params of a previous run's newest checkpoint."""
-  prev = checkpoint.Checkpointer(os.path.join(config.model.path, "checkpoints"), async_save=False)
-  got = prev.restore_latest(checkpoint.abstract_like(state, shardings), log=log)
-  prev.close()
+  got = checkpoint.restore_run(config.model.path, checkpoint.abstract_like(state, shardings), log)
   if got is None:
     raise TrainingError(f"model.path={config.model.path} has no readable checkpoint")
-  params = got[0].params
-  log(f"rlp: initialised from {config.model.path} step {got[3]}")
+  params = got.state.params
+  log(f"rlp: initialised from {config.model.path} step {got.step}")
   return state.replace(params=params, ema=jax.tree.map(jax.numpy.copy, params),
                        ref=None if state.ref is None else jax.tree.map(jax.numpy.copy, params))
 
@@ -414,7 +412,7 @@ def train(config, workdir: str, log=None) -> dict:
           f"{workdir} holds a run this config cannot resume"
           + (f" (changed since it: {'; '.join(changed)})" if changed else "") + f": {e}") from None
     if restored is not None:
-      state, data_state, meta, start = restored
+      state, data_state, _, start = restored
       if data_state is not None:
         iterator.set_state(data_state)
       moved = writer.rewind(start)
@@ -438,7 +436,7 @@ def train(config, workdir: str, log=None) -> dict:
       step_fn = _Phases(warm_fn, step_fn, config.warmup.steps, reset)
     meta = {"objective": config.objective, "tokenizer": tok.fingerprint,
             "data": data_stats.as_dict()}
-    saved = restored[2] if restored else {}
+    saved = restored.meta if restored else {}
     resets = RefReset(config.rlp.ref_reset_every, config.rlp.ref_reset_on_plateau,
                       config.warmup.steps, saved.get("ref_reset"))
 

@@ -169,41 +169,6 @@ def device_peak_flops(dtype: str = "float32", devices=None) -> tuple[float, str]
       f"measured matmul, {len(local)} {dev.platform} device(s) at once")
 
 
-@functools.lru_cache(maxsize=None)
-def measured_bandwidth(repeats: int = 5) -> float:
-  """Best rate (bytes/s) at which one device reads a large array once (a sum and a max over it,
-  the faster counts): the memory term of the decode step's lower bound."""
-  accel = jax.devices()[0].platform != "cpu"
-  x = jax.random.normal(jax.random.key(0), ((256 if accel else 64) * 1024 * 1024,), jnp.float32)
-  best = 0.0
-  for f in (jax.jit(jnp.sum), jax.jit(jnp.max)):
-    f(x).block_until_ready()
-    for _ in range(repeats):
-      t = time.perf_counter()
-      f(x).block_until_ready()
-      best = max(best, x.nbytes / (time.perf_counter() - t))
-  return best
-
-
-def decode_step_bound(cfg, *, streams: int, kv_tokens: float, attended: float,
-                      weight_bytes: int, kv_value_bytes: int, flops_rate: float,
-                      bandwidth: float) -> dict:
-  """The lower bound of one decode step of `streams` sequences on one device: the larger of
-  (a) streaming every weight once plus the KV cache it must read (`kv_tokens` cached tokens in
-  all, shared prefixes counted once) at `bandwidth`, and (b) the step's matmul FLOPs (each stream
-  attends to `attended` tokens on average) at `flops_rate`."""
-  weights = weight_bytes
-  kv = cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * kv_value_bytes * kv_tokens
-  n = cfg.num_params(include_embedding=False) + cfg.vocab_size * cfg.d_model
-  flops = streams * (2 * n + 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * attended)
-  mem_s, flop_s = (weights + kv) / bandwidth, flops / flops_rate
-  return {"bound_weight_bytes": weights, "bound_kv_bytes": kv, "bound_memory_seconds": mem_s,
-          "bound_flops": flops, "bound_matmul_seconds": flop_s,
-          "bound_seconds": max(mem_s, flop_s),
-          "bound_by": "memory" if mem_s >= flop_s else "matmul",
-          "bandwidth_bytes_per_sec": bandwidth, "matmul_flops_per_sec": flops_rate}
-
-
 def rlp_step_flops(cfg, *, batch: int, seq_len: int, positions: int, group: int,
                    prompt_len: int, thought_len: float, updates: int, ema_forward: bool) -> float:
   """Matmul FLOPs of one RLP step: prefill + decode rollout, EMA scoring, and the updates'

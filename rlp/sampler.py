@@ -382,14 +382,15 @@ def chunked_rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig,
 
 
 @backend.jit(static_argnames=("graphdef", "cfg"))
-def _rollout_jit(graphdef, params, docs, cuts, key, cfg):
+def rollout_jit(graphdef, params, docs, cuts, key, cfg):
+  """The jitted rollout over split params (one compiled program per graphdef and config)."""
   return rollout_fn(nnx.merge(graphdef, params), docs, cuts, key, cfg)
 
 
 def rollout(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig) -> Rollout:
   """Jitted rollout for an NNX model (convenience for notebooks, tests and benchmarks)."""
   graphdef, params = nnx.split(model)
-  return _rollout_jit(graphdef, params, jnp.asarray(docs_BxS, jnp.int32),
+  return rollout_jit(graphdef, params, jnp.asarray(docs_BxS, jnp.int32),
                       jnp.asarray(cuts_BxK, jnp.int32), key, cfg)
 
 

@@ -179,11 +179,6 @@ def _plain_logits(graphdef, params, tokens):
 
 
 @backend.jit(static_argnames=("graphdef", "cfg"))
-def _rollout(graphdef, params, tokens, cuts, key, cfg):
-  return sampler.rollout_fn(nnx.merge(graphdef, params), tokens, cuts, key, cfg)
-
-
-@backend.jit(static_argnames=("graphdef", "cfg"))
 def score_given(graphdef, params, tokens, cuts, thoughts_BxKxGxT, n_valid_BxKxG, cfg):
   """S_pred of given thoughts, teacher-forced: log p(x_t | x_<t, prompt, thought) where the
   thought buffer's first n_valid tokens (closer included) are the thought; and the argmax there.
@@ -274,8 +269,9 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int,
     prev = prev - prev.max(-1, keepdims=True)
     prev = prev - np.log(np.exp(prev).sum(-1, keepdims=True))
     tgt = np.take_along_axis(toks, cuts, 1)
-    ro = jax.tree.map(to_host, _rollout(graphdef, params, jnp.asarray(toks), jnp.asarray(cuts),
-                                        jax.random.key(seed + i), cfg))
+    ro = jax.tree.map(to_host, sampler.rollout_jit(graphdef, params, jnp.asarray(toks),
+                                                   jnp.asarray(cuts), jax.random.key(seed + i),
+                                                   cfg))
     n = len(chunk)
     out["s_plain"].append(np.take_along_axis(prev, tgt[..., None], -1)[..., 0][:n])
     out["acc_plain"].append((prev.argmax(-1) == tgt)[:n])

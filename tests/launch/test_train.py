@@ -306,6 +306,19 @@ def test_warmup_then_rlp_from_its_checkpoint(tmp_path):
   rlp = tiny_config(**{"model.init": "checkpoint", "model.path": warm, "train.steps": 2})
   out = loop.train(rlp, str(tmp_path / "rlp"))
   assert out["step"] == 2
+  # the RLP run started from the warm-up's weights: its EMA (tau 0.999, two updates) is the
+  # warm-up's final params up to 0.2% of the way to the new ones, far from a fresh init
+  import jax
+  from flax import nnx
+  from rlp import evaluate
+
+  def leaves(model):
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+  warm_p = leaves(evaluate.load_for_eval(warm)[0])
+  ema = leaves(evaluate.load_for_eval(str(tmp_path / "rlp"), use_ema=True)[0])
+  fresh = leaves(configuration.load_model_and_tokenizer(tiny_config())[0])
+  dist = lambda a, b: sum(float(np.abs(x - y).sum()) for x, y in zip(a, b))  # noqa: E731
+  assert dist(ema, warm_p) < 1e-3 * dist(fresh, warm_p), (dist(ema, warm_p), dist(fresh, warm_p))
 
 
 TOY = {"warmup.steps": 2, "warmup.source": "toy:train:0.5", "data.source": "toy:train",
@@ -362,10 +375,11 @@ def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_main_job_config_runs_two_steps(tmp_path):
-  """configs/smollm2_rlp.py (the README's main job) on the real SmolLM2, as shipped but 2 steps:
-  RLP at the lowest no-think log-prob positions with the scorer term, the held-out thought eval
-  at the end (the in-run warm-up path: test_format_warmup_inside_one_run)."""
+def test_main_job_config_smoke_two_steps(tmp_path):
+  """A smoke test on purpose: configs/smollm2_rlp.py (the README's main job) on the real
+  SmolLM2, as shipped but 2 steps, runs end to end (RLP at the lowest no-think log-prob positions
+  with the scorer term, the held-out thought eval against placebos at the end, the curves); the
+  values are the unit tests' (the in-run warm-up path: test_format_warmup_inside_one_run)."""
   from configs import smollm2_rlp
   c = smollm2_rlp.get_config()
   assert c.data.selection == "low_logp" and c.rlp.scorer_weight > 0
@@ -378,6 +392,8 @@ def test_main_job_config_runs_two_steps(tmp_path):
   assert out["step"] == 2 + c.warmup.steps
   assert math.isfinite(out["eval/information_gain"]) and "rlp/scorer_nll" in out
   assert math.isfinite(out["rlp/s_pred_mean"]) and math.isfinite(out["rlp/reward_mean"])
+  lo, hi = out["eval/gain_over_placebo/empty_ci"]
+  assert lo <= out["eval/gain_over_placebo/empty"] <= hi
   assert os.path.exists(tmp_path / "main" / "curves.png")
 
 

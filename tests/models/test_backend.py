@@ -67,13 +67,13 @@ def test_cpu_rollout_writes_thought_caches_in_place(rollout_inputs):
   values = f"{b},{n},{CFG.n_kv_heads},{t},{CFG.head_dim}"
   keys = f"{b},{n},{CFG.n_kv_heads},{CFG.head_dim},{t}"
   args = (graphdef, params, docs, cuts, jax.random.key(0), SCFG)
-  ours = sampler._rollout_jit.lower(*args).compile().as_text()
-  plain = jax.jit(sampler._rollout_jit.__wrapped__, static_argnames=("graphdef", "cfg"))
+  ours = sampler.rollout_jit.lower(*args).compile().as_text()
+  plain = jax.jit(sampler.rollout_jit.__wrapped__, static_argnames=("graphdef", "cfg"))
   default = plain.lower(*args).compile().as_text()
   for shape in (values, keys):
     assert _cache_copies(default, shape) > 0, "XLA:CPU no longer copies the caches by default"
     assert _cache_copies(ours, shape) == 0
-  a = sampler._rollout_jit(*args)
+  a = sampler.rollout_jit(*args)
   b = plain(*args)
   np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
   np.testing.assert_allclose(np.asarray(a.logp), np.asarray(b.logp), atol=1e-6)

@@ -84,10 +84,31 @@ def test_shared_prefix_decode_equals_full_forward(model, unrolled):
       assert float(jnp.abs(got[i, j] - want).max()) <= 1e-5
 
 
+def _reference_attention(q, prefix, segments):
+  """Plain attention of each stream's C queries over its keys written out in full: the shared
+  prefix copied per stream and query, then each segment; grouped queries read kv head h // R."""
+  pk, pv, pmask = prefix
+  b, n, c, h, d = q.shape
+  r = h // pk.shape[-2]
+  keys = [jnp.broadcast_to(pk[:, None, None], (b, n, c) + pk.shape[1:])]
+  vals = [jnp.broadcast_to(pv[:, None, None], (b, n, c) + pv.shape[1:])]
+  masks = [jnp.broadcast_to(pmask[:, :, None, :], (b, n, c, pk.shape[1]))]
+  for k_, v_, m_ in segments:
+    keys.append(jnp.broadcast_to(k_[:, :, None], (b, n, c) + k_.shape[2:]))
+    vals.append(jnp.broadcast_to(v_[:, :, None], (b, n, c) + v_.shape[2:]))
+    masks.append(m_)
+  k_all = jnp.repeat(jnp.concatenate(keys, 3), r, axis=4)  # [B, N, C, L, H, D]
+  v_all = jnp.repeat(jnp.concatenate(vals, 3), r, axis=4)
+  scores = jnp.einsum("bnchd,bnclhd->bnchl", q, k_all) * d ** -0.5
+  scores = jnp.where(jnp.concatenate(masks, -1)[:, :, :, None], scores, -jnp.inf)
+  return jnp.einsum("bnchl,bnclhd->bnchd", jax.nn.softmax(scores, -1), v_all)
+
+
 @pytest.mark.parametrize("c", [1, 3])
-def test_head_major_decode_attention_equals_stream_attention(c):
-  """The decode loop's attention over head-major caches is stream_attention's, to float32
-  rounding, with grouped queries (2 kv heads of 3), several streams and a masked prefix."""
+def test_head_major_decode_attention_equals_plain_attention(c):
+  """The decode loop's attention over head-major caches is plain attention over the keys written
+  out per stream, to float32 rounding, with grouped queries (2 kv heads of 3), several streams
+  and a masked prefix."""
   b, n, kh, r, d, s, t = 2, 3, 2, 3, 8, 7, 5
   ks = jax.random.split(jax.random.key(0), 8)
   q = jax.random.normal(ks[0], (b, n, c, kh * r, d))
@@ -97,7 +118,7 @@ def test_head_major_decode_attention_equals_stream_attention(c):
   pmask = jax.random.bernoulli(ks[7], 0.6, (b, n, s)).at[:, :, 0].set(True)
   old = jnp.broadcast_to(jnp.arange(t) < 3, (b, n, c, t))
   new = jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), (b, n, c, c))
-  want = layers.stream_attention(q, (pk, pv, pmask), [(tk, tv, old), (nk, nv, new)])
+  want = _reference_attention(q, (pk, pv, pmask), [(tk, tv, old), (nk, nv, new)])
   hm = lambda a: jnp.swapaxes(a, -3, -2)  # noqa: E731  [.., S, K, D] -> [.., K, S, D]
   got = layers.decode_attention(q, (hm(pk), hm(pv), pmask),
                                 [(hm(tk), hm(tv), old), (hm(nk), hm(nv), new)])

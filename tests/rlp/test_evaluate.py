@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -59,20 +61,37 @@ def test_generate_matches_greedy_with_left_padding():
 
 
 @pytest.mark.slow
-def test_rlp_eval_cli_on_smollm2(tmp_path, full_optimization):
-  """A handful of held-out problems on the real model give a valid report (no score asserted)."""
+def test_rlp_eval_cli_on_smollm2(tmp_path, full_optimization, smollm2):
+  """rlp-eval on the real model: its all-token NLL and each position's no-thought log-prob equal
+  explicit forwards of the model in this process; the gain is the mean of the positions'; a
+  second run into the same --out is refused."""
+  model, tok, _ = smollm2
   out = tmp_path / "report.json"
   r = subprocess.run([sys.executable, "-m", "launch.evaluate", "--model=smollm2", "--problems=2",
                       "--samples=2", "--k=1,2", "--max_new_tokens=16", "--likelihood_docs=2",
                       "--seq_len=128", "--positions=1", "--group=2", "--thought_len=8",
-                      f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
-                     timeout=900)
+                      "--per_position", f"--out={out}"], cwd=ROOT, capture_output=True,
+                     text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   rep = json.loads(out.read_text())
-  for k in ("eval/nll", "eval/information_gain", "reasoning/pass@1_greedy", "reasoning/pass@2",
-            "diversity/distinct_2"):
-    assert k in rep and np.isfinite(rep[k])
-  assert rep["eval/nll"] < 5  # SmolLM2 models this text
+  from rlp import data
+  docs_ds, _ = data.open_documents("reasoning:eval", tok, num_docs=2)
+  docs = [np.asarray(docs_ds[i])[:128] for i in range(2)]
+  nll, count, s_plain = 0.0, 0, {}
+  for i, d in enumerate(docs):
+    lp = np.asarray(jax.nn.log_softmax(model(jnp.asarray(d[None]))[0].astype(jnp.float32)))
+    nll -= float(lp[np.arange(len(d) - 1), d[1:]].sum())
+    count += len(d) - 1
+    s_plain.update({(i, t): float(lp[t - 1, d[t]]) for t in range(1, len(d))})
+  np.testing.assert_allclose(rep["eval/nll"], nll / count, rtol=1e-4)
+  recs = rep["per_position"]
+  assert len(recs) == 2
+  for rec in recs:
+    np.testing.assert_allclose(rec["s_plain"], s_plain[(rec["doc"], rec["t"])], atol=2e-3)
+  np.testing.assert_allclose(rep["eval/information_gain"], np.mean([x["gain"] for x in recs]),
+                             atol=1e-6)
+  assert 0 <= rep["reasoning/pass@1"] <= rep["reasoning/pass@2"] <= 1
+  assert 0 < rep["diversity/distinct_2"] <= 1
   r = subprocess.run([sys.executable, "-m", "launch.evaluate", "--model=smollm2",
                       f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode == 2 and "exists" in r.stderr

@@ -34,13 +34,14 @@ def test_surrogate_hand_values_sequence_and_token():
   adv = jnp.asarray([1.0, -2.0])
   # ratios: [1, .5, (masked)], [2, 1, 1]; eps 0.2
   # thought 0 (A=1): min(r A, clip(r) A) -> [1, 0.5]; thought 1 (A=-2): [min(-4,-2.4)=-4, -2, -2]
-  per_tok = np.asarray([[-1.0, -0.5, 0.0], [4.0, 2.0, 2.0]])
-  seq = ((-1.0 - 0.5) / 2 + (4 + 2 + 2) / 3) / 2
-  tok = (-1.0 - 0.5 + 8.0) / 5
+  per_tok = np.asarray([[-1.0, -0.5, 0.0], [4.0, 2.0, 2.0]])  # -min(...), masked entry 0
+  m_ = np.asarray(mask, np.float64)
+  seq = np.mean((per_tok * m_).sum(1) / m_.sum(1))  # each thought's mean, then over thoughts
+  tok = (per_tok * m_).sum() / m_.sum()  # over all its tokens
   got_seq, m = objective.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "sequence", True)
   got_tok = objective.clipped_surrogate_loss(logp, old, adv, mask, 0.2, 0.2, "token")
   assert abs(float(got_seq) - seq) < 1e-6 and abs(float(got_tok) - tok) < 1e-6
-  assert per_tok.shape == logp.shape
+  assert abs(seq - tok) > 0.1  # the two normalisations are told apart by these values
   # clipped tokens: none with A>0 above 1.2; A<0 with ratio < 0.8: none -> 0 of 5
   assert float(m["clip_frac"]) == 0.0
   assert abs(float(m["ratio_max"]) - 2.0) < 1e-6

@@ -11,6 +11,7 @@ from flax import nnx
 
 import models
 from models.tokenizer import load_tokenizer
+from rlp import answers
 from rlp import corpora
 from rlp import data
 from rlp import sampler
@@ -63,8 +64,10 @@ def test_thought_eval_equals_explicit_forwards_and_ignores_padding():
     for t in ts:
       plain = _logp_after(model, d[:t], d[t])
       thought = _greedy_thought(model, d[:t], cfg)
-      pred = _logp_after(model, np.concatenate([d[:t], cfg.prompt_ids, thought]), d[t])
+      seq = np.concatenate([d[:t], cfg.prompt_ids, thought])
+      pred = _logp_after(model, seq, d[t])
       gains.append(pred - plain)
+      acc_t.append(int(model(jnp.asarray(seq[None]))[0, -1].argmax()) == d[t])
       empty.append(pred - _logp_after(model, np.concatenate([d[:t], cfg.prompt_ids,
                                                             cfg.close_ids]), d[t]))
       one.append(pred - _logp_after(model, np.concatenate([d[:t], cfg.prompt_ids, thought[:1],
@@ -76,6 +79,7 @@ def test_thought_eval_equals_explicit_forwards_and_ignores_padding():
   np.testing.assert_allclose(got["eval/gain_over_placebo/empty"], np.mean(empty), atol=1e-4)
   np.testing.assert_allclose(got["eval/gain_over_placebo/one_token"], np.mean(one), atol=1e-4)
   np.testing.assert_allclose(got["eval/next_token_acc_plain"], np.mean(acc_p))
+  np.testing.assert_allclose(got["eval/next_token_acc_thought"], np.mean(acc_t))
   recs = got["per_position"]
   assert [(r["doc"], r["t"]) for r in recs] == [(i, int(t)) for i, c in enumerate(cuts) for t in c]
   assert [r["target"] for r in recs] == [int(docs[r["doc"]][r["t"]]) for r in recs]
@@ -208,3 +212,52 @@ def test_a_model_whose_thoughts_carry_nothing():
                                         baseline_exclude=FMT.open_token)
   lo, hi = rep["eval/information_gain_ci"]
   assert lo < 0 < hi, (lo, hi)
+
+
+def test_pass_at_k_counts_each_positions_samples(monkeypatch):
+  """pass@k over training: every held-out position is a problem, its n thoughts the samples; the
+  figures equal the unbiased estimator applied by hand to the rollouts the eval drew (pad rows of
+  a short last batch excluded), pass@1 equals the accuracy with a thought, and k > n is refused."""
+  # a small vocabulary: an untrained model's answer after a thought is right now and then, so
+  # positions have counts between 0 and n
+  model = models.Transformer(models.ModelConfig(vocab_size=8), rngs=nnx.Rngs(5))
+  docs = [np.random.default_rng(i).integers(2, 8, size=20) for i in range(3)]
+  scfg = sampler.SamplerConfig(group_size=6, max_thought_len=4, temperature=1.0,
+                               prompt_ids=(0,), close_ids=(1,))
+  seen = []
+  real = sampler.rollout_jit
+
+  def recording(graphdef, params, tokens, cuts, key, cfg):
+    ro = real(graphdef, params, tokens, cuts, key, cfg)
+    seen.append((np.asarray(tokens), np.asarray(cuts), jax.tree.map(np.asarray, ro)))
+    return ro
+  monkeypatch.setattr(sampler, "rollout_jit", recording)
+  at = thought_eval.choose(docs, 32, thought_eval.Selection(per_doc=3, min_prefix=4))
+  kw = dict(seq_len=32, at=at, batch_size=2, placebos=())
+  got = thought_eval.thought_likelihood(model, docs, scfg, ks=(1, 3, 6), **kw)
+  counts, div = [], []
+  for b_idx, (toks, cuts, ro) in enumerate(seen):
+    n_real = 2 if b_idx == 0 else 1  # three documents in batches of two
+    tgt = np.take_along_axis(toks, cuts, 1)
+    for b in range(n_real):
+      for k in range(cuts.shape[1]):
+        counts.append(int((ro.pred_argmax[b, k] == tgt[b, k]).sum()))
+        div.append([ro.tokens[b, k, g, :ro.lengths[b, k, g]].tolist() for g in range(6)])
+  assert got["reasoning/problems"] == len(counts) == 9 and got["reasoning/samples"] == 6
+  assert any(0 < c < 6 for c in counts), counts  # some position tells the k apart
+
+  def by_hand(c, k, n=6):
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+  for k in (1, 3, 6):
+    np.testing.assert_allclose(got[f"reasoning/pass@{k}"], np.mean([by_hand(c, k) for c in counts]))
+  assert got["reasoning/pass@6"] == np.mean([c > 0 for c in counts])
+  np.testing.assert_allclose(got["reasoning/pass@1"], got["eval/next_token_acc_thought"])
+  np.testing.assert_allclose(got["diversity/distinct_1"],
+                             np.mean([answers.distinct_n(t, 1) for t in div]))
+  np.testing.assert_allclose(got["diversity/pairwise_edit"],
+                             np.mean([answers.mean_pairwise_edit(t) for t in div]))
+  assert 0 < got["diversity/distinct_1"] <= 1  # temperature 1: the six thoughts differ
+  with pytest.raises(thought_eval.EvalError, match="pass@8 needs at least 8"):
+    thought_eval.thought_likelihood(model, docs, scfg, ks=(1, 8), **kw)
+  plain = thought_eval.thought_likelihood(model, docs, scfg, **kw)
+  assert not any(k.startswith(("reasoning/", "diversity/")) for k in plain)
