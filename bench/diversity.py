@@ -1,8 +1,10 @@
 """G-Vendi figures on SmolLM2 (docs/diversity.md): seconds per document at several projection
-dimensions (the cost is linear in d: random signs for d x P entries per batch), and the G-Vendi of
-selected subsets against random subsets of the same size.
+dimensions, for the count sketch (the default) and optionally the dense Rademacher projection
+(whose cost is linear in d: random signs for d x P entries per batch), the ratio of the largest
+to the smallest d, and the G-Vendi of selected subsets against random subsets of the same size.
 
-  python -m bench.diversity [--docs=8] [--pool=64] [--n=16] [--dims=32,128] [--select_dim=64]
+  python -m bench.diversity [--docs=8] [--pool=64] [--n=16] [--dims=16,1024]
+                            [--projections=sketch,dense] [--select_dim=1024]
 
 Prints one JSON line per figure. Documents: reasoning:train (gsm_symbolic) and Shakespeare lines,
 truncated to --seq_len tokens.
@@ -18,10 +20,11 @@ from absl import app, flags
 
 flags.DEFINE_integer("docs", 8, "documents per timing")
 flags.DEFINE_integer("seq_len", 256, "tokens per document")
-flags.DEFINE_list("dims", ["32", "128"], "projection dimensions to time")
+flags.DEFINE_list("dims", ["16", "1024"], "projection dimensions to time")
+flags.DEFINE_list("projections", ["sketch"], "sketch and / or dense")
 flags.DEFINE_integer("pool", 64, "documents in the selection pool")
 flags.DEFINE_integer("n", 16, "documents to select")
-flags.DEFINE_integer("select_dim", 64, "projection dimension for the selection figures")
+flags.DEFINE_integer("select_dim", 1024, "projection dimension for the selection figures")
 flags.DEFINE_integer("draws", 5, "random subsets to compare with")
 FLAGS = flags.FLAGS
 
@@ -33,26 +36,32 @@ def _pool(tok, n):
   return [np.asarray(tok.encode(t), np.int32) for t in texts]
 
 
-def run(docs=8, seq_len=256, dims=(32, 128), pool=64, n=16, select_dim=64, draws=5):
+def run(docs=8, seq_len=256, dims=(16, 1024), pool=64, n=16, select_dim=1024, draws=5,
+        projections=("sketch",)):
   import models
-  from rlp import diversity
+  from rlp import diversity, metrics
   model, tok = models.load_gguf(models.smollm2_path(), with_tokenizer=True)
   out = []
   texts = _pool(tok, max(pool, docs))
-  for d in dims:
-    diversity.measure(model, texts[:4], seq_len=seq_len, proj_dim=d, batch_size=4)  # compile
-    t0 = time.perf_counter()
-    got = diversity.measure(model, texts[:docs], seq_len=seq_len, proj_dim=d, batch_size=4)
-    sec = (time.perf_counter() - t0) / docs
-    out.append({"figure": "seconds_per_doc", "proj_dim": d, "seq_len": seq_len, "docs": docs,
-                "seconds_per_doc": sec, "seconds_per_1000_docs": 1000 * sec,
-                "g_vendi": got.g_vendi})
-    print(json.dumps(out[-1]), flush=True)
-  if len(dims) >= 2:  # linear fit in d, extrapolated to the paper's d = 1024
-    a, b = np.polyfit([o["proj_dim"] for o in out], [o["seconds_per_doc"] for o in out], 1)
-    out.append({"figure": "extrapolated", "proj_dim": 1024,
-                "seconds_per_1000_docs": 1000 * (a * 1024 + b)})
-    print(json.dumps(out[-1]), flush=True)
+  for proj in projections:
+    timed = []
+    for d in dims:
+      kw = dict(seq_len=seq_len, proj_dim=d, batch_size=4, projection=proj)
+      diversity.measure(model, texts[:4], **kw)  # compile
+      t0 = time.perf_counter()
+      got = diversity.measure(model, texts[:docs], **kw)
+      sec = (time.perf_counter() - t0) / docs
+      timed.append(sec)
+      out.append({"figure": "seconds_per_doc", "projection": proj, "proj_dim": d,
+                  "seq_len": seq_len, "docs": docs, "seconds_per_doc": sec,
+                  "seconds_per_1000_docs": 1000 * sec, "g_vendi": got.g_vendi,
+                  "host_rss_peak_gib": metrics.host_rss_peak_gib()})
+      print(json.dumps(out[-1]), flush=True)
+    if len(dims) >= 2:
+      out.append({"figure": "cost_ratio", "projection": proj,
+                  "dims": [max(dims), min(dims)],
+                  "seconds_ratio": timed[dims.index(max(dims))] / timed[dims.index(min(dims))]})
+      print(json.dumps(out[-1]), flush=True)
   got = diversity.measure(model, texts[:pool], seq_len=seq_len, proj_dim=select_dim, batch_size=4)
   rng = np.random.default_rng(0)
   rand = [diversity.g_vendi(got.z[rng.choice(pool, n, replace=False)]) for _ in range(draws)]
@@ -70,7 +79,7 @@ def run(docs=8, seq_len=256, dims=(32, 128), pool=64, n=16, select_dim=64, draws
 def main(argv):
   del argv
   run(FLAGS.docs, FLAGS.seq_len, [int(d) for d in FLAGS.dims], FLAGS.pool, FLAGS.n,
-      FLAGS.select_dim, FLAGS.draws)
+      FLAGS.select_dim, FLAGS.draws, tuple(FLAGS.projections))
 
 
 if __name__ == "__main__":

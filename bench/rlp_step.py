@@ -166,13 +166,18 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
   gc.collect()
   if peer:
     # Both stacks at once do not fit in 24 GiB with SmolLM2 (ours ~17 GiB peak, torch ~7 GiB):
-    # free ours, time the peer, then time our full step again (ours first, peer, ours again).
+    # free ours and hand the memory back to the kernel (the malloc settings would keep it), time
+    # the peer, then time our full step again (ours first, peer, ours again).
+    from launch.cli import release_freed_memory
     jax.clear_caches()
+    gc.collect()
+    release_freed_memory()
     torch_step = torch_rlp_step_fn(model, batch, group, thought)
     torch_step()
     best["peer"] = common.alternate({"peer": torch_step}, rounds=iters)["peer"]
     del torch_step
     gc.collect()
+    release_freed_memory()
     holder[0] = trainer.init_state(model, tx)
     step = trainer.make_step(graphdef, tx, cfg)
     full()

@@ -196,6 +196,20 @@ def keep_freed_memory() -> bool:
   return all([mallopt(option, value) == 1 for _, _, option, value in _KEEP_MEMORY_SETTINGS])
 
 
+def release_freed_memory() -> bool:
+  """Hands the memory the process has freed back to the kernel now (glibc's malloc_trim), also
+  under KEEP_MEMORY, whose settings otherwise keep every freed block for the process's life: a
+  command that finishes one large phase before starting another (rlp-bench's peer after our step)
+  calls it between them, so the first phase's peak does not become the second's floor."""
+  if not sys.platform.startswith("linux"):
+    return False
+  import ctypes
+  try:
+    return ctypes.CDLL("libc.so.6").malloc_trim(0) == 1
+  except (OSError, AttributeError):
+    return False
+
+
 def _reexec_with_malloc_settings(prog: str):
   add = startup_env(prog)
   if add:

@@ -5,12 +5,13 @@
   rlp-data train-tokenizer --source=shakespeare --vocab_size=8000 --output=DIR/sp
   rlp-data inspect --output=DIR
   rlp-data diversity SOURCE [--model=smollm2] [--proj_dim=1024] [--max_docs=N]
+                    [--projection=sketch|dense] [--state_file=FILE]
   rlp-data select SOURCE --by=gvendi [--method=cluster|greedy] --n=N --output=DIR
                   [--random_output=DIR2]
 
 diversity prints one JSON line: the G-Vendi score of the documents (gradient diversity under the
 proxy --model: smollm2, a GGUF file, an HF directory or a run's workdir; rlp/diversity.py), n,
-proj_dim, model and seconds. select writes the N most diverse documents of the pool as an
+proj_dim, projection, model, seconds and seconds per document. select writes the N most diverse documents of the pool as an
 ArrayRecord dataset (data.source=arrayrecord:DIR) in the proxy's tokenizer, with the G-Vendi of
 the selection and of a random subset of the same size (written to --random_output when given:
 the baseline of a selected-vs-random experiment, configs/ablations/data_selection.py).
@@ -47,6 +48,12 @@ flags.DEFINE_integer("seq_len", 256, "diversity / select: tokens per document (t
 flags.DEFINE_integer("batch", 4, "diversity / select: documents per gradient batch",
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "diversity / select: projection and selection seed")
+flags.DEFINE_enum("projection", "sketch", ["sketch", "dense"], "diversity / select: how gradients "
+                  "are projected to --proj_dim: a count sketch (O(P) per document, one gradient "
+                  "in memory at a time) or the paper's dense Rademacher matrix (--batch gradients "
+                  "in memory; drawing the matrix costs far more than the gradient)")
+flags.DEFINE_string("state_file", None, "diversity / select: save the partial result here after "
+                    "every batch; a rerun with the same settings continues from it")
 flags.DEFINE_enum("by", "gvendi", ["gvendi"], "select: the criterion")
 flags.DEFINE_string("random_output", None, "select: also write the random subset of the same "
                     "size from the same pool (the baseline g_vendi_random is measured on) here")
@@ -139,7 +146,8 @@ def _gradient_pool(source):
   docs = [np.asarray(ds[i]) for i in range(len(ds) if FLAGS.max_docs is None
                                            else min(len(ds), FLAGS.max_docs))]
   got = diversity.measure(model, docs, seq_len=FLAGS.seq_len, proj_dim=FLAGS.proj_dim,
-                          batch_size=FLAGS.batch, seed=FLAGS.seed, progress=True)
+                          batch_size=FLAGS.batch, seed=FLAGS.seed, progress=True,
+                          projection=FLAGS.projection, state_file=FLAGS.state_file)
   return tok, docs, got, desc
 
 
@@ -147,7 +155,8 @@ def diversity_cmd(source):
   _, _, got, desc = _gradient_pool(source)
   from rlp import metrics
   print(json.dumps({"g_vendi": got.g_vendi, "n": got.n, "proj_dim": got.proj_dim,
-                    "model": FLAGS.model, "source": source, "seq_len": FLAGS.seq_len,
+                    "projection": FLAGS.projection, "model": FLAGS.model, "source": source,
+                    "seq_len": FLAGS.seq_len, "seconds_per_doc": round(got.seconds / got.n, 3),
                     "seconds": round(got.seconds, 2),
                     "host_rss_peak_gib": round(metrics.host_rss_peak_gib(), 2)}))
 

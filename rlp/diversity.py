@@ -2,10 +2,18 @@
 selection of diverse subsets (Prismatic Synthesis, Jung et al. 2025).
 
 For each document i: the gradient g_i of its mean next-token loss under a proxy model (any model
-the trainer loads), projected to d dimensions by a fixed-seed Rademacher matrix R (z_i = R g_i /
-sqrt(d); R is generated per parameter leaf and per chunk of `chunk` entries from the seed and
-never held whole), then unit-normalised (u_i = z_i / |z_i|). With Sigma = (1/n) sum_i u_i u_i^T
-(d x d, trace 1, not centred) and its eigenvalues lambda_k:
+the trainer loads), projected to d dimensions by a fixed-seed random map z_i = R g_i, then
+unit-normalised (u_i = z_i / |z_i|). Two maps:
+- "sketch" (the default): a count sketch, O(P) per document. Each parameter j of a leaf adds
+  s_j g_j to one of the d coordinates; the signs s_j and the coordinates come from an integer
+  hash of (seed, leaf, j), computed where they are used, so nothing random is stored or drawn
+  from a key. E <R x, R y> = <x, y>, with the variance of a dense +-1/sqrt(d) projection
+  (docs/diversity.md). Each document's gradient is projected as soon as it is computed, one at
+  a time: memory holds one gradient whatever the batch.
+- "dense": the paper's code: R a Rademacher matrix with entries +-1/sqrt(d), generated per
+  parameter leaf and per chunk of `chunk` entries from the seed and never held whole; drawing
+  d x P random signs per batch costs many times the gradient (kept for comparison).
+With Sigma = (1/n) sum_i u_i u_i^T (d x d, trace 1, not centred) and its eigenvalues lambda_k:
 
     G-Vendi = exp(-sum_k lambda_k log lambda_k),   1 <= G-Vendi <= min(n, d).
 
@@ -28,7 +36,9 @@ Selection (`select`):
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 from typing import Sequence
 
@@ -78,12 +88,66 @@ def _unit(z):
 
 
 # ---------------------------------------------------------------- the projection
+def _mix(x):
+  """A 32-bit integer hash (lowbias32): uniform-looking bits from consecutive inputs."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class SketchProjection:
+  """z = R g with one +-1 per column of R (a count sketch). A leaf's P entries are laid out as
+  rows of `dim`; entry (r, c) goes to coordinate (c + o_r) mod dim with sign s_rc, where the row
+  offsets o_r and the signs are hashes of (seed, leaf, r[, c]). Two entries of one row never
+  share a coordinate; entries of different rows share one with probability 1 / dim."""
+  dim: int = 1024
+  seed: int = 0
+  batched = False  # projects one document's gradient at a time
+
+  def project(self, grads) -> jax.Array:
+    """grads: one document's gradient pytree -> z [dim]."""
+    z = jnp.zeros((self.dim,), jnp.float32)
+    d = self.dim
+    for li, leaf in enumerate(jax.tree_util.tree_leaves(grads)):
+      flat = leaf.reshape(-1).astype(jnp.float32)
+      rows = -(-flat.shape[0] // d)
+      x = jnp.pad(flat, (0, rows * d - flat.shape[0])).reshape(rows, d)
+      key = _mix(jnp.uint32(self.seed) * jnp.uint32(0x9E3779B9) + jnp.uint32(li))
+      r = jnp.arange(rows, dtype=jnp.uint32)
+      offset = (_mix(r ^ _mix(key ^ jnp.uint32(0x51ED270B))) % jnp.uint32(d)).astype(jnp.int32)
+      col = (jnp.arange(d, dtype=jnp.int32)[None] - offset[:, None]) % d  # source of (r, c)
+      src = r[:, None] * jnp.uint32(d) + col.astype(jnp.uint32)  # flat index of that entry
+      sign = 1.0 - 2.0 * (_mix(src ^ key) & jnp.uint32(1)).astype(jnp.float32)
+      z = z + (jnp.take_along_axis(x, col, axis=1) * sign).sum(0)
+    return z
+
+  def matrix(self, shapes) -> np.ndarray:
+    """R as a dense [P, dim] array for leaves of these shapes (tests; small models only)."""
+    blocks = []
+    for li, shape in enumerate(shapes):
+      p = int(np.prod(shape))
+      eye = {f"{i:03d}": jnp.zeros(s) for i, s in enumerate(shapes)}
+      name = f"{li:03d}"
+      cols = []
+      for j in range(p):
+        g = dict(eye)
+        g[name] = jnp.zeros(p).at[j].set(1.0).reshape(shape)
+        cols.append(np.asarray(self.project(g)))
+      blocks.append(np.stack(cols))
+    return np.concatenate(blocks)
+
+
 @dataclasses.dataclass(frozen=True)
 class Projection:
-  """z = R g / sqrt(dim) with R in {-1, +1}^{dim x P}, generated per leaf and per chunk from seed."""
+  """The dense map: z = R g / sqrt(dim) with R in {-1, +1}^{dim x P}, generated per leaf and per
+  chunk from seed (the paper's code)."""
   dim: int = 1024
   seed: int = 0
   chunk: int = 1 << 14
+  batched = True  # projects a batch of documents' gradients at once (one R for all of them)
 
   def apply(self, grads) -> jax.Array:
     """grads: a pytree whose leaves are [B, ...] per-document gradients -> z [B, dim]."""
@@ -127,14 +191,23 @@ def _doc_loss(params, graphdef, tokens, length):
   return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-def make_projector(graphdef, projection: Projection, mesh=None):
+PROJECTIONS = {"sketch": SketchProjection, "dense": Projection}
+
+
+def make_projector(graphdef, projection, mesh=None):
   """jit(params, tokens [B, S], lengths [B]) -> (z [B, d], second-moment sum [d, d]).
-  With a mesh the batch is sharded over all its devices (every process's)."""
+  With a mesh the batch is sharded over all its devices (every process's). A batched projection
+  (dense) takes the batch's gradients at once (memory: B gradients); the sketch computes and
+  projects one document's gradient at a time (memory: one gradient)."""
 
   def fn(params, tokens, lengths):
-    grads = jax.vmap(jax.grad(_doc_loss), in_axes=(None, None, 0, 0))(params, graphdef, tokens,
-                                                                       lengths)
-    z = projection.apply(grads)
+    if projection.batched:
+      grads = jax.vmap(jax.grad(_doc_loss), in_axes=(None, None, 0, 0))(params, graphdef, tokens,
+                                                                         lengths)
+      z = projection.apply(grads)
+    else:
+      z = jax.lax.map(lambda x: projection.project(jax.grad(_doc_loss)(params, graphdef, *x)),
+                      (tokens, lengths))
     u = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-30)
     ok = (lengths >= 2)[:, None].astype(jnp.float32)  # padding rows of a short last batch
     u = u * ok
@@ -158,25 +231,36 @@ class Measured:
 
 
 def measure(model, docs: Sequence[np.ndarray], seq_len: int = 256, proj_dim: int = 1024,
-            batch_size: int = 4, seed: int = 0, mesh=None, progress: bool = False) -> Measured:
+            batch_size: int = 4, seed: int = 0, mesh=None, progress: bool = False,
+            projection: str = "sketch", state_file: str | None = None) -> Measured:
   """G-Vendi of documents (int32 token arrays; truncated to seq_len) under `model`.
   Multi-process: pass each process its own documents and a mesh over all devices; Sigma is the
-  global sum, G-Vendi the same on every process."""
+  global sum, G-Vendi the same on every process. state_file: the partial result is saved there
+  after every batch, and a run that finds one made with the same settings continues from it (an
+  interrupted scoring run resumes where it stopped)."""
   if not len(docs):
     raise DiversityError("no documents to measure")
+  if projection not in PROJECTIONS:
+    raise DiversityError(f"projection must be one of {sorted(PROJECTIONS)} (got {projection!r})")
   graphdef, params = nnx.split(model)
-  proj = Projection(dim=proj_dim, seed=seed)
+  proj = PROJECTIONS[projection](dim=proj_dim, seed=seed)
   fn = make_projector(graphdef, proj, mesh)
   n_dev = 1 if mesh is None else mesh.size
   bs = max(batch_size, n_dev) // n_dev * n_dev
   t0 = time.perf_counter()
   s_sum = np.zeros((proj_dim, proj_dim), np.float64)
   zs = []
-  it = range(0, len(docs), bs)
+  settings = {"projection": projection, "proj_dim": proj_dim, "seed": seed, "seq_len": seq_len,
+              "docs": len(docs), "batch": bs, "first_doc": [int(x) for x in docs[0][:16]]}
+  start = 0
+  if state_file and os.path.exists(state_file):
+    s_sum, zs, start = _load_partial(state_file, settings)
+  it = range(start, len(docs), bs)
   if progress:
     from tqdm import tqdm
-    it = tqdm(it, desc="gradients", unit="batch")
-  n_local = 0
+    it = tqdm(it, desc="gradients", unit="batch", total=-(-len(docs) // bs),
+              initial=start // bs)
+  n_local = start
   for i in it:
     chunk = docs[i:i + bs]
     tokens = np.zeros((bs, seq_len), np.int32)
@@ -198,10 +282,35 @@ def measure(model, docs: Sequence[np.ndarray], seq_len: int = 256, proj_dim: int
         else z
     zs.append(np.asarray(z)[:len(chunk)])
     n_local += len(chunk)
+    if state_file and (mesh is None or jax.process_index() == 0):
+      _save_partial(state_file, settings, s_sum, zs, i + bs)
   n = n_local * (jax.process_count() if mesh is not None else 1)
   score = vendi_from_second_moment(s_sum, n)
   return Measured(g_vendi=score, n=n, proj_dim=proj_dim, seconds=time.perf_counter() - t0,
                   z=np.concatenate(zs))
+
+
+def _save_partial(path, settings, s_sum, zs, next_doc):
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, settings=json.dumps(settings), s_sum=s_sum, z=np.concatenate(zs),
+           next_doc=next_doc)
+  os.replace(tmp, path)
+
+
+def _load_partial(path, settings):
+  try:
+    with np.load(path) as f:
+      saved = json.loads(str(f["settings"]))
+      s_sum, z, next_doc = f["s_sum"], f["z"], int(f["next_doc"])
+  except (OSError, ValueError, KeyError) as e:
+    raise DiversityError(f"{path} is not a partial G-Vendi result ({e}); remove it or pass "
+                         "another file") from None
+  if saved != settings:
+    diff = sorted(k for k in settings if saved.get(k) != settings[k])
+    raise DiversityError(f"{path} holds a partial result of another scoring run (it differs in "
+                         f"{', '.join(diff)}); rerun with that run's settings to continue it, or "
+                         "pass another file")
+  return s_sum, [z], next_doc
 
 
 # ---------------------------------------------------------------- selection

@@ -290,3 +290,25 @@ def test_keep_freed_memory_inside_a_running_python():
                 {"JAX_PLATFORMS": "cpu", "MALLOC_ARENA_MAX": "2"}):
     got = run(**extra)
     assert not got["applied"] and got["returned_mb"] > 200, (extra, got)
+
+
+def test_release_freed_memory_hands_a_kept_peak_back():
+  """Under the keep-memory malloc settings a freed 400 MB block stays resident until
+  release_freed_memory(), which hands it back (what lets rlp-bench time the peer after our step
+  on a 24 GB machine)."""
+  code = """
+import os, numpy as np
+from launch.cli import release_freed_memory
+def rss():
+  return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+x = np.ones(100 * 2**20, np.float32); before = rss(); del x
+kept = rss(); ok = release_freed_memory(); print(before, kept, rss(), ok)
+"""
+  env = dict(os.environ, MALLOC_ARENA_MAX="1", MALLOC_MMAP_MAX_="0",
+             MALLOC_TRIM_THRESHOLD_="1000000000000", RLP_KEEP_MEMORY="1")
+  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  before, kept, after, ok = r.stdout.split()
+  assert ok == "True" and float(kept) > float(before) - 50  # freed but still resident
+  assert float(after) < float(kept) - 300, r.stdout
