@@ -101,8 +101,7 @@ _KEEP_MEMORY_SETTINGS = (("MALLOC_ARENA_MAX", "1", -8, 1), ("MALLOC_MMAP_MAX_", 
                          ("MALLOC_TRIM_THRESHOLD_", "1000000000000", -1, -1))
 KEEP_MEMORY = {var: value for var, value, _, _ in _KEEP_MEMORY_SETTINGS}
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
-# below this much RAM the resident memory is worth more than the speed (the SmolLM2 demo peaks
-# at 14.6 GB with the setting, 10.7 GB without)
+# below this much RAM the resident memory is worth more than the speed (peaks: docs/performance.md)
 KEEP_MEMORY_MIN_GIB = 20
 _ACCELERATOR_DEVICES = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/accel*", "/dev/vfio/[0-9]*")
 
@@ -143,10 +142,9 @@ def startup_env(prog: str) -> dict[str, str] | None:
   - freed memory kept in the process (KEEP_MEMORY) when JAX runs on the CPU only (_cpu_only) of
     a machine with at least KEEP_MEMORY_MIN_GIB of RAM: otherwise glibc hands XLA's large
     per-step buffers back to the kernel and every step faults them in again, zeroed by the
-    kernel (a third of the SmolLM2 RLP step's CPU time, 17 of 66 s). The cost is resident memory
-    that stays at its high-water mark (`make demo`: 13 min 2 s -> 9 min 15 s, peak RSS 10.7 ->
-    14.6 GB, one run each). Not when the user sets any malloc option (MALLOC_* or a glibc.malloc
-    tunable), nor with RLP_KEEP_MEMORY=0.
+    kernel. The cost is resident memory that stays at its high-water mark (release_freed_memory
+    hands it back between phases; figures: docs/performance.md). Not when the user sets any
+    malloc option (MALLOC_* or a glibc.malloc tunable), nor with RLP_KEEP_MEMORY=0.
 
   Nothing is done off Linux, or when the command was not started as a script or
   `python -m launch...` (e.g. called from a notebook's kernel or pytest)."""
@@ -182,10 +180,7 @@ def keep_freed_memory() -> bool:
 
   Call it before importing jax (or rlp, models, anything that imports it): a thread that has
   already allocated keeps its own malloc arena, and XLA's threads then share that arena, whose
-  large blocks are still handed back and faulted in again. Measured on three SmolLM2 RLP steps
-  (4 x 256, G 4, T 64, huge pages on): called first, 31-33 s a step with no page faults and peak
-  RSS 11.6 GB; not called, 40-41 s with 8 GB of huge-page faults a step; called after importing
-  jax, models and rlp, 38.9, 45.4 and 30.8 s and peak RSS 17.1 GB."""
+  large blocks are still handed back and faulted in again (figures: docs/performance.md)."""
   if not sys.platform.startswith("linux") or not _keep_memory_applies():
     return False
   import ctypes

@@ -83,10 +83,8 @@ def dense(x, w, n_in: int = 1):
   the `n_in` contracted dims are flattened first (free reshapes of row-major arrays).
 
   The same product as `einsum("...d,df->...f")`. On XLA:CPU that einsum's backward makes the
-  weight gradient's dot read the [..., f] cotangent through a strided 3-D transposing copy (with
-  the SiLU's backward fused into it: ~35 ms per SmolLM2 MLP over 1024 tokens on two cores);
-  over 2-D operands the dot reads them as stored. Measured on two cores, SmolLM2 over 4 x 256
-  tokens, one process: the CPT gradient 7.48 -> 4.94 s, the forward alone 1.12 -> 1.19 s."""
+  weight gradient's dot read the [..., f] cotangent through a strided 3-D transposing copy; over
+  2-D operands the dot reads them as stored (figures: docs/performance.md)."""
   lead = x.shape[:x.ndim - n_in]
   k = math.prod(w.shape[:n_in])
   y = x.reshape(-1, k) @ w.reshape(k, -1)
@@ -212,8 +210,8 @@ class Transformer(nnx.Module):
     - per-layer lists of L arrays (`per_layer` of the stacked prefix, `thought_cache(...,
       stacked=False)`), with `weights` from `self.layer_weights()` (each layer's weights, cast
       once): the layers run unrolled over them and nothing is sliced. A caller that decodes in
-      a loop makes the lists and the weights once, outside it (on a 2-core CPU, SmolLM2 at 16
-      streams, this cut a decode step by about a quarter, for a longer compile).
+      a loop makes the lists and the weights once, outside it (faster steps on the CPU for a
+      longer compile; docs/performance.md).
     The C new keys are written at `write_index`, and a query at thought index i sees thought keys
     <= i (the cache's keys before `write_index`, read only, and the new keys themselves; the
     cache is written once, after the attention, so a step costs the new keys' write, not a copy

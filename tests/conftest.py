@@ -1,11 +1,10 @@
 import os
 
 # The suite's time is mostly compiling small programs. FAST_COMPILE: XLA:CPU's LLVM backend at -O0
-# (compiles ~40% faster, from the same HLO) and its older elemental kernel emitter
-# instead of the fusion emitters (a tiny model's RLP step compiles in 2.7 s instead of 9.5 s at -O0,
-# SmolLM2's in 12 s instead of 20 s, and runs as fast at -O0; with full LLVM optimisation it is the
-# other way round, so full_optimization below drops both). The real-size runs execute ~2x slower
-# at -O0. A subprocess that needs its own device count takes xla_flags_for(n).
+# and its older elemental kernel emitter instead of the fusion emitters, which together compile
+# small programs several times faster and run them as fast (README, Tests); real-size programs run
+# slower at -O0, so full_optimization below drops both. A subprocess that needs its own device
+# count takes xla_flags_for(n).
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 # Must happen before jax is imported anywhere: 8 fake CPU devices for mesh tests, FAST_COMPILE, and
 # a persistent compilation cache (cuts the suite's time on CPU about 3x on re-runs).

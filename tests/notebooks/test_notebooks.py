@@ -14,8 +14,8 @@ HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["01_quickstart", "02_ablations", "03_scaling_up"])
 def test_notebook_executes_and_plots(name, tmp_path, monkeypatch):
-  # The kernels inherit the suite's fast-compile XLA flags: 01 (SmolLM2) measured 196 s with them
-  # and 246 s at full optimisation, alone on 2 cores
+  # The kernels inherit the suite's fast-compile XLA flags (faster here than full optimisation,
+  # SmolLM2 in 01 included)
   monkeypatch.setenv("RLP_NOTEBOOK_FAST", "1")
   monkeypatch.setenv("RLP_NOTEBOOK_WORKDIR", str(tmp_path))
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
