@@ -79,24 +79,42 @@ class EvalPositions:
 
   @classmethod
   def from_json(cls, obj: dict, docs, seq_len: int, where: str = "the report") -> "EvalPositions":
-    """Positions saved by `to_json`, checked against `docs`: each target must be the token at its
-    position (the same documents, tokenized the same way), else an EvalError says so."""
+    """Positions saved by `to_json` (or written by hand: {"doc": [i, ...], "t": [[t, ...], ...],
+    the same number of positions per document; "targets" and "selected_by" optional), checked
+    against `docs`: each position must lie inside its document (truncated to seq_len) with a
+    token before it, and a given target must be the token there (the same documents, tokenized
+    the same way), else an EvalError says so."""
+    if isinstance(obj, dict) and isinstance(obj.get("t"), list) and len(
+        {len(r) if isinstance(r, list) else -1 for r in obj["t"]}) > 1:
+      raise EvalError(f"{where}: \"t\" must hold one list of positions per entry of \"doc\", "
+                      "the same number for every document")
     try:
-      pos = cls(doc=np.asarray(obj["doc"], np.int64), t=np.asarray(obj["t"], np.int64),
-                targets=np.asarray(obj["targets"], np.int64), selected_by=str(obj["selected_by"]),
-                skipped=int(obj.get("skipped", 0)))
+      doc = np.asarray(obj["doc"], np.int64)
+      t = np.asarray(obj["t"], np.int64)
     except (KeyError, TypeError, ValueError) as e:
       raise EvalError(f"{where} holds no saved positions ({e}); write them with rlp-eval "
-                      "(its report's \"positions\")") from None
-    if pos.t.ndim != 2 or pos.t.shape != pos.targets.shape or len(pos.doc) != len(pos.t):
-      raise EvalError(f"{where}: the saved positions are malformed (doc / t / targets shapes)")
-    for i, row, tgt in zip(pos.doc, pos.t, pos.targets):
-      d = np.asarray(docs[i])[:seq_len] if i < len(docs) else None
-      if d is None or row.max() >= len(d) or (d[row] != tgt).any():
+                      "(its report's \"positions\") or as {\"doc\": [...], \"t\": [[...], ...]}"
+                      ) from None
+    if t.ndim != 2 or len(doc) != len(t) or not len(doc):
+      raise EvalError(f"{where}: \"t\" must hold one list of positions per entry of \"doc\", "
+                      "the same number for every document")
+    rows = []
+    for i, row in zip(doc, t):
+      d = np.asarray(docs[i])[:seq_len] if 0 <= i < len(docs) else None
+      if d is None or row.min() < 1 or row.max() >= len(d):
         raise EvalError(f"{where}: its positions do not fit these documents (document {i} "
-                        f"{'is missing' if d is None else 'has other tokens there'}); evaluate "
-                        "the same source, document count, tokenizer and seq_len as the report")
-    return pos
+                        f"{'is missing' if d is None else 'is shorter, or a position is 0'}); "
+                        "evaluate the same source, document count, tokenizer and seq_len")
+      rows.append(d[row])
+    targets = np.stack(rows).astype(np.int64)
+    if "targets" in obj and (np.asarray(obj["targets"], np.int64).shape != targets.shape
+                             or (np.asarray(obj["targets"], np.int64) != targets).any()):
+      raise EvalError(f"{where}: its positions do not fit these documents (other tokens at the "
+                      "saved positions); evaluate the same source, document count, tokenizer and "
+                      "seq_len as the report")
+    return cls(doc=doc, t=t, targets=targets,
+               selected_by=str(obj.get("selected_by", f"positions given in {where}")),
+               skipped=int(obj.get("skipped", 0)))
 
   @property
   def per_doc(self) -> int:

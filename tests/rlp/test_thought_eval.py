@@ -187,6 +187,13 @@ def test_saved_positions_round_trip_and_refuse_other_documents():
     thought_eval.EvalPositions.from_json(at.to_json(), docs[:1], 32)
   with pytest.raises(thought_eval.EvalError, match="no saved positions"):
     thought_eval.EvalPositions.from_json({}, docs, 32)
+  # written by hand: targets and selected_by are optional; ragged or out-of-range ones refused
+  mine = thought_eval.EvalPositions.from_json({"doc": [2, 0], "t": [[5], [9]]}, docs, 32, "f")
+  assert mine.targets.tolist() == [[docs[2][5]], [docs[0][9]]] and "given in f" in mine.selected_by
+  with pytest.raises(thought_eval.EvalError, match="same number for every document"):
+    thought_eval.EvalPositions.from_json({"doc": [0, 1], "t": [[5], [6, 7]]}, docs, 32)
+  with pytest.raises(thought_eval.EvalError, match="do not fit"):
+    thought_eval.EvalPositions.from_json({"doc": [0], "t": [[0]]}, docs, 32)
 
 
 def test_a_model_whose_thoughts_carry_nothing():
