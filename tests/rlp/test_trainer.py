@@ -319,6 +319,38 @@ def _grads(cfg, seed=1):
   return jax.grad(lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(params)
 
 
+@pytest.mark.parametrize("normalize", ["sequence", "token"])
+def test_the_update_normalises_as_configured(normalize):
+  """The update's gradient is that of the explicit loss normalised per thought (sequence) or over
+  all thought tokens (token), on thoughts of different lengths (some masks cut short here), where
+  the two differ."""
+  model = _model()
+  batch = _batch(1)
+  ro = sampler_lib.rollout(model, batch["tokens"], batch["cuts"], jax.random.key(0), SCFG)
+  adv = objective_lib.group_advantages(jax.random.normal(jax.random.key(1), ro.s_pred.shape))
+  mask = np.asarray(ro.mask).copy()
+  mask[0, :, :2, 1:] = 0  # the first document's first two thoughts: one sampled token each
+  mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro, adv,
+                                        jnp.asarray(mask, jnp.float32))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  cfg = trainer.StepConfig(sampler=SCFG, positions_per_doc=2, normalize=normalize)
+  got = jax.grad(lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(params)
+
+  def explicit(p, how):
+    lp = _explicit_thought_logp(p, batch["tokens"], ro.cuts, ro.tokens, SCFG.temperature)
+    m = jnp.asarray(mask, jnp.float32)
+    term = -jnp.exp(lp - jax.lax.stop_gradient(lp)) * adv[..., None] * m
+    if how == "sequence":
+      return (term.sum(-1) / m.sum(-1)).mean()
+    return term.sum() / m.sum()
+  want = jax.grad(explicit)(params, normalize)
+  other = jax.grad(explicit)(params, "token" if normalize == "sequence" else "sequence")
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6, rtol=1e-4)
+  assert max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(want),
+                                                         jax.tree.leaves(other))) > 1e-5
+
+
 def test_policy_weight_scales_the_policy_gradient_alone():
   """The loss is policy_weight * PG + scorer_weight * scorer term: the scorer-alone ablation's
   gradient (policy_weight 0) is the recipe's minus the paper's, leaf by leaf."""
