@@ -26,6 +26,8 @@ EXTRAS = {
     "tpu": ["jax[tpu]>=0.10"],
     "tensorboard": ["tensorboard>=2.15"],  # the viewer for WORKDIR/tb (the writer is core)
     "corpora": ["reasoning-gym>=0.1.20"],
+    # rlp-eval harness / table and rlp-lm-eval: lm-evaluation-harness tasks on our models
+    "eval": ["lm-eval>=0.4.13"],
     "dev": [
         "pytest>=8",
         "pytest-xdist>=3.5",
@@ -37,6 +39,7 @@ EXTRAS = {
         "nbclient>=0.10",
         "nbformat>=5.10",
         "ipykernel>=6.29",
+        "lm-eval>=0.4.13",
     ],
 }
 
@@ -56,6 +59,7 @@ setup(
             "rlp-bench=launch.bench:run",
             "rlp-plot=launch.plot:run",
             "rlp-export=launch.export:run",
+            "rlp-lm-eval=launch.lm_eval_cli:run",
         ]
     },
 )

@@ -147,27 +147,33 @@ def figure(rows, out, path):
 
 
 def discovery_figure(rows, out, path):
-  """Accuracy with a thought and the gain over the empty-thought placebo (95% band) over the
-  steps after the warm-up, one line per run and seed."""
+  """Accuracy with a thought, the gain over no thought and the gain over the empty-thought
+  placebo (95% bands) over the steps after the warm-up, one line per run and seed."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from rlp import metrics
   names = list(dict.fromkeys(r["run"] for r in rows))
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4))
+  panels = ((None, "answer accuracy with a thought\n(held-out: 32 documents x 2 answers)"),
+            ("eval/information_gain", "gain over no thought, nats (band: 95% interval)"),
+            ("eval/gain_over_placebo/empty", "gain over the empty-thought placebo, nats\n"
+             "(an empty thought is unlike any the model saw)"))
   for r in rows:
     evals = [e for e in metrics.read_metrics(os.path.join(out, f"seed{r['seed']}", r["run"]))
              if "eval/information_gain" in e]
     color = f"C{names.index(r['run'])}"
     label = r["run"] if r["seed"] == rows[0]["seed"] else None
     xs = [e["step"] for e in evals]
-    axes[0].plot(xs, [e["eval/next_token_acc_thought"] for e in evals], color=color, label=label)
-    axes[1].plot(xs, [e["eval/gain_over_placebo/empty"] for e in evals], color=color, label=label)
-    band = [e["eval/gain_over_placebo/empty_ci"] for e in evals]
-    axes[1].fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=color, alpha=0.12)
-  axes[0].set_title("answer accuracy with a thought (held-out, 32 docs x 2 answers)")
-  axes[1].set_title("gain over the empty-thought placebo, nats (band: 95% interval)")
-  for ax in axes:
+    for ax, (key, _) in zip(axes, panels):
+      if key is None:
+        ax.plot(xs, [e["eval/next_token_acc_thought"] for e in evals], color=color, label=label)
+        continue
+      ax.plot(xs, [e[key] for e in evals], color=color, label=label)
+      band = [e[key + "_ci"] for e in evals]
+      ax.fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=color, alpha=0.12)
+  for ax, (_, title) in zip(axes, panels):
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel("step after the warm-up")
     ax.legend(fontsize=8)
   fig.tight_layout()

@@ -9,6 +9,15 @@ per step, lr 1e-6 constant AdamW, EMA tau 0.999, KL beta 0, one update per rollo
 Expected (paper, 32 H100, 1B tokens): Overall 30.32 -> 36.03, 12.47 s/step vs 5.54 for CPT.
 Needs an HF directory (config.json + safetensors); no weights are downloaded.
 
+What this data can reach: the shipped corpus is reasoning-gym's gsm_symbolic (about 200k
+GSM8K-style problems with worked solutions), not the paper's pretraining mix, so the paper's
+table (math, MMLU, MMLU-Pro, GPQA) is not expected from it; use your own corpus with
+--config.data.source=arrayrecord:DIR (rlp-data build). The table for the base model, the CPT twin
+(configs/qwen3_1p7b_cpt.py) and this run, on a machine with the harness's datasets:
+  rlp-eval table /ckpt/Qwen3-1.7B-Base /runs/qwen3_cpt /runs/qwen3_rlp \
+      --tasks=gsm8k,minerva_math,mmlu,mmlu_pro,gpqa_main_zeroshot --output_path=/runs/table
+(offline: the rlp_* tasks of rlp/harness.py).
+
 Memory plan (`rlp-bench memory --config=configs/qwen3_1p7b_rlp.py --model_shape=qwen3-1.7b
 --devices=32 --device_memory_gb=80 --platform=gpu`), per device of 32 x 80 GB: state 0.8 GiB
 (FSDP over 32), rollout 15.0 GiB (4 contexts per chunk: rlp.rollout_batch = 128; all 16 at once

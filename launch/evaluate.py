@@ -1,5 +1,8 @@
 """rlp-eval --model=PATH [--likelihood_source=SOURCE] [--jsonl=problems.jsonl] [--out=report.json]
 rlp-eval compare PATH_A PATH_B ... [--likelihood_source=SOURCE] [--out=table.json]
+rlp-eval harness --model=PATH --tasks=NAMES [--include_path=DIR] [--num_fewshot=N] [--limit=N]
+                 [--batch_size=N] [--output_path=DIR] [--think]
+rlp-eval table PATH_A PATH_B ... --tasks=NAMES [--output_path=DIR]
 
 PATH: a GGUF file, an HF directory, a training run's workdir (newest checkpoint), or "smollm2".
 Writes one JSON report: held-out NLL, the thought eval (S_pred with a thought, S_plain without,
@@ -16,6 +19,13 @@ flags). --positions_from=REPORT reuses the positions saved in an earlier report.
 scores every model at one set of positions and prints a table (S_plain, S_pred, gain and gain
 over each placebo with intervals, accuracies, all-token NLL, and each model's best mode against
 the first model's).
+
+harness runs lm-evaluation-harness tasks on the model through this project's backend (rlp/harness.py;
+the harness's own flag names, its results table and results JSON); the offline tasks
+rlp_gsm_symbolic (generation), rlp_gsm_symbolic_mc and rlp_digit_sums_mc are always available,
+other tasks by name (with internet) or from --include_path. --think lets the model write a
+thought before it answers. table runs the same tasks (and the all-token held-out NLL) for every
+model and writes a markdown table and a bar chart with 95% intervals.
 
 The thought eval uses, for a run's workdir, the run's own thought format, sampler settings and
 position selection (each can be overridden by a flag); for a GGUF / HF model the flags' defaults.
@@ -84,6 +94,18 @@ flags.DEFINE_bool("overwrite", False, "replace an existing report: the one named
 flags.DEFINE_bool("answer_fallback", False, "also score answers by the last number in the text "
                   "when no explicit form (#### N, \\boxed{N}, 'the answer is N') is found; "
                   "reported apart as reasoning_fallback/*")
+flags.DEFINE_list("tasks", ["rlp_gsm_symbolic", "rlp_gsm_symbolic_mc", "rlp_digit_sums_mc"],
+                  "harness / table: lm-evaluation-harness task names")
+flags.DEFINE_string("include_path", None, "harness / table: a directory of task YAML files")
+flags.DEFINE_integer("num_fewshot", None, "harness / table: few-shot examples (default: the "
+                     "task's)", lower_bound=0)
+flags.DEFINE_float("limit", None, "harness / table: documents per task (a fraction if < 1)",
+                   lower_bound=0)
+flags.DEFINE_integer("batch_size", 8, "harness / table: sequences per batch", lower_bound=1)
+flags.DEFINE_string("output_path", None, "harness / table: directory for the results JSON "
+                    "(harness) or the table and chart (table)")
+flags.DEFINE_bool("think", False, "harness / table: the model writes a thought (up to "
+                  "--thought_len tokens, greedy) before each answer or scored continuation")
 FLAGS = flags.FLAGS
 
 
@@ -213,6 +235,13 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if len(argv) > 1 and argv[1] == "compare":
     return compare(argv[2:])
+  if len(argv) > 1 and argv[1] == "harness":
+    if len(argv) > 2:
+      cli.die("rlp-eval", f"unexpected arguments {argv[2:]}; rlp-eval harness --model=PATH "
+              "--tasks=NAMES")
+    return harness_cmd()
+  if len(argv) > 1 and argv[1] == "table":
+    return table_cmd(argv[2:])
   from rlp import corpora, evaluate
   if len(argv) > 1:
     cli.die("rlp-eval", f"unexpected arguments {argv[1:]}; flags are written --name=value "
@@ -308,6 +337,126 @@ def compare(paths):
     f.write(table + "\n")
   print(table)
   print(out)
+
+
+def _harness(path: str) -> dict:
+  """lm-evaluation-harness results (its own dict) of the model at `path` on --tasks."""
+  import lm_eval
+  from lm_eval.tasks import TaskManager
+  from rlp import evaluate, harness
+  include = [harness.local_tasks_dir()] + ([FLAGS.include_path] if FLAGS.include_path else [])
+  if FLAGS.include_path and not os.path.isdir(FLAGS.include_path):
+    raise evaluate.EvalError(f"--include_path={FLAGS.include_path} is not a directory")
+  try:
+    tm = TaskManager(include_path=include)
+  except Exception as e:  # a task file that does not parse
+    raise evaluate.EvalError(f"the task files in {include[-1]} do not load: {e}") from None
+  unknown = [t for t in FLAGS.tasks if not tm.match_tasks([t])]
+  if unknown:
+    raise evaluate.EvalError(f"--tasks: unknown {unknown}; the offline tasks are "
+                             "rlp_gsm_symbolic, rlp_gsm_symbolic_mc, rlp_digit_sums_mc (others by "
+                             "name need the harness's datasets, or --include_path=DIR)")
+  lm = harness.RLPLM(path=path, batch_size=FLAGS.batch_size, think=FLAGS.think,
+                     thought_len=FLAGS.thought_len or 32, use_ema=FLAGS.use_ema)
+  limit = None if FLAGS.limit is None else (int(FLAGS.limit) if FLAGS.limit >= 1 else FLAGS.limit)
+  try:
+    res = lm_eval.simple_evaluate(model=lm, tasks=list(FLAGS.tasks), num_fewshot=FLAGS.num_fewshot,
+                                  limit=limit, task_manager=tm, log_samples=False)
+  except (ValueError, KeyError, FileNotFoundError) as e:  # e.g. a task whose data cannot load
+    raise evaluate.EvalError(f"lm-evaluation-harness could not run {FLAGS.tasks}: {e}") from None
+  res["config"]["model"] = f"rlp (path={path})"
+  return res
+
+
+def harness_cmd():
+  from lm_eval.utils import make_table
+  res = _harness(FLAGS.model)
+  print(make_table(res))
+  if FLAGS.output_path:
+    os.makedirs(FLAGS.output_path, exist_ok=True)
+    out = os.path.join(FLAGS.output_path, "results.json")
+    if os.path.exists(out) and not FLAGS.overwrite:
+      from rlp import evaluate
+      raise evaluate.EvalError(f"{out} exists; pass --overwrite or another --output_path")
+    with open(out, "w") as f:
+      json.dump(res, f, indent=2, default=str)
+    print(out)
+
+
+def _task_scores(res) -> dict:
+  """{task: (metric, value, stderr, n)}: each task's first metric (exact_match / acc)."""
+  out = {}
+  for task, m in res["results"].items():
+    keys = [k for k in m if "," in k and not k.split(",")[0].endswith("_stderr")
+            and isinstance(m[k], (int, float))]
+    if not keys:
+      continue
+    key = next((k for k in keys if k.startswith(("exact_match", "acc,"))), keys[0])
+    err = m.get(key.replace(",", "_stderr,"), 0.0)
+    n = res.get("n-samples", {}).get(task, {}).get("effective")
+    out[task] = (key.split(",")[0], float(m[key]), float(err if isinstance(err, float) else 0), n)
+  return out
+
+
+def table_cmd(paths):
+  """Every model on --tasks (and the held-out all-token NLL): a markdown table and a bar chart."""
+  from flax import nnx
+  from rlp import evaluate
+  if not paths:
+    cli.die("rlp-eval", "table needs at least one model: rlp-eval table PATH_A PATH_B ...")
+  out_dir = FLAGS.output_path or "eval_table"
+  table_md = os.path.join(out_dir, "table.md")
+  if os.path.exists(table_md) and not FLAGS.overwrite:
+    raise evaluate.EvalError(f"{table_md} exists; pass --overwrite or another --output_path")
+  rows = []
+  for path in paths:
+    model, tok, desc = evaluate.load_for_eval(path, FLAGS.use_ema)
+    run_config = desc.pop("config", None)
+    docs = _documents(tok, _source(run_config))
+    graphdef, params = nnx.split(model)
+    nll = evaluate.heldout_nll(graphdef, params, docs, FLAGS.seq_len or 256)["eval/nll"]
+    del model
+    scores = _task_scores(_harness(path))
+    rows.append({"model": path, "nll": nll, "tasks": scores})
+    print(f"rlp-eval: {path}: " + ", ".join(f"{t} {v[1]:.3f}" for t, v in scores.items()),
+          file=sys.stderr, flush=True)
+  tasks = sorted({t for r in rows for t in r["tasks"]})
+  head = ["model"] + [f"{t} ({rows[0]['tasks'][t][0]}, n={rows[0]['tasks'][t][3]})"
+                      for t in tasks if t in rows[0]["tasks"]] + ["average", "held-out NLL"]
+  lines = ["Scores with 95% intervals (1.96 x the harness's standard error); "
+           f"{'with' if FLAGS.think else 'without'} a thought first.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in rows:
+    vals = [r["tasks"][t] for t in tasks if t in r["tasks"]]
+    avg = float(np.mean([v[1] for v in vals])) if vals else float("nan")
+    lines.append("| " + " | ".join([r["model"]] + [f"{v[1]:.3f} +- {1.96 * v[2]:.3f}" for v in vals]
+                                   + [f"{avg:.3f}", f"{r['nll']:.3f}"]) + " |")
+  os.makedirs(out_dir, exist_ok=True)
+  with open(table_md, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.join(out_dir, "table.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(1.6 * (len(tasks) + 1) * max(1, len(rows)) / 2 + 3, 4))
+  width = 0.8 / len(rows)
+  for i, r in enumerate(rows):
+    vals = [r["tasks"].get(t, (None, 0.0, 0.0, None)) for t in tasks]
+    avg = float(np.mean([v[1] for v in vals])) if vals else 0.0
+    xs = np.arange(len(tasks) + 1) + i * width
+    ax.bar(xs, [v[1] for v in vals] + [avg], width, yerr=[1.96 * v[2] for v in vals] + [0.0],
+           label=os.path.basename(os.path.normpath(r["model"])) or r["model"], capsize=2)
+  ax.set_xticks(np.arange(len(tasks) + 1) + 0.4 - width / 2)
+  ax.set_xticklabels(tasks + ["average"], rotation=15, fontsize=8)
+  ax.set_ylabel("score")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  chart = os.path.join(out_dir, "chart.png")
+  fig.savefig(chart, dpi=80)
+  print("\n".join(lines))
+  print(table_md)
+  print(chart)
 
 
 def compare_table(rows, at, placebos) -> str:

@@ -31,7 +31,8 @@ def main(argv):
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     cli.die("rlp-export", f"{workdir} is not a run's workdir (no checkpoints/); rlp-export takes "
             "the --workdir of an rlp-train run")
-  taken = [n for n in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer.model")
+  taken = [n for n in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer.model",
+                      "generation_config.json")
            if os.path.exists(os.path.join(out, n))]
   if taken and not FLAGS.overwrite:
     cli.die("rlp-export", f"{out} already holds {', '.join(taken)}; choose another OUT_DIR or "

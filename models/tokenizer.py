@@ -318,4 +318,11 @@ def save_hf_tokenizer(tok: Tokenizer, out_dir: str) -> list[str]:
   with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
     json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2)
   written.append("tokenizer_config.json")
+  # generate() stops at EOS only when the model's generation config names it
+  ids = {k: int(v) for k, v in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id))
+         if v is not None}
+  if ids:
+    with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
+      json.dump(ids, f, indent=2)
+    written.append("generation_config.json")
   return written

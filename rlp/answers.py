@@ -66,13 +66,41 @@ def extract_answer(text: str, fallback: bool = False) -> str | None:
 
 
 def answers_match(pred: str | None, gold: str) -> bool:
+  """Whether an extracted answer equals the gold one: as mathematics (math-verify: 1/2 = 0.5,
+  1,000 = 1000, \\frac{1}{2} = 0.5) when math-verify is installed, else as numbers."""
   if pred is None:
     return False
+  try:
+    from math_verify import parse, verify
+  except ImportError:
+    verify = None
+  if verify is not None:
+    gp, pp = parse(str(gold)), parse(str(pred))
+    if gp and pp:
+      return bool(verify(gp, pp))
   g = _clean_number(str(gold))
   try:
     return g is not None and abs(float(pred) - float(g)) <= 1e-6 * max(1.0, abs(float(g)))
   except ValueError:
     return False
+
+
+def check_answer(text: str, gold: str, fallback: bool = False) -> tuple[bool, str]:
+  """(correct, rule) for a completion: its explicit final answer (extract_answer: #### N,
+  \\boxed{N}, "the answer is N"; also a non-numeric \\boxed{...}, e.g. a fraction) compared with
+  answers_match, rule "explicit"; with fallback=True and no explicit answer, the last number,
+  rule "last_number"; else (False, "none")."""
+  pred = extract_answer(text)
+  if pred is None:
+    boxed = re.findall(r"\\boxed\{((?:[^{}]|\{[^{}]*\})+)\}", text)
+    pred = boxed[-1] if boxed else None
+  if pred is not None:
+    return answers_match(pred, gold), "explicit"
+  if fallback:
+    last = extract_answer(text, fallback=True)
+    if last is not None:
+      return answers_match(last, gold), "last_number"
+  return False, "none"
 
 
 def load_problems(path: str) -> list[dict]:

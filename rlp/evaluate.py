@@ -99,35 +99,39 @@ def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], 
                    ks: Sequence[int], max_new_tokens: int = 160, temperature: float = 0.7,
                    seed: int = 0, batch_size: int = 8, fallback: bool = False) -> dict:
   """Greedy pass@1 and sampled pass@k over `samples` answers per problem, plus diversity.
-  Answers count only in an explicit form (extract_answer); with fallback=True the same metrics
-  with the last-number fallback are added under `reasoning_fallback/`."""
+  Answers count only in an explicit form (answers.check_answer: compared as mathematics with
+  math-verify; reasoning/scored_by counts the greedy answers by rule); with fallback=True the
+  same metrics with the last-number fallback are added under `reasoning_fallback/`."""
   prompts = [answers.few_shot_prompt(p["question"], shots) for p in problems]
   greedy_fb, counts_fb = [], []
   greedy_ok, counts, div = [], [], {"distinct_1": [], "distinct_2": [], "edit": [], "entropy": []}
-  examples = []
+  examples, rules = [], {}
   for i in range(0, len(prompts), batch_size):
     chunk = prompts[i:i + batch_size]
     for j, ids in enumerate(generate(model, tok, chunk, max_new_tokens, 0.0)):
       text = _completion(tok, ids)
-      pred = answers.extract_answer(text)
       gold = problems[i + j]["answer"]
-      greedy_ok.append(answers.answers_match(pred, gold))
-      greedy_fb.append(answers.answers_match(answers.extract_answer(text, fallback=True), gold))
+      ok, rule = answers.check_answer(text, gold)
+      greedy_ok.append(ok)
+      greedy_fb.append(answers.check_answer(text, gold, fallback=True)[0])
+      rules[rule] = rules.get(rule, 0) + 1
       if len(examples) < 3:
         examples.append({"question": problems[i + j]["question"], "completion": text,
-                         "extracted": pred, "gold": gold})
+                         "extracted": answers.extract_answer(text), "gold": gold,
+                         "scored_by": rule, "correct": ok})
   for n, prompt in enumerate(prompts):
     outs = generate(model, tok, [prompt] * samples, max_new_tokens, temperature, seed=seed + n)
     texts = [_completion(tok, o) for o in outs]
-    counts.append(sum(answers.answers_match(answers.extract_answer(t), problems[n]["answer"]) for t in texts))
-    counts_fb.append(sum(answers.answers_match(answers.extract_answer(t, fallback=True), problems[n]["answer"])
+    counts.append(sum(answers.check_answer(t, problems[n]["answer"])[0] for t in texts))
+    counts_fb.append(sum(answers.check_answer(t, problems[n]["answer"], fallback=True)[0]
                          for t in texts))
     toks = [tok.encode(t) for t in texts]
     div["distinct_1"].append(answers.distinct_n(toks, 1))
     div["distinct_2"].append(answers.distinct_n(toks, 2))
     div["edit"].append(answers.mean_pairwise_edit(toks))
     div["entropy"].append(answers.unigram_entropy(toks))
-  report = {"reasoning/problems": len(problems), "reasoning/samples": samples,
+  report = {"reasoning/scored_by": rules, "reasoning/problems": len(problems),
+            "reasoning/samples": samples,
             "reasoning/pass@1_greedy": float(np.mean(greedy_ok))}
   if fallback:
     report["reasoning_fallback/pass@1_greedy"] = float(np.mean(greedy_fb))

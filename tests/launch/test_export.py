@@ -52,6 +52,8 @@ def test_export_loads_in_transformers_with_our_logits(run_dir, tmp_path, use_ema
     want = hf(torch.tensor([ids])).logits.numpy()[0]
   got = np.asarray(ours(jax.numpy.asarray([ids], jax.numpy.int32))[0])
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+  # generate() stops at the tokenizer's EOS: the generation config names it
+  assert hf.generation_config.eos_token_id == tok.eos_id
 
 
 def test_export_refuses_to_overwrite_and_names_bad_input(run_dir, tmp_path):

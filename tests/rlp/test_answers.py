@@ -76,3 +76,20 @@ def test_diversity_measures():
   assert answers.mean_pairwise_edit(same) == 0.0
   assert answers.mean_pairwise_edit([[1, 2, 3], [1, 2, 4]]) == pytest.approx(1 / 3)
   assert answers.unigram_entropy(same) == pytest.approx(np.log(4))
+
+
+@pytest.mark.parametrize("text,gold,want", [
+    ("so she has 18 left\n#### 18", "18", (True, "explicit")),
+    ("#### 0.5", "1/2", (True, "explicit")),  # as mathematics, not as strings
+    ("The answer is \\boxed{\\frac{1}{2}}.", "0.5", (True, "explicit")),
+    ("#### 1,000", "1000", (True, "explicit")),
+    ("#### -7", "7", (False, "explicit")),
+    ("she ends with 42 apples", "42", (False, "none")),  # no explicit answer: not credited
+])
+def test_check_answer_says_which_rule_scored(text, gold, want):
+  assert answers.check_answer(text, gold) == want
+
+
+def test_check_answer_fallback_is_the_last_number():
+  assert answers.check_answer("first 3, then 42 apples", "42", fallback=True) == (True, "last_number")
+  assert answers.check_answer("no number", "42", fallback=True) == (False, "none")
