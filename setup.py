@@ -27,7 +27,8 @@ EXTRAS = {
     "tensorboard": ["tensorboard>=2.15"],  # the viewer for WORKDIR/tb (the writer is core)
     "corpora": ["reasoning-gym>=0.1.20"],
     # rlp-eval harness / table and rlp-lm-eval: lm-evaluation-harness tasks on our models
-    "eval": ["lm-eval>=0.4.13"],
+    # math-verify: final answers compared as mathematics (rlp/answers.py; numbers otherwise)
+    "eval": ["lm-eval>=0.4.13", "math-verify>=0.7"],
     "dev": [
         "pytest>=8",
         "pytest-xdist>=3.5",
@@ -40,6 +41,7 @@ EXTRAS = {
         "nbformat>=5.10",
         "ipykernel>=6.29",
         "lm-eval>=0.4.13",
+        "math-verify>=0.7",
     ],
 }
 
