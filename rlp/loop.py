@@ -11,7 +11,6 @@ resumes from the newest readable checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -30,6 +29,8 @@ from rlp import metrics
 from rlp import sharding
 from rlp import thought_eval
 from rlp import trainer
+from rlp import watch
+from rlp import workdir as workdir_lib
 from rlp.thought_format import thought_format
 
 
@@ -73,94 +74,6 @@ def _fault_injection():
   sig = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[parts[1]]
   at = -1 if parts[0] == "final-eval" else int(parts[0])
   return at, sig, int(parts[2]) if len(parts) > 2 else None
-
-
-def _write_config(config, workdir, step, log):
-  """Writes the run's config.json, keeping a changed previous one as config.until-step-N.json.
-  Process 0 alone touches the file: with every process reading, renaming and writing the one
-  shared file, one process could find it gone between its check and its read, fail, and leave
-  the others waiting in the first step's collectives."""
-  if jax.process_index() != 0:
-    return
-  path = os.path.join(workdir, "config.json")
-  new = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = f.read()
-    if old == new:
-      return
-    keep = os.path.join(workdir, f"config.until-step-{step}.json")
-    os.replace(path, keep)
-    log(f"rlp: config changed since the last run; the previous one is kept as {keep}")
-  with open(path, "w") as f:
-    f.write(new)
-
-
-# Fields a resume cannot honour: the run's structure (what it trains, on which documents and
-# positions, with which thought format and warm-up, from which start). A changed one is refused
-# before anything in the workdir is touched; any other field (steps, eval / checkpoint cadence,
-# logging, learning rate, mesh, memory settings) may change on resume (config.json then keeps
-# the previous config as config.until-step-N.json).
-STRUCTURE = ("objective", "seed", "model.init", "model.path", "model.vocab_size", "model.d_model",
-             "model.n_layers", "model.n_heads", "model.n_kv_heads", "model.head_dim",
-             "model.d_ff", "model.rope_theta", "model.tie_embeddings", "data.source",
-             "data.tokenizer", "data.num_docs", "data.seq_len", "data.batch_size",
-             "data.positions_per_doc", "data.min_prefix", "data.selection",
-             "data.position_marker", "warmup.steps", "warmup.source", "warmup.lr",
-             "rlp.template")
-
-
-def _has_checkpoint(workdir) -> bool:
-  d = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
-
-
-def refuse_structural_changes(config, workdir) -> None:
-  """A workdir that holds a run's checkpoint resumes only a config of the same structure
-  (STRUCTURE); otherwise a ConfigError names the fields and the two ways forward."""
-  if not (os.path.exists(os.path.join(workdir, "config.json")) and _has_checkpoint(workdir)):
-    return
-  old = _flatten(json.loads(configuration.load_run_config(workdir).to_json_best_effort()))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  changed = [k for k in STRUCTURE if old.get(k) != new.get(k)]
-  if not changed:
-    return
-  diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-  keep = " ".join(f"--config.{k}={_flag_value(old.get(k))}" for k in changed)
-  raise configuration.ConfigError(
-      f"{workdir} holds a run whose {', '.join(changed)} differ from this config ({diff}), "
-      f"which a resume cannot honour. To resume it, rerun with its values ({keep}); for a new "
-      f"run use another --workdir (from this run's weights: --config.model.init=checkpoint "
-      f"--config.model.path={workdir}). Nothing in {workdir} was changed")
-
-
-def _flag_value(v) -> str:
-  if isinstance(v, str):
-    return repr(v) if not v or any(c in v for c in " '\"") else v
-  return json.dumps(v)
-
-
-def _config_changes(config, workdir, limit: int = 6) -> list[str]:
-  """'model.d_model: 64 -> 32' for each field that differs from the workdir's config.json."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  out = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
-         for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-  return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
-
-
-def _flatten(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
 
 
 def _environment_warnings(config, log) -> None:
@@ -237,34 +150,6 @@ def _eval_docs(config, tok):
 
 def _sampler_exclude(config, tok):
   return thought_format(tok, config.rlp.template).open_token
-
-
-def eval_positions(config, tok, graphdef, params, eval_docs, workdir, log=print):
-  """The in-run eval's positions, fixed for the whole run: chosen with the params the run starts
-  from (a run and its twins from the same start share them) and written to
-  WORKDIR/eval_positions.json (rlp-eval takes the file as --positions_from); read back when the
-  run resumes, unless the eval's documents or positions per document changed since."""
-  path = os.path.join(workdir, "eval_positions.json")
-  d = config.data
-  which = {"likelihood_source": d.eval_source, "num_docs": len(eval_docs),
-           "per_doc": config.train.eval_positions}
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    if {k: saved.get(k) for k in which} == which:
-      return thought_eval.EvalPositions.from_json(saved["positions"], eval_docs, d.seq_len, path)
-    log(f"rlp: the held-out eval's documents or positions changed since {path} was written; "
-        "choosing them again with the run's starting model")
-  sel = thought_eval.Selection(kind=d.selection, per_doc=config.train.eval_positions,
-                               min_prefix=d.min_prefix,
-                               marker_ids=configuration.marker_ids(config, tok), seed=config.seed)
-  at = thought_eval.choose(eval_docs, d.seq_len, sel, nnx.merge(graphdef, params),
-                           "the model the run started from", _sampler_exclude(config, tok),
-                           batch_size=max(1, min(len(eval_docs), 8)))
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      json.dump({**which, "positions": at.to_json()}, f)
-  return at
 
 
 def _thought_eval(config, tok, graphdef, params, eval_docs, at, group=None, ks=(), seed=0):
@@ -368,7 +253,7 @@ def train(config, workdir: str, log=None) -> dict:
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise configuration.ConfigError(f"--workdir={workdir} is a file; give a directory (new, or a run's "
                                     "workdir to resume it)")
-  refuse_structural_changes(config, workdir)
+  workdir_lib.refuse_structural_changes(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   _environment_warnings(config, log)
   mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
@@ -397,7 +282,7 @@ def train(config, workdir: str, log=None) -> dict:
     if config.model.init == "checkpoint":
       state = _restore_init_checkpoint(config, state, shardings, log)
     eval_docs = _eval_docs(config, tok)
-    eval_at = (eval_positions(config, tok, graphdef, state.params, eval_docs, workdir, log)
+    eval_at = (workdir_lib.eval_positions(config, tok, graphdef, state.params, eval_docs, workdir, log)
                if eval_docs and config.train.eval_positions else None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    config.train.keep_checkpoints)
@@ -407,7 +292,7 @@ def train(config, workdir: str, log=None) -> dict:
       restored = ckpt.restore_latest(checkpoint.abstract_like(state, shardings), log=log)
     except checkpoint.CheckpointError as e:
       ckpt.close()
-      changed = _config_changes(config, workdir)
+      changed = workdir_lib.config_changes(config, workdir)
       raise checkpoint.CheckpointError(
           f"{workdir} holds a run this config cannot resume"
           + (f" (changed since it: {'; '.join(changed)})" if changed else "") + f": {e}") from None
@@ -418,7 +303,7 @@ def train(config, workdir: str, log=None) -> dict:
       moved = writer.rewind(start)
       log(f"rlp: resumed from {ckpt.directory} step {start}"
           + (f" ({moved} later metric lines moved to metrics.rewound.jsonl)" if moved else ""))
-    _write_config(config, workdir, start, log)
+    workdir_lib.write_config(config, workdir, start, log)
     tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
     placed = sharding.step_shardings(shardings, mesh)  # stated, not left to the partitioner
     step_fn = trainer.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes, **placed)
@@ -437,7 +322,7 @@ def train(config, workdir: str, log=None) -> dict:
     meta = {"objective": config.objective, "tokenizer": tok.fingerprint,
             "data": data_stats.as_dict()}
     saved = restored.meta if restored else {}
-    resets = RefReset(config.rlp.ref_reset_every, config.rlp.ref_reset_on_plateau,
+    resets = watch.RefReset(config.rlp.ref_reset_every, config.rlp.ref_reset_on_plateau,
                       config.warmup.steps, saved.get("ref_reset"))
 
     def reset_ref(state):
@@ -459,81 +344,6 @@ def train(config, workdir: str, log=None) -> dict:
   log(f"rlp: peak {peak / 1e9:.1f} GFLOP/s ({peak_src}); host memory peak "
       f"{metrics.host_rss_peak_gib():.1f} GiB; workdir {workdir}")
   return result
-
-
-class CollapseWatch:
-  """Policy entropy and thought length against their first values of the run's main phase:
-  `watch/<name>_ratio` every step, and one warning line when a ratio first falls below `frac`
-  (entropy collapse and thoughts shrinking to nothing precede a stalled RL run). The starting
-  values ride in the checkpoint metadata, so a resumed run reports the same ratios."""
-
-  KEYS = {"entropy": "rlp/entropy", "thought_len": "rlp/thought_len_mean"}
-
-  def __init__(self, frac: float, log, saved: dict | None = None):
-    self.frac, self.log = frac, log
-    saved = saved or {}
-    self.start, self.warned = dict(saved.get("start", {})), set(saved.get("warned", []))
-
-  def state(self) -> dict:
-    return {"start": {k: float(v) for k, v in self.start.items()}, "warned": sorted(self.warned)}
-
-  def __call__(self, step: int, host: dict) -> None:
-    if self.frac <= 0:
-      return
-    for name, key in self.KEYS.items():
-      v = host.get(key)
-      if v is None or not np.isfinite(v):
-        continue
-      start = self.start.setdefault(name, v)
-      if start <= 0:
-        continue
-      ratio = v / start
-      host[f"watch/{name}_ratio"] = ratio
-      if ratio < self.frac and name not in self.warned:
-        self.warned.add(name)
-        self.log(f"rlp: warning: {key} fell to {ratio:.2f} of its starting value ({v:.3g} vs "
-                 f"{start:.3g}) at step {step}; a collapsing policy stops exploring (lower "
-                 "optim.lr, raise rlp.temperature, or add rlp.kl_beta)")
-
-
-class RefReset:
-  """When to reset the reference (trainer.reset_reference): every `every` steps of the run's main
-  phase, and after `patience` held-out evals without a new best eval/information_gain. Its state
-  (best, evals since best) is saved in the checkpoint metadata, so a resumed run resets at the
-  same steps as an uninterrupted one."""
-
-  def __init__(self, every: int, patience: int, warm: int, saved: dict | None = None):
-    self.every, self.patience, self.warm = every, patience, warm
-    saved = saved or {}
-    self.best = saved.get("best")
-    self.since = saved.get("since", 0)
-    self.pending = saved.get("pending", False)
-
-  def state(self) -> dict:
-    return {"best": None if self.best is None else float(self.best), "since": int(self.since),
-            "pending": bool(self.pending)}
-
-  def observe_eval(self, ev: dict) -> None:
-    gain = ev.get("eval/information_gain")
-    if not self.patience or gain is None or not np.isfinite(gain):
-      return
-    if self.best is None or gain > self.best:
-      self.best, self.since = gain, 0
-    else:
-      self.since += 1
-      if self.since >= self.patience:
-        self.pending, self.since, self.best = True, 0, None
-
-  def due(self, step: int) -> str | None:
-    """The reason to reset after `step` (before the next step runs), or None."""
-    if step <= self.warm:
-      return None
-    if self.pending:
-      self.pending = False
-      return "plateau"
-    if self.every and (step - self.warm) % self.every == 0:
-      return "every"
-    return None
 
 
 class _Phases:
@@ -601,7 +411,7 @@ class _StepLog:
       self.progress = tqdm(total=run.total, initial=start, desc=config.objective, unit="step",
                            dynamic_ncols=True, file=sys.stdout)
     self.say = self.progress.write if self.progress is not None else run.log
-    self.watch = CollapseWatch(t_cfg.collapse_frac, self.say, watch_state)
+    self.watch = watch.CollapseWatch(t_cfg.collapse_frac, self.say, watch_state)
     # constants of the FLOPs estimate
     self.prompt_len = len(configuration.sampler_config(config, run.tok).prompt_ids)
     self.ema_forward = trainer.StepConfig(compute_ema=config.rlp.compute_ema,

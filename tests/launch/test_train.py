@@ -11,6 +11,7 @@ import pytest
 
 from configs import tiny
 from rlp import configuration, loop, metrics
+from rlp import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -128,14 +129,14 @@ def test_only_process_0_writes_the_config(tmp_path, monkeypatch):
   """Every process of a multi-process run renaming and rewriting the shared config.json raced:
   one could find the file gone between its check and its read, fail, and hang the others."""
   wd = str(tmp_path)
-  loop._write_config(tiny_config(), wd, 0, print)
+  workdir_lib.write_config(tiny_config(), wd, 0, print)
   first = open(os.path.join(wd, "config.json")).read()
-  monkeypatch.setattr(loop.jax, "process_index", lambda: 1)
-  loop._write_config(tiny_config(**{"train.steps": 9}), wd, 4, print)
+  monkeypatch.setattr(workdir_lib.jax, "process_index", lambda: 1)
+  workdir_lib.write_config(tiny_config(**{"train.steps": 9}), wd, 4, print)
   assert sorted(os.listdir(wd)) == ["config.json"]
   assert open(os.path.join(wd, "config.json")).read() == first
-  monkeypatch.setattr(loop.jax, "process_index", lambda: 0)
-  loop._write_config(tiny_config(**{"train.steps": 9}), wd, 4, print)
+  monkeypatch.setattr(workdir_lib.jax, "process_index", lambda: 0)
+  workdir_lib.write_config(tiny_config(**{"train.steps": 9}), wd, 4, print)
   assert open(os.path.join(wd, "config.until-step-4.json")).read() == first
   assert json.load(open(os.path.join(wd, "config.json")))["train"]["steps"] == 9
 

@@ -1,6 +1,6 @@
 """The collapse watch: entropy / thought-length ratios every step, one warning each."""
 
-from rlp.loop import CollapseWatch
+from rlp.watch import CollapseWatch
 
 
 def test_ratios_every_step_and_one_warning_per_quantity():
@@ -32,7 +32,7 @@ def test_off_and_missing_metrics():
 
 
 def test_reference_reset_schedule_every_and_on_plateau():
-  from rlp.loop import RefReset
+  from rlp.watch import RefReset
   r = RefReset(every=4, patience=0, warm=2)
   assert [s for s in range(1, 15) if r.due(s)] == [6, 10, 14]  # every 4 steps after the warm-up
   r = RefReset(every=0, patience=2, warm=0)
