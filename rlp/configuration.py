@@ -4,6 +4,7 @@ config from it."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 
 import models
@@ -92,6 +93,9 @@ def checks(c):
   placebos = tuple(t.eval_placebos)
   yield "train.eval_placebos", placebos, all(p in thought_eval.PLACEBOS for p in placebos), \
       f"any of {', '.join(thought_eval.PLACEBOS)} (or ())"
+  if t.wandb_project:
+    yield "train.wandb_project", t.wandb_project, importlib.util.find_spec("wandb") is not None, \
+        "a project name only with wandb installed (pip install -e '.[wandb]'); \"\" = off"
   yield "train.eval_reasoning_every", t.eval_reasoning_every, isinstance(
       t.eval_reasoning_every, int) and t.eval_reasoning_every >= 0, ">= 0 (0 = off)"
   if t.eval_reasoning_every:

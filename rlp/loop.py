@@ -286,7 +286,10 @@ def train(config, workdir: str, log=None) -> dict:
                if eval_docs and config.train.eval_positions else None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    config.train.keep_checkpoints)
-    writer = metrics.MetricsWriter(workdir, config.train.tensorboard)
+    wandb = (dict(project=config.train.wandb_project, entity=config.train.wandb_entity,
+                  name=os.path.basename(os.path.abspath(workdir)), config=config.to_dict())
+             if config.train.wandb_project else None)
+    writer = metrics.MetricsWriter(workdir, config.train.tensorboard, wandb=wandb)
     start = 0
     try:
       restored = ckpt.restore_latest(checkpoint.abstract_like(state, shardings), log=log)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import html
 import json
 import math
 import os
+import secrets
 import time
 
 import jax
@@ -24,12 +26,17 @@ def _is_main():
 class MetricsWriter:
   """Appends one JSON object per logged step to metrics.jsonl; mirrors scalars to TensorBoard."""
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, wandb: dict | None = None):
+    """wandb: None (off) or wandb.init's arguments (project, entity, name, config, ...); the run's
+    id is kept in WORKDIR/wandb_id so a resumed run logs into the same W&B run."""
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
+    self._wandb = None
     if _is_main() and tensorboard:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+    if _is_main() and wandb:
+      self._wandb = start_wandb(workdir, **wandb)
 
   def rewind(self, step: int) -> int:
     """Keeps lines with step <= `step`; moves later ones (from a run killed after its last
@@ -70,14 +77,55 @@ class MetricsWriter:
               self._tb.add_scalar(f"{k}/{name}", x, step)
         elif k != "step" and v is not None:
           self._tb.add_scalar(k, v, step)
+    if self._wandb is not None:
+      flat = {}
+      for k, v in row.items():
+        if isinstance(v, list):
+          flat.update({f"{k}/{n}": x for n, x in zip(("low", "high"), v) if x is not None})
+        elif k != "step" and v is not None:
+          flat[k] = v
+      self._wandb.log(flat, step=int(step))
 
   def text(self, step: int, tag: str, text: str):
     if self._tb is not None:
       self._tb.add_text(tag, text, step)
+    if self._wandb is not None:
+      import wandb
+      self._wandb.log({tag: wandb.Html(f"<pre>{html.escape(text)}</pre>")}, step=int(step))
 
   def close(self):
     if self._tb is not None:
       self._tb.close()
+    if self._wandb is not None:
+      self._wandb.finish()
+      self._wandb = None
+
+
+def start_wandb(workdir: str, project: str, entity: str = "", name: str = "", config=None,
+                resume_id: bool = True):
+  """wandb.init for a run in `workdir` (W&B files in WORKDIR/wandb). Off-line logging: set
+  WANDB_MODE=offline (then `wandb sync WORKDIR/wandb/offline-run-*`). With resume_id the W&B run id
+  is kept in WORKDIR/wandb_id, so the resumed training run continues the same W&B run."""
+  try:
+    import wandb
+  except ImportError:
+    raise ImportError("W&B logging is configured (train.wandb_project / --wandb_project) but "
+                      "wandb is not installed: pip install -e '.[wandb]', or leave the project "
+                      "empty") from None
+  run_id = None
+  id_file = os.path.join(workdir, "wandb_id")
+  if resume_id:
+    if os.path.exists(id_file):
+      with open(id_file) as f:
+        run_id = f.read().strip() or None
+    if run_id is None:
+      run_id = secrets.token_hex(4)  # W&B ids: lowercase letters and digits
+      os.makedirs(workdir, exist_ok=True)
+      with open(id_file, "w") as f:
+        f.write(run_id)
+  run = wandb.init(project=project, entity=entity or None, name=name or None, config=config,
+                   dir=workdir, id=run_id, resume="allow" if run_id else None)
+  return run
 
 
 def host_rss_peak_gib() -> float:
