@@ -197,8 +197,7 @@ def _restore_init_checkpoint(config, state, shardings, log):
     raise TrainingError(f"model.path={config.model.path} has no readable checkpoint")
   params = got.state.params
   log(f"rlp: initialised from {config.model.path} step {got.step}")
-  return state.replace(params=params, ema=jax.tree.map(jax.numpy.copy, params),
-                       ref=None if state.ref is None else jax.tree.map(jax.numpy.copy, params))
+  return trainer.restart(state, params=params, ema=True, ref=True)
 
 
 def _agreed_stop(local_signal):
@@ -316,10 +315,7 @@ def train(config, workdir: str, log=None) -> dict:
                                   **placed)
 
       def reset(state):  # warm-up -> main phase: EMA restarts at theta, fresh optimizer state
-        params = state.params
-        fresh = state.replace(ema=jax.tree.map(jax.numpy.copy, params),
-                              opt_state=tx.init(params))
-        return jax.device_put(fresh, shardings)
+        return jax.device_put(trainer.restart(state, tx=tx, ema=True), shardings)
 
       step_fn = _Phases(warm_fn, step_fn, config.warmup.steps, reset)
     meta = {"objective": config.objective, "tokenizer": tok.fingerprint,

@@ -190,12 +190,22 @@ def init_state(model, tx, seed: int = 0, kl_beta: float = 0.0) -> TrainState:
                     skips=jnp.zeros((), jnp.int32))
 
 
+def restart(state: TrainState, *, params=None, tx=None, ema: bool = False,
+            ref: bool = False) -> TrainState:
+  """The one place parts of the state restart at `params` (default: the state's own): the EMA
+  teacher (ema=True), the KL reference when one is kept (ref=True), a fresh optimizer state
+  (tx given: moments zero, schedule count 0). Step, rng and everything not named continue."""
+  params = state.params if params is None else params
+  copy = lambda: jax.tree.map(jnp.copy, params)
+  return state.replace(params=params, ema=copy() if ema else state.ema,
+                       ref=copy() if ref and state.ref is not None else state.ref,
+                       opt_state=tx.init(params) if tx is not None else state.opt_state)
+
+
 def reset_reference(state: TrainState, tx) -> TrainState:
   """ProRL's reference reset: ref <- the current params (when a reference is kept) and a fresh
   optimizer state (moments zero, schedule count 0); step, EMA and rng continue."""
-  params = state.params
-  ref = None if state.ref is None else jax.tree.map(jnp.copy, params)
-  return state.replace(ref=ref, opt_state=tx.init(params))
+  return restart(state, tx=tx, ref=True)
 
 
 def _lr(opt_state):
