@@ -22,7 +22,7 @@ flags.DEFINE_integer("docs", 8, "documents per timing")
 flags.DEFINE_integer("seq_len", 256, "tokens per document")
 flags.DEFINE_list("dims", ["16", "1024"], "projection dimensions to time")
 flags.DEFINE_list("projections", ["sketch"], "sketch and / or dense")
-flags.DEFINE_integer("pool", 64, "documents in the selection pool")
+flags.DEFINE_integer("pool", 64, "documents in the selection pool (0: timings only)")
 flags.DEFINE_integer("n", 16, "documents to select")
 flags.DEFINE_integer("select_dim", 1024, "projection dimension for the selection figures")
 flags.DEFINE_integer("draws", 5, "random subsets to compare with")
@@ -62,6 +62,8 @@ def run(docs=8, seq_len=256, dims=(16, 1024), pool=64, n=16, select_dim=1024, dr
                   "dims": [max(dims), min(dims)],
                   "seconds_ratio": timed[dims.index(max(dims))] / timed[dims.index(min(dims))]})
       print(json.dumps(out[-1]), flush=True)
+  if not pool:  # --pool=0: timings only
+    return out
   got = diversity.measure(model, texts[:pool], seq_len=seq_len, proj_dim=select_dim, batch_size=4)
   rng = np.random.default_rng(0)
   rand = [diversity.g_vendi(got.z[rng.choice(pool, n, replace=False)]) for _ in range(draws)]
