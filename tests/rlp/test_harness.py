@@ -106,8 +106,12 @@ def test_harness_and_table_cli(tiny_hf, tmp_path):
   res = json.loads((out / "results.json").read_text())
   acc = res["results"]["rlp_digit_sums_mc"]["acc,none"]
   assert 0 <= acc <= 1 and res["n-samples"]["rlp_digit_sums_mc"]["effective"] == 4
+  bad = tmp_path / "bad_tasks"
+  bad.mkdir()
+  (bad / "broken.yaml").write_text("task: broken\ndataset_path: [unclosed\n")
   for args, says in ((["--tasks=no_such_task"], "unknown ['no_such_task']"),
-                     ([f"--model={tmp_path}"], "is not a GGUF file")):
+                     ([f"--model={tmp_path}"], "is not a GGUF file"),
+                     ([f"--include_path={bad}", "--tasks=broken"], "broken.yaml does not parse")):
     r = _cli("harness", f"--model={tiny_hf}", "--tasks=rlp_digit_sums_mc", "--limit=2", *args)
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, \
         r.stderr[-2000:]
