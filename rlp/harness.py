@@ -1,6 +1,7 @@
 """This project's models as an lm-evaluation-harness backend ("rlp"): log-likelihoods, rolling
 log-likelihoods and greedy generation on the jitted Flax model, for anything `rlp-eval` loads (a
-run's workdir, an HF directory, a GGUF file, "smollm2").
+run's workdir, an HF directory, a GGUF file, "smollm2"); batched and data-parallel over every
+device JAX sees (params replicated, each batch split over the mesh's data axis).
 
   rlp-eval harness --model=PATH --tasks=NAMES [--include_path=DIR] [--num_fewshot=N] ...
   rlp-lm-eval --model=rlp --model_args=path=PATH --tasks=NAMES ...   # the harness's own CLI
@@ -22,12 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 import lm_eval.models  # noqa: F401  (the harness's own models registered before ours)
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
 from rlp import evaluate
+from rlp import sharding
 from rlp.thought_format import thought_format
 
 BUCKET = 32  # padded lengths are multiples of this: one compiled program per bucket
@@ -67,11 +70,24 @@ class RLPLM(TemplateLM):
     self.desc.pop("config", None)
     self.graphdef, self.params = nnx.split(self.model)
     self.batch_size = 8 if batch_size in (None, "auto") else int(str(batch_size).split(":")[0])
+    # Data-parallel over every device: params replicated, each batch split over the mesh's data
+    # axis (its size rounded up to a multiple of the device count).
+    self.mesh = sharding.make_mesh((-1, 1, 1)) if jax.device_count() > 1 else None
+    if self.mesh is not None:
+      n = self.mesh.size
+      self.batch_size = -(-self.batch_size // n) * n
+      self.params = jax.device_put(self.params, NamedSharding(self.mesh, P()))
     self._max_length = int(max_length or min(self.model.config.max_seq_len, 2048))
     self.max_gen_toks = int(max_gen_toks)
     self.think = think if isinstance(think, bool) else str(think).lower() == "true"
     self.thought_len = int(thought_len)
     self.fmt = thought_format(self.tok)
+
+  def _put(self, arr: np.ndarray):
+    """A batch on the devices: split over the data axis when there are several."""
+    if self.mesh is None:
+      return jnp.asarray(arr)
+    return jax.device_put(arr, sharding.batch_sharding(self.mesh, arr.ndim))
 
   # ---------------------------------------------------------------- tokens
   @property
@@ -109,7 +125,7 @@ class RLPLM(TemplateLM):
       toks = np.zeros((self.batch_size, width), np.int32)
       for r, j in enumerate(idx):
         toks[r, :len(seqs[j])] = seqs[j]
-      lp, greedy = jax.device_get(_token_scores(self.graphdef, self.params, jnp.asarray(toks)))
+      lp, greedy = jax.device_get(_token_scores(self.graphdef, self.params, self._put(toks)))
       for r, j in enumerate(idx):
         n = len(seqs[j]) - 1
         out[j] = (lp[r, :n], greedy[r, :n])
@@ -159,8 +175,8 @@ class RLPLM(TemplateLM):
         arr[r, width - len(p):] = p
         pad[r] = width - len(p)
       arr[len(chunk):, -1] = self.eot_token_id
-      got = np.asarray(evaluate._generate(self.graphdef, self.params, jnp.asarray(arr),
-                                          jnp.asarray(pad), jax.random.key(0), steps, 0.0, 1.0))
+      got = np.asarray(evaluate._generate(self.graphdef, self.params, self._put(arr),
+                                          self._put(pad), jax.random.key(0), steps, 0.0, 1.0))
       out.extend(row.tolist() for row in got[:len(chunk)])
     return out
 

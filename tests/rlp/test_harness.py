@@ -46,6 +46,10 @@ def _logp(model, ids):
 def test_backend_equals_explicit_forwards(tiny_hf):
   lm = harness.RLPLM(path=tiny_hf, batch_size=2, max_length=16)
   model, tok = lm.model, lm.tok
+  # data-parallel over the suite's 8 CPU devices: params on all of them, batches split over them
+  # (everything below is compared with single-device forwards of the same model)
+  assert jax.device_count() == 8 and lm.mesh.size == 8 and lm.batch_size == 8
+  assert len(jax.tree.leaves(lm.params)[0].sharding.device_set) == 8
   # loglikelihood: the continuation's tokens after the context (a trailing space moves over)
   reqs = [("3+4=", "7"), ("The cat ", "sat"), ("a", "bcdefg")]
   got = lm.loglikelihood([_Req(*r) for r in reqs], disable_tqdm=True)
