@@ -354,32 +354,6 @@ def compare(paths):
   print(out)
 
 
-def _check_task_files(directory: str):
-  """Every task YAML under `directory` parses (the harness skips a broken file with a log line,
-  and its task then reads as unknown); tags such as !function are accepted unread."""
-  import yaml
-  from rlp import evaluate
-
-  class Loader(yaml.SafeLoader):
-    pass
-
-  Loader.add_multi_constructor("!", lambda loader, tag, node: None)
-  for root, _, names in os.walk(directory):
-    for name in sorted(names):
-      if name.endswith((".yaml", ".yml")):
-        path = os.path.join(root, name)
-        try:
-          with open(path) as f:
-            got = yaml.load(f, Loader=Loader)
-        except yaml.YAMLError as e:
-          raise evaluate.EvalError(f"task file {path} does not parse: "
-                                   f"{' '.join(str(e).split())}; fix the YAML or move it out of "
-                                   "--include_path") from None
-        if not isinstance(got, dict):
-          raise evaluate.EvalError(f"task file {path} is not a mapping of task fields (task:, "
-                                   "dataset_path:, ...); fix it or move it out of --include_path")
-
-
 def _harness(path: str) -> dict:
   """lm-evaluation-harness results (its own dict) of the model at `path` on --tasks."""
   import lm_eval
@@ -389,7 +363,7 @@ def _harness(path: str) -> dict:
   if FLAGS.include_path and not os.path.isdir(FLAGS.include_path):
     raise evaluate.EvalError(f"--include_path={FLAGS.include_path} is not a directory")
   if FLAGS.include_path:
-    _check_task_files(FLAGS.include_path)
+    harness.check_task_files(FLAGS.include_path)
   try:
     tm = TaskManager(include_path=include)
   except Exception as e:  # a task file that does not parse

@@ -312,3 +312,40 @@ kept = rss(); ok = release_freed_memory(); print(before, kept, rss(), ok)
   before, kept, after, ok = r.stdout.split()
   assert ok == "True" and float(kept) > float(before) - 50  # freed but still resident
   assert float(after) < float(kept) - 300, r.stdout
+
+
+def _modules_imported_by_the_tests():
+  """`launch.*` / `bench.*` modules some test imports into its own process (code in a string that
+  a subprocess runs is not an import and is not counted)."""
+  import ast
+  found = set()
+  for root, _, names in os.walk(os.path.join(ROOT, "tests")):
+    for name in names:
+      if not name.endswith(".py"):
+        continue
+      for node in ast.walk(ast.parse(open(os.path.join(root, name)).read())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+          top = node.module.split(".")[0]
+          if top in ("launch", "bench"):
+            found |= ({f"{node.module}.{a.name}" for a in node.names} if node.module == top
+                      else {node.module})
+        elif isinstance(node, ast.Import):
+          found |= {a.name for a in node.names if a.name.split(".")[0] in ("launch", "bench")}
+  return found
+
+
+def test_modules_tests_import_in_process_define_no_flag_twice():
+  """pytest-xdist runs several test files in one process, in an order that changes from run to
+  run: two imported CLI modules that define the same absl flag (every CLI has its own --group,
+  --model, ...) fail there with DuplicateFlagError, in one run and not the next. Tests therefore
+  import library code (rlp/, flag-free helpers) and run CLIs in a subprocess; this keeps it so."""
+  import re
+  defined = {}
+  for module in sorted(_modules_imported_by_the_tests()):
+    path = os.path.join(ROOT, *module.split(".")) + ".py"
+    assert os.path.exists(path), f"{module}: a test imports it, but {path} does not exist"
+    for name in re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", open(path).read()):
+      defined.setdefault(name, []).append(module)
+  twice = {k: v for k, v in defined.items() if len(v) > 1}
+  assert not twice, f"flags defined by more than one module the tests import in-process: {twice}"
+  assert "bench.long_thoughts" in _modules_imported_by_the_tests()  # the scan sees imports

@@ -115,12 +115,11 @@ def test_harness_and_table_cli(tiny_hf, tmp_path):
   r = _cli("harness", f"--model={tiny_hf}", "--tasks=no_such_task", "--limit=2")
   assert r.returncode == 2 and "unknown ['no_such_task']" in r.stderr and \
       len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
-  from launch import evaluate as evaluate_cli
   bad = tmp_path / "bad_tasks"
   bad.mkdir()
   (bad / "broken.yaml").write_text("task: broken\ndataset_path: [unclosed\n")
   with pytest.raises(harness.evaluate.EvalError, match="broken.yaml does not parse"):
-    evaluate_cli._check_task_files(str(bad))
+    harness.check_task_files(str(bad))
   with pytest.raises(harness.evaluate.EvalError, match="is not a GGUF file"):
     harness.RLPLM(path=str(tmp_path))
   table = tmp_path / "t"
