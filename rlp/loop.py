@@ -63,19 +63,6 @@ class _StopFlag:
       signal.signal(sig, old)
 
 
-def _fault_injection():
-  """RLP_FAULT_AT_STEP=STEP:KILL|TERM[:PROCESS] sends this process the signal after dispatching
-  STEP (STEP=final-eval: after the last checkpoint is on disk, before the final eval): the
-  fault-tolerance tests kill -9 / preempt a real run at a chosen point this way."""
-  spec = os.environ.get("RLP_FAULT_AT_STEP")
-  if not spec:
-    return None
-  parts = spec.split(":")
-  sig = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[parts[1]]
-  at = -1 if parts[0] == "final-eval" else int(parts[0])
-  return at, sig, int(parts[2]) if len(parts) > 2 else None
-
-
 def _environment_warnings(config, log) -> None:
   """One line per request the visible devices cannot serve (bf16 or cuDNN attention without an
   accelerator; a mesh larger than the visible devices is refused by config validation)."""
@@ -518,7 +505,6 @@ def _run_steps(run: _Run, state, step_fn, iterator, start: int, peak: float,
   if start >= total:
     return _finish_owed(run, start, state)
   steps = _StepLog(run, start, peak, watch_state)
-  fault = _fault_injection()
 
   def evaluate(step, heldout=True):
     if run.eval_docs:
@@ -544,8 +530,6 @@ def _run_steps(run: _Run, state, step_fn, iterator, start: int, peak: float,
       state, m, ro = step_fn(state, gbatch, step)
       step += 1
       steps.record(step, m, ro, batch)  # writes the previous step's, read while this one runs
-      if fault and fault[0] == step and (fault[2] is None or fault[2] == jax.process_index()):
-        os.kill(os.getpid(), fault[1])
       stopping = _agreed_stop(stop.signal)
       due = step % t_cfg.checkpoint_every == 0 or step == total or stopping is not None
       if due:
@@ -579,8 +563,6 @@ def _run_steps(run: _Run, state, step_fn, iterator, start: int, peak: float,
             "command to resume")
     return {**last, "interrupted": int(stopping)}
   run.ckpt.wait()  # the final checkpoint is on disk before the final eval (a rerun completes it)
-  if fault and fault[0] == -1:
-    os.kill(os.getpid(), fault[1])
   if run.eval_docs and step == total:
     last.update(run.evaluate(state.params, step))
   return last

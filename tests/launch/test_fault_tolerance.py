@@ -13,13 +13,10 @@ BASE = ["--config=configs/tiny.py", "--config.train.steps=10", "--config.train.c
 
 
 def _train(workdir, fault=None, extra=()):
-  env = dict(os.environ)
-  env.pop("RLP_FAULT_AT_STEP", None)
-  if fault:
-    env["RLP_FAULT_AT_STEP"] = fault
-  return subprocess.run([sys.executable, "-m", "launch.train", *BASE, *extra,
-                         f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
+  """rlp-train; with `fault` (tests/faults.py) the run gets that signal at that point."""
+  cmd = ["tests/faults.py", fault] if fault else ["-m", "launch.train"]
+  return subprocess.run([sys.executable, *cmd, *BASE, *extra, f"--workdir={workdir}"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
 
 
 def _stream(workdir):

@@ -32,15 +32,13 @@ def _launch(workdir, steps, fault=None):
   # two devices per process, the suite's other XLA flags (its fast compile)
   env = dict(os.environ, XLA_FLAGS=xla_flags_for(2),
              JAX_PLATFORMS="cpu", RLP_HEARTBEAT_TIMEOUT="10")
-  env.pop("RLP_FAULT_AT_STEP", None)
-  if fault:
-    env["RLP_FAULT_AT_STEP"] = fault
+  cmd = ["tests/faults.py", fault] if fault else ["-m", "launch.train"]
   procs = []
   launch = next(_LAUNCHES)
   for i in range(2):
     out = open(f"{workdir}.launch{launch}.process{i}.log", "w+")
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", "launch.train", "--config=configs/tiny.py", f"--workdir={workdir}",
+        [sys.executable, *cmd, "--config=configs/tiny.py", f"--workdir={workdir}",
          f"--config.train.steps={steps}", "--config.train.checkpoint_every=3",
          "--config.train.progress=false", "--config.train.plot=false",
          f"--coordinator=localhost:{port}", "--num_processes=2", f"--process_id={i}"],

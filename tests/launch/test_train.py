@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import faults  # tests/faults.py
 from configs import tiny
 from rlp import configuration, loop, metrics
 from rlp import workdir as workdir_lib
@@ -367,10 +368,12 @@ def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
                                                   jax.tree.leaves(s2["params"])))
   # SIGTERM right at the switch (after step 2), then the same command resumes into steps 3, 4
   wd_b = str(tmp_path / "b")
-  monkeypatch.setenv("RLP_FAULT_AT_STEP", "2:TERM")
-  loop.train(tiny_config(**TOY), wd_b)
+  undo = faults.install("2:TERM")
+  try:
+    loop.train(tiny_config(**TOY), wd_b)
+  finally:
+    undo()
   assert [r["step"] for r in metrics.read_metrics(wd_b) if "loss" in r] == [1, 2]
-  monkeypatch.delenv("RLP_FAULT_AT_STEP")
   loop.train(tiny_config(**TOY), wd_b)
   assert _stream(wd_b) == _stream(wd)
 
