@@ -1,8 +1,8 @@
 """rlp-eval --model=PATH [--likelihood_source=SOURCE] [--jsonl=problems.jsonl] [--out=report.json]
 rlp-eval compare PATH_A PATH_B ... [--likelihood_source=SOURCE] [--out=table.json]
-rlp-eval harness --model=PATH --tasks=NAMES [--include_path=DIR] [--num_fewshot=N] [--limit=N]
+rlp-eval harness --model=PATH [--tasks=NAMES] [--include_path=DIR] [--num_fewshot=N] [--limit=N]
                  [--batch_size=N] [--output_path=DIR] [--think]
-rlp-eval table PATH_A PATH_B ... --tasks=NAMES [--output_path=DIR]
+rlp-eval table PATH_A PATH_B ... [--tasks=NAMES] [--output_path=DIR]
 
 PATH: a GGUF file, an HF directory, a training run's workdir (newest checkpoint), or "smollm2".
 Writes one JSON report: held-out NLL, the thought eval (S_pred with a thought, S_plain without,
@@ -23,7 +23,10 @@ the first model's).
 harness runs lm-evaluation-harness tasks on the model through this project's backend (rlp/harness.py;
 the harness's own flag names, its results table and results JSON); the offline tasks
 rlp_gsm_symbolic (generation), rlp_gsm_symbolic_mc and rlp_digit_sums_mc are always available,
-other tasks by name (with internet) or from --include_path. --think lets the model write a
+other tasks by name (with internet) or from --include_path. Without --tasks: on CPU the offline
+suite (those three, 100 problems each: about 9 minutes for SmolLM2 on 2 CPU cores), on an
+accelerator the paper's benchmarks (--tasks=paper: gsm8k, minerva_math500, minerva_math, aime25,
+mmlu, mmlu_pro, gpqa_diamond_n_shot; greedy, one answer each). --think lets the model write a
 thought before it answers. table runs the same tasks (and the all-token held-out NLL) for every
 model and writes a markdown table and a bar chart with 95% intervals.
 
@@ -95,12 +98,16 @@ flags.DEFINE_bool("overwrite", False, "replace an existing report: the one named
 flags.DEFINE_bool("answer_fallback", False, "also score answers by the last number in the text "
                   "when no explicit form (#### N, \\boxed{N}, 'the answer is N') is found; "
                   "reported apart as reasoning_fallback/*")
-flags.DEFINE_list("tasks", ["rlp_gsm_symbolic", "rlp_gsm_symbolic_mc", "rlp_digit_sums_mc"],
-                  "harness / table: lm-evaluation-harness task names")
+flags.DEFINE_list("tasks", ["auto"], "harness / table: lm-evaluation-harness task names, or a "
+                  "suite: offline (the local rlp_* tasks, 100 problems each unless --limit; about "
+                  "9 min for SmolLM2 on 2 CPU cores), paper (gsm8k, minerva_math500, "
+                  "minerva_math, aime25, mmlu, mmlu_pro, gpqa_diamond_n_shot; downloads their "
+                  "data); auto = offline on CPU, paper on an accelerator")
 flags.DEFINE_string("include_path", None, "harness / table: a directory of task YAML files")
 flags.DEFINE_integer("num_fewshot", None, "harness / table: few-shot examples (default: the "
                      "task's)", lower_bound=0)
-flags.DEFINE_float("limit", None, "harness / table: documents per task (a fraction if < 1)",
+flags.DEFINE_float("limit", None, "harness / table: documents per task (a fraction if < 1; "
+                   "default: every document, 100 for the offline suite)",
                    lower_bound=0)
 flags.DEFINE_integer("batch_size", 8, "harness / table: sequences per batch", lower_bound=1)
 flags.DEFINE_string("output_path", None, "harness / table: directory for the results JSON "
@@ -368,19 +375,22 @@ def _harness(path: str) -> dict:
     tm = TaskManager(include_path=include)
   except Exception as e:  # a task file that does not parse
     raise evaluate.EvalError(f"the task files in {include[-1]} do not load: {e}") from None
-  unknown = [t for t in FLAGS.tasks if not tm.match_tasks([t])]
+  limit = None if FLAGS.limit is None else (int(FLAGS.limit) if FLAGS.limit >= 1 else FLAGS.limit)
+  tasks, limit, chose = harness.resolve_tasks(FLAGS.tasks, limit)
+  if chose:
+    print(f"rlp-eval: --tasks: {chose}", file=sys.stderr, flush=True)
+  unknown = [t for t in tasks if not tm.match_tasks([t])]
   if unknown:
     raise evaluate.EvalError(f"--tasks: unknown {unknown}; the offline tasks are "
-                             "rlp_gsm_symbolic, rlp_gsm_symbolic_mc, rlp_digit_sums_mc (others by "
-                             "name need the harness's datasets, or --include_path=DIR)")
+                             f"{', '.join(harness.OFFLINE_TASKS)} (--tasks=offline), others by "
+                             "name need the harness's datasets, or --include_path=DIR")
   lm = harness.RLPLM(path=path, batch_size=FLAGS.batch_size, think=FLAGS.think,
                      thought_len=FLAGS.thought_len or 32, use_ema=FLAGS.use_ema)
-  limit = None if FLAGS.limit is None else (int(FLAGS.limit) if FLAGS.limit >= 1 else FLAGS.limit)
   try:
-    res = lm_eval.simple_evaluate(model=lm, tasks=list(FLAGS.tasks), num_fewshot=FLAGS.num_fewshot,
+    res = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=FLAGS.num_fewshot,
                                   limit=limit, task_manager=tm, log_samples=False)
   except (ValueError, KeyError, FileNotFoundError) as e:  # e.g. a task whose data cannot load
-    raise evaluate.EvalError(f"lm-evaluation-harness could not run {FLAGS.tasks}: {e}") from None
+    raise evaluate.EvalError(f"lm-evaluation-harness could not run {tasks}: {e}") from None
   res["config"]["model"] = f"rlp (path={path})"
   return res
 

@@ -36,6 +36,42 @@ from rlp.thought_format import thought_format
 BUCKET = 32  # padded lengths are multiples of this: one compiled program per bucket
 
 
+# Task suites by name (`rlp-eval harness / table --tasks=offline` or `paper`; the default, "auto",
+# is `offline` on CPU and `paper` on accelerators).
+# offline: the local tasks written by local_tasks_dir (no download), OFFLINE_LIMIT problems each
+#   unless --limit says otherwise: SmolLM2-135M takes about 9 minutes on 2 CPU cores for the three
+#   tasks plus the held-out NLL (docs/recipe.md).
+# paper: the paper's benchmarks as lm-evaluation-harness 0.4 names them (greedy; the harness
+#   downloads their data). AMC23 has no harness task (add it with --include_path); the paper
+#   averages 8 samples for pass@1 on math, these tasks score one greedy answer.
+OFFLINE_TASKS = ("rlp_gsm_symbolic", "rlp_gsm_symbolic_mc", "rlp_digit_sums_mc")
+OFFLINE_LIMIT = 100
+PAPER_TASKS = ("gsm8k", "minerva_math500", "minerva_math", "aime25", "mmlu", "mmlu_pro",
+               "gpqa_diamond_n_shot")
+SUITES = {"offline": OFFLINE_TASKS, "paper": PAPER_TASKS}
+
+
+def resolve_tasks(names, limit=None, backend: str | None = None):
+  """(task names, limit, what was chosen) for --tasks / --limit: `auto` is the offline suite on
+  CPU and the paper's on an accelerator; a suite name expands to its tasks; the offline suite
+  takes OFFLINE_LIMIT problems per task unless a limit is given (None: every problem)."""
+  names = list(names or ["auto"])
+  backend = backend or jax.default_backend()
+  out, chose = [], []
+  for name in names:
+    if name == "auto":
+      name = "offline" if backend == "cpu" else "paper"
+      chose.append(f"auto -> {name} (backend {backend})")
+    if name in SUITES:
+      out += [t for t in SUITES[name] if t not in out]
+      if name == "offline" and limit is None:
+        limit = OFFLINE_LIMIT
+        chose.append(f"offline suite: {OFFLINE_LIMIT} problems per task (--limit to change)")
+    elif name not in out:
+      out.append(name)
+  return out, limit, "; ".join(chose)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _token_scores(graphdef, params, tokens):
   """log p(tokens[:, i + 1] | tokens[:, :i + 1]) and whether it is the argmax, [B, S - 1]."""

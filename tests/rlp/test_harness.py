@@ -170,3 +170,22 @@ def test_parity_with_the_harness_hf_backend_on_smollm2(tmp_path, smollm2):
         np.testing.assert_allclose(la, lb, atol=2e-3, rtol=1e-4)
       else:
         assert a["resps"] == b["resps"]
+
+
+def test_task_suites_resolve_by_backend_and_the_paper_tasks_exist():
+  """--tasks: auto is the offline suite (with its default problem count) on CPU and the paper's
+  benchmarks on an accelerator; names pass through; every paper task is one the installed
+  harness knows (its task index only, no download)."""
+  tasks, limit, chose = harness.resolve_tasks(["auto"], None, backend="cpu")
+  assert tasks == list(harness.OFFLINE_TASKS) and limit == harness.OFFLINE_LIMIT
+  assert "auto -> offline" in chose
+  assert harness.resolve_tasks(["offline"], 7)[:2] == (list(harness.OFFLINE_TASKS), 7)
+  tasks, limit, chose = harness.resolve_tasks(None, None, backend="gpu")
+  assert tasks == list(harness.PAPER_TASKS) and limit is None and "backend gpu" in chose
+  assert harness.resolve_tasks(["gsm8k", "paper"], 0.5, backend="cpu")[:2] == \
+      (list(harness.PAPER_TASKS), 0.5)
+  assert harness.resolve_tasks(["rlp_gsm_symbolic"], None) == (["rlp_gsm_symbolic"], None, "")
+  from lm_eval.tasks import TaskManager
+  tm = TaskManager(include_path=[harness.local_tasks_dir(str(ROOT) + "/data/harness_tasks")])
+  missing = [t for t in harness.PAPER_TASKS + harness.OFFLINE_TASKS if not tm.match_tasks([t])]
+  assert not missing, missing
