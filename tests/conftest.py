@@ -43,10 +43,12 @@ def smollm2():
 # The longest test files, longest first (measured on 2 cores). `make test` hands whole files to
 # two workers in collection order (--dist loadfile --no-loadscope-reorder): starting the long ones
 # first leaves the short ones to even out the end, instead of a long file running alone at the end.
-_LONGEST_FIRST = ("rlp/test_trainer.py", "notebooks/test_notebooks.py", "launch/test_train.py",
-                  "rlp/test_evaluate.py", "launch/test_fault_tolerance.py", "launch/test_bench.py",
-                  "rlp/test_sampler.py", "rlp/test_diversity.py", "rlp/test_scale.py",
-                  "launch/test_cli.py", "models/test_decode.py")
+_LONGEST_FIRST = ("notebooks/test_notebooks.py", "rlp/test_trainer.py",
+                  "launch/test_fault_tolerance.py", "rlp/test_harness.py",
+                  "notebooks/test_notebook_ablations.py", "rlp/test_evaluate.py",
+                  "launch/test_cli.py", "launch/test_train.py", "launch/test_bench.py",
+                  "rlp/test_diversity.py", "rlp/test_sampler.py", "models/test_smollm2.py",
+                  "rlp/test_scale.py", "models/test_decode.py", "launch/test_data_cli.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -379,28 +379,6 @@ def test_format_warmup_inside_one_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_main_job_config_smoke_two_steps(tmp_path):
-  """A smoke test on purpose: configs/smollm2_rlp.py (the README's main job) on the real
-  SmolLM2, as shipped but 2 steps, runs end to end (RLP at the lowest no-think log-prob positions
-  with the scorer term, the held-out thought eval against placebos at the end, the curves); the
-  values are the unit tests' (the in-run warm-up path: test_format_warmup_inside_one_run)."""
-  from configs import smollm2_rlp
-  c = smollm2_rlp.get_config()
-  assert c.data.selection == "low_logp" and c.rlp.scorer_weight > 0
-  c.train.steps = 2
-  c.train.eval_every = 0
-  c.train.progress = False
-  c.train.eval_docs = 2
-  c.mesh.data = 1  # the suite fakes 8 CPU devices; the main job runs on one
-  out = loop.train(c, str(tmp_path / "main"))
-  assert out["step"] == 2 + c.warmup.steps
-  assert math.isfinite(out["eval/information_gain"]) and "rlp/scorer_nll" in out
-  assert math.isfinite(out["rlp/s_pred_mean"]) and math.isfinite(out["rlp/reward_mean"])
-  lo, hi = out["eval/gain_over_placebo/empty_ci"]
-  assert lo <= out["eval/gain_over_placebo/empty"] <= hi
-  assert os.path.exists(tmp_path / "main" / "curves.png")
-
-
 @pytest.mark.parametrize("name", ["tiny", "toy_reasoning", "smollm2_rlp", "smollm2_cpt",
                                   "smollm2_rpt"])
 def test_shipped_configs_validate(name):

@@ -1,33 +1,43 @@
 """Each notebook runs top to bottom on CPU in its reduced form (RLP_NOTEBOOK_FAST=1) and draws
-its figures."""
+its figures; 01's reduced form is also the smoke test of the README's main job (02 has a file of
+its own, so the suite's two workers can run the two long notebooks at once)."""
 
+import math
 import os
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                    "notebooks")
+from nbrun import HERE, execute
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["01_quickstart", "02_ablations", "03_scaling_up"])
-def test_notebook_executes_and_plots(name, tmp_path, monkeypatch):
-  # The kernels inherit the suite's fast-compile XLA flags (faster here than full optimisation,
-  # SmolLM2 in 01 included)
-  monkeypatch.setenv("RLP_NOTEBOOK_FAST", "1")
-  monkeypatch.setenv("RLP_NOTEBOOK_WORKDIR", str(tmp_path))
-  monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-  nb = nbformat.read(os.path.join(HERE, f"{name}.ipynb"), as_version=4)
-  NotebookClient(nb, timeout=900, kernel_name="python3",
-                 resources={"metadata": {"path": HERE}}).execute()
-  images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if "image/png" in o.get("data", {})]
-  errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if o.get("output_type") == "error"]
-  assert not errors
-  assert images, f"{name} drew no figure"
+def test_quickstart_runs_the_main_job_and_its_cpt_twin(tmp_path, monkeypatch):
+  """A smoke test on purpose: 01 trains configs/smollm2_rlp.py (the README's main job) on the real
+  SmolLM2 with its own settings but 2 steps (RLP at the lowest no-think log-prob positions with the
+  scorer term, the held-out thought eval against placebos at the end, the curves) and its CPT
+  twin; the values are the unit tests' (the in-run warm-up path: test_format_warmup_inside_one_run)."""
+  from configs import smollm2_rlp
+  from rlp import metrics
+  c = smollm2_rlp.get_config()
+  assert c.data.selection == "low_logp" and c.rlp.scorer_weight > 0 and c.warmup.steps == 0
+  execute("01_quickstart", tmp_path, monkeypatch)
+  rows = metrics.read_metrics(str(tmp_path / "rlp"))
+  assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+  assert any("rlp/scorer_nll" in r for r in rows)
+  assert all(math.isfinite(r["rlp/s_pred_mean"]) and math.isfinite(r["rlp/reward_mean"])
+             for r in rows if "loss" in r)
+  last = next(r for r in reversed(rows) if "eval/information_gain" in r)
+  assert last["step"] == 2 and math.isfinite(last["eval/information_gain"])
+  lo, hi = last["eval/gain_over_placebo/empty_ci"]
+  assert lo <= last["eval/gain_over_placebo/empty"] <= hi
+  for run in ("rlp", "cpt"):
+    assert os.path.exists(tmp_path / run / "curves.png")
+
+
+@pytest.mark.slow
+def test_scaling_up_notebook(tmp_path, monkeypatch):
+  execute("03_scaling_up", tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["01_quickstart", "02_ablations", "03_scaling_up"])
