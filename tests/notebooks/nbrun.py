@@ -11,8 +11,8 @@ HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
 
 
 def execute(name, workdir, monkeypatch):
-  # The kernels inherit the suite's fast-compile XLA flags (faster here than full optimisation,
-  # SmolLM2 in 01 included)
+  # The kernels inherit the suite's XLA flags: fast compile for the small models of 02 and 03;
+  # 01's test drops it (full_optimization), SmolLM2's programs running faster than they compile
   monkeypatch.setenv("RLP_NOTEBOOK_FAST", "1")
   monkeypatch.setenv("RLP_NOTEBOOK_WORKDIR", str(workdir))
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

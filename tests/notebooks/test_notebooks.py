@@ -12,11 +12,12 @@ from nbrun import HERE, execute
 
 
 @pytest.mark.slow
-def test_quickstart_runs_the_main_job_and_its_cpt_twin(tmp_path, monkeypatch):
+def test_quickstart_runs_the_main_job_and_its_cpt_twin(tmp_path, monkeypatch, full_optimization):
   """A smoke test on purpose: 01 trains configs/smollm2_rlp.py (the README's main job) on the real
   SmolLM2 with its own settings but 2 steps (RLP at the lowest no-think log-prob positions with the
   scorer term, the held-out thought eval against placebos at the end, the curves) and its CPT
-  twin; the values are the unit tests' (the in-run warm-up path: test_format_warmup_inside_one_run)."""
+  twin; the values are the unit tests' (the in-run warm-up path:
+  test_format_warmup_inside_one_run)."""
   from configs import smollm2_rlp
   from rlp import metrics
   c = smollm2_rlp.get_config()
