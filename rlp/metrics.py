@@ -69,21 +69,16 @@ class MetricsWriter:
         row[k] = _finite(v)
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
+    flat = {}  # scalars by name; an interval as NAME/low, NAME/high
+    for k, v in row.items():
+      if isinstance(v, list):
+        flat.update({f"{k}/{n}": x for n, x in zip(("low", "high"), v) if x is not None})
+      elif k != "step" and v is not None:
+        flat[k] = v
     if self._tb is not None:
-      for k, v in row.items():
-        if isinstance(v, list):
-          for name, x in zip(("low", "high"), v):
-            if x is not None:
-              self._tb.add_scalar(f"{k}/{name}", x, step)
-        elif k != "step" and v is not None:
-          self._tb.add_scalar(k, v, step)
+      for k, v in flat.items():
+        self._tb.add_scalar(k, v, step)
     if self._wandb is not None:
-      flat = {}
-      for k, v in row.items():
-        if isinstance(v, list):
-          flat.update({f"{k}/{n}": x for n, x in zip(("low", "high"), v) if x is not None})
-        elif k != "step" and v is not None:
-          flat[k] = v
       self._wandb.log(flat, step=int(step))
 
   def text(self, step: int, tag: str, text: str):

@@ -46,12 +46,30 @@ def _wandb_records(workdir):
   return rows
 
 
+def _tb_scalars(workdir):
+  """(tag, value, step) of the TensorBoard event files (TFRecord framing: length, crc, data, crc)."""
+  from tensorboardX.proto import event_pb2
+  got = set()
+  for path in glob.glob(os.path.join(workdir, "tb", "*")):
+    b, i = open(path, "rb").read(), 0
+    while i < len(b):
+      n = struct.unpack("<Q", b[i:i + 8])[0]
+      e = event_pb2.Event()
+      e.ParseFromString(b[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      got |= {(v.tag, v.simple_value, e.step) for v in e.summary.value}
+  return got
+
+
 def test_jsonl_rows_keep_intervals_and_drop_non_finite(tmp_path):
-  w = metrics.MetricsWriter(str(tmp_path), tensorboard=False)
+  w = metrics.MetricsWriter(str(tmp_path))
   w.write(3, {"loss": 0.5, "eval/gain_ci": (-0.25, 1.5), "bad": float("nan")})
   w.close()
   assert metrics.read_metrics(str(tmp_path)) == [
       {"step": 3, "loss": 0.5, "eval/gain_ci": [-0.25, 1.5], "bad": None}]
+  # TensorBoard: the same scalars, an interval as NAME/low and NAME/high, nothing non-finite
+  assert _tb_scalars(str(tmp_path)) == {("loss", 0.5, 3), ("eval/gain_ci/low", -0.25, 3),
+                                        ("eval/gain_ci/high", 1.5, 3)}
 
 
 def test_wandb_offline_logs_every_scalar_and_resumes_the_same_run(tmp_path, monkeypatch):
