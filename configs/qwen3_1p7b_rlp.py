@@ -14,9 +14,10 @@ GSM8K-style problems with worked solutions), not the paper's pretraining mix, so
 table (math, MMLU, MMLU-Pro, GPQA) is not expected from it; use your own corpus with
 --config.data.source=arrayrecord:DIR (rlp-data build). The table for the base model, the CPT twin
 (configs/qwen3_1p7b_cpt.py) and this run, on a machine with the harness's datasets:
-  rlp-eval table /ckpt/Qwen3-1.7B-Base /runs/qwen3_cpt /runs/qwen3_rlp \
-      --tasks=gsm8k,minerva_math,mmlu,mmlu_pro,gpqa_main_zeroshot --output_path=/runs/table
-(offline: the rlp_* tasks of rlp/harness.py).
+  rlp-eval table /ckpt/Qwen3-1.7B-Base /runs/qwen3_cpt /runs/qwen3_rlp --tasks=paper \
+      --output_path=/runs/table
+(--tasks=paper: gsm8k, minerva_math500, minerva_math, aime25, mmlu, mmlu_pro, gpqa_diamond_n_shot,
+greedy; the default on an accelerator. --tasks=offline: the local rlp_* tasks of rlp/harness.py.)
 
 Memory plan (`rlp-bench memory --config=configs/qwen3_1p7b_rlp.py --model_shape=qwen3-1.7b
 --devices=32 --device_memory_gb=80 --platform=gpu`), per device of 32 x 80 GB: state 0.8 GiB
