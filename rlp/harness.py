@@ -40,7 +40,7 @@ BUCKET = 32  # padded lengths are multiples of this: one compiled program per bu
 # is `offline` on CPU and `paper` on accelerators).
 # offline: the local tasks written by local_tasks_dir (no download), OFFLINE_LIMIT problems each
 #   unless --limit says otherwise: SmolLM2-135M takes about 9 minutes on 2 CPU cores for the three
-#   tasks plus the held-out NLL (docs/recipe.md).
+#   tasks plus the held-out NLL (docs/performance.md).
 # paper: the paper's benchmarks as lm-evaluation-harness 0.4 names them (greedy; the harness
 #   downloads their data). AMC23 has no harness task (add it with --include_path); the paper
 #   averages 8 samples for pass@1 on math, these tasks score one greedy answer.
