@@ -50,7 +50,7 @@ def sampler_rule_holds(name: str, value) -> bool:
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
   group_size: int = 4
-  max_thought_len: int = 16  # sampled tokens, not counting the appended </think> of a truncation
+  max_thought_len: int = 32  # sampled tokens, not counting the appended </think> of a truncation
   min_thought_len: int = 1
   temperature: float = 0.7
   top_k: int = 0  # 0 = off

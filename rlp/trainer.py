@@ -131,7 +131,7 @@ class StepConfig:
   # highest EMA entropy / lowest EMA log-prob per document, chosen inside the step
   selection: str = "uniform"
   positions_per_doc: int = 1
-  min_prefix: int = 1
+  min_prefix: int = 8  # smallest position a scored selection may choose
   rpt_lookahead: int = 4  # continuation tokens an RPT prediction may span
   # Next-token losses (CPT, the NTP term) fuse the LM head with the loss over chunks of this many
   # positions (rlp.objective.linear_cross_entropy), and the policy loss applies the head to that

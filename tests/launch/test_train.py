@@ -1,7 +1,6 @@
 """rlp-train end to end on configs/tiny.py: RLP, CPT, RPT, resume, plots, bad configs, launchers."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -211,6 +210,18 @@ def test_step_settings_have_one_source(tmp_path):
       group = configuration._STEP_FIELD_GROUP.get(f.name, "rlp")
       assert getattr(step, f.name) == c[group][f.name], f.name
   assert (step.eps_high, step.grad_accum, step.min_prefix, step.loss_chunk) == (0.3, 2, 5, 64)
+  # the library's defaults are the config's: StepConfig() / SamplerConfig() built directly (as
+  # the benches and a user's script do) run what configs/base.py documents
+  c = base.get_config()
+  from rlp import sampler
+  for f in dataclasses.fields(trainer.StepConfig):
+    if f.name not in configuration._STEP_DERIVED:
+      group = configuration._STEP_FIELD_GROUP.get(f.name, "rlp")
+      assert f.default == c[group][f.name], (f.name, f.default, c[group][f.name])
+  shared = [f for f in dataclasses.fields(sampler.SamplerConfig) if f.name in c.rlp]
+  assert len(shared) == 6
+  for f in shared:
+    assert f.default == c.rlp[f.name], (f.name, f.default, c.rlp[f.name])
   with pytest.raises(ValueError, match=r"ema_tau = 2 \(must be in \[0, 1\]\)"):
     trainer.StepConfig(ema_tau=2)
   c.rlp.ema_tau, c.rlp.eps_low = 2.0, 1.5
@@ -218,7 +229,7 @@ def test_step_settings_have_one_source(tmp_path):
     configuration.validate(c)
   assert "config.rlp.ema_tau = 2.0 is invalid: must be in [0, 1]" in str(e.value)
   assert "config.rlp.eps_low = 1.5 is invalid: must be in [0, 1)" in str(e.value)
-  from rlp import sampler  # the sampler's settings: the same pattern (sampler.SAMPLER_RULES)
+  # the sampler's settings: the same pattern (sampler.SAMPLER_RULES)
   with pytest.raises(ValueError, match=r"bad sampling params: top_p 0.0 \(in \(0, 1\]\)"):
     sampler.SamplerConfig(top_p=0.0)
   c.rlp.top_p = 0.0
