@@ -39,7 +39,7 @@ def test_cudnn_attention_matches_xla_forward_and_gradient():
 
 def test_bf16_cpt_loss_cudnn_fused_equals_xla_unfused():
   """Loss and every parameter gradient of the CPT loss: cuDNN attention + fused head/loss vs XLA
-  attention + materialised logits, both in bf16 (and a step of the fast path runs)."""
+  attention + materialised logits, both in bf16; a step of the fast path reports that loss."""
   x = jax.random.randint(jax.random.key(1), (4, 257), 0, CFG.vocab_size)
   batch = {"inputs": x[:, :-1], "targets": x[:, 1:], "loss_mask": jnp.ones((4, 256))}
   out = {}
@@ -60,7 +60,8 @@ def test_bf16_cpt_loss_cudnn_fused_equals_xla_unfused():
   tx = trainer.make_optimizer(1e-3)
   step = trainer.make_step(nnx.graphdef(model), tx, trainer.StepConfig(objective="cpt", loss_chunk=64))
   _, m, _ = step(trainer.init_state(model, tx), batch)
-  assert np.isfinite(float(m["loss"])) and float(m["skipped"]) == 0.0
+  # the step's loss is the fast path's loss at the same (seed-0) parameters, and it is applied
+  assert abs(float(m["loss"]) - float(lf)) < 1e-2 * abs(float(lf)) and float(m["skipped"]) == 0.0
 
 
 def test_bf16_rlp_step_on_gpu_agrees_with_float32():

@@ -42,7 +42,19 @@ def test_tiny_model_end_to_end():
   # a random byte model writes no explicit answer: strict scores are exactly 0
   assert report["reasoning/pass@1_greedy"] == 0.0 and report["reasoning/pass@4"] == 0.0
   assert report["reasoning_fallback/pass@4"] >= report["reasoning/pass@4"]
-  assert report["diversity/pairwise_edit"] >= 0 and np.isfinite(report["diversity/token_entropy"])
+  # diversity: each problem's sampled answers (drawn here with the eval's seeds), averaged
+  div = {"distinct_1": [], "distinct_2": [], "pairwise_edit": [], "token_entropy": []}
+  for n, p in enumerate(problems):
+    outs = evaluate.generate(model, tok, [answers.few_shot_prompt(p["question"], shots)] * 4, 12,
+                             0.7, seed=n)
+    toks = [tok.encode(evaluate._completion(tok, o)) for o in outs]
+    div["distinct_1"].append(answers.distinct_n(toks, 1))
+    div["distinct_2"].append(answers.distinct_n(toks, 2))
+    div["pairwise_edit"].append(answers.mean_pairwise_edit(toks))
+    div["token_entropy"].append(answers.unigram_entropy(toks))
+  for k, v in div.items():
+    np.testing.assert_allclose(report[f"diversity/{k}"], np.mean(v), rtol=1e-6, err_msg=k)
+  assert report["diversity/pairwise_edit"] > 0  # temperature 0.7: the four answers differ
   assert report["reasoning/pass@1"] <= report["reasoning/pass@2"] <= report["reasoning/pass@4"]
   assert len(examples) == 2
   strict, _ = evaluate.reasoning_eval(model, tok, problems, shots, samples=4, ks=[1], max_new_tokens=12)

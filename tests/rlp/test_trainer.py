@@ -252,10 +252,22 @@ def test_entropy_selection_picks_the_emas_most_uncertain_tokens():
     assert sorted(np.asarray(ro.cuts[b]).tolist()) == want
 
 
-def test_without_the_ema_there_is_no_baseline():
-  _, (m,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, compute_ema=False))
-  assert np.isnan(m["rlp/s_ema_mean"]) and np.isfinite(m["loss"])
+def test_without_the_ema_forward_the_update_is_the_same():
+  """compute_ema=False skips the EMA's no-thought forward: no S_ema (its metrics are NaN), and the
+  same update, since the group-centred advantage cancels any per-position baseline."""
+  batch = _batch(0)
+  alone, (m,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, compute_ema=False),
+                        batch=batch)
+  paper, (m0,), _ = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2), batch=batch)
+  assert np.isnan(m["rlp/s_ema_mean"]) and np.isnan(m["rlp/reward_mean"])
+  assert np.isfinite(m0["rlp/s_ema_mean"])
+  np.testing.assert_allclose(m["rlp/s_pred_mean"], m0["rlp/s_pred_mean"], rtol=1e-6)
+  assert float(m0["grad_norm"]) > 1e-4
+  np.testing.assert_allclose(m["grad_norm"], m0["grad_norm"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(paper.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
   assert trainer.StepConfig(sampler=SCFG, compute_ema=False).needs_ema_forward is False
+  assert trainer.StepConfig(sampler=SCFG, compute_ema=False, selection="entropy").needs_ema_forward
 
 
 def test_scored_positions_respect_bounds_and_never_pick_invalid_ones():
