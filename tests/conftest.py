@@ -47,13 +47,13 @@ def smollm2():
 # The longest test files, longest first (measured on 2 cores). `make test` hands whole files to
 # two workers in collection order (--dist loadfile --no-loadscope-reorder): starting the long ones
 # first leaves the short ones to even out the end, instead of a long file running alone at the end.
-# xdist gives a worker its next file while two of its tests are still pending, so the first
-# worker runs files 1 and 4 one after the other and the second files 2 and 3: the two files that
-# run SmolLM2 through torch or at full optimisation for minutes (the quickstart notebook, the
-# harness) share a worker instead of slowing each other down (measured in CI: the harness parity
-# test 129 s alone, 336 s beside the notebook).
+# xdist gives a worker its next file once at most two of its tests are pending: the second
+# worker (notebook 02, one test) takes file 3 at once, the first takes file 4 near the end of the
+# notebooks. So the two files that run SmolLM2 through torch or at full optimisation for minutes
+# (the quickstart notebook, the harness) run one after the other on the first worker instead of
+# slowing each other down (measured in CI: the harness parity test 129 s, 336 s beside 01).
 _LONGEST_FIRST = ("notebooks/test_notebooks.py", "notebooks/test_notebook_ablations.py",
-                  "rlp/test_harness.py", "rlp/test_trainer.py", "rlp/test_evaluate.py",
+                  "rlp/test_trainer.py", "rlp/test_harness.py", "rlp/test_evaluate.py",
                   "launch/test_fault_tolerance.py", "launch/test_train.py", "launch/test_cli.py",
                   "launch/test_bench.py", "models/test_smollm2.py", "rlp/test_diversity.py",
                   "rlp/test_sampler.py", "rlp/test_scale.py", "models/test_decode.py",
