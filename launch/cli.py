@@ -103,6 +103,10 @@ KEEP_MEMORY = {var: value for var, value, _, _ in _KEEP_MEMORY_SETTINGS}
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 # below this much RAM the resident memory is worth more than the speed (peaks: docs/performance.md)
 KEEP_MEMORY_MIN_GIB = 20
+# the commands whose time goes into steps that free and reallocate the same large buffers, where
+# keeping freed memory pays; the others (rlp-eval, rlp-data, ...) allocate buffers of many sizes
+# and under it only grow (rlp-data diversity on 64 documents: 9.1 instead of 3.1 GiB, no faster)
+KEEP_MEMORY_COMMANDS = ("rlp-train", "rlp-bench")
 _ACCELERATOR_DEVICES = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/accel*", "/dev/vfio/[0-9]*")
 
 
@@ -139,8 +143,9 @@ def startup_env(prog: str) -> dict[str, str] | None:
     pages on request (madvise mode, the usual default; `always` gives them anyway, `never`
     none): with 4 KiB pages every pass over the weights misses the TLB page after page. Not over
     a GLIBC_TUNABLES of the user's, nor with RLP_HUGE_PAGES=0.
-  - freed memory kept in the process (KEEP_MEMORY) when JAX runs on the CPU only (_cpu_only) of
-    a machine with at least KEEP_MEMORY_MIN_GIB of RAM: otherwise glibc hands XLA's large
+  - freed memory kept in the process (KEEP_MEMORY) for the commands that train or time training
+    steps (KEEP_MEMORY_COMMANDS) when JAX runs on the CPU only (_cpu_only) of a machine with at
+    least KEEP_MEMORY_MIN_GIB of RAM: otherwise glibc hands XLA's large
     per-step buffers back to the kernel and every step faults them in again, zeroed by the
     kernel. The cost is resident memory that stays at its high-water mark (release_freed_memory
     hands it back between phases; figures: docs/performance.md). Not when the user sets any
@@ -163,7 +168,7 @@ def startup_env(prog: str) -> dict[str, str] | None:
           add["GLIBC_TUNABLES"] = HUGE_PAGES
     except OSError:
       pass
-  if _keep_memory_applies():
+  if prog in KEEP_MEMORY_COMMANDS and _keep_memory_applies():
     add.update(KEEP_MEMORY)
   return add if add and getattr(sys, "orig_argv", None) else None
 

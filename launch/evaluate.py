@@ -296,6 +296,8 @@ def main(argv):
                                                   fallback=FLAGS.answer_fallback)
     report.update(reasoning)
     report["examples"] = examples
+  from rlp import metrics
+  report["host_rss_peak_gib"] = round(metrics.host_rss_peak_gib(), 2)  # the process's peak
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:
     json.dump(report, f, indent=2)
@@ -306,7 +308,6 @@ def main(argv):
         if isinstance(v, float):
           w.add_scalar(k, v, desc["step"])
   if FLAGS.wandb_project:
-    from rlp import metrics
     run = metrics.start_wandb(os.path.dirname(os.path.abspath(out)), FLAGS.wandb_project,
                               name=f"eval {os.path.basename(os.path.abspath(FLAGS.model))}",
                               config={"model": FLAGS.model, **desc}, resume_id=False)

@@ -271,7 +271,8 @@ def train(config, workdir: str, log=None) -> dict:
     eval_at = (workdir_lib.eval_positions(config, tok, graphdef, state.params, eval_docs, workdir, log)
                if eval_docs and config.train.eval_positions else None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                   config.train.keep_checkpoints)
+                                   config.train.keep_checkpoints,
+                                   async_save=checkpoint.async_pays(mesh))
     wandb = (dict(project=config.train.wandb_project, entity=config.train.wandb_entity,
                   name=os.path.basename(os.path.abspath(workdir)), config=config.to_dict())
              if config.train.wandb_project else None)

@@ -134,3 +134,15 @@ def test_a_full_disk_is_one_clear_error_and_keeps_what_was_written(tmp_path, mon
   assert "more lines" not in str(e.value)
   monkeypatch.undo()
   ck.close()
+
+
+def test_checkpoints_are_written_in_the_background_only_off_the_cpu():
+  """On the CPU the state already lives in host memory and the writer shares the step's cores: a
+  run waits for its save. With an accelerator in the mesh it writes in the background."""
+  import types
+  import jax
+  import numpy as np
+  from rlp import checkpoint
+  assert not checkpoint.async_pays(jax.sharding.Mesh(np.array(jax.devices()), ("data",)))
+  gpu = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform="gpu")] * 2))
+  assert checkpoint.async_pays(gpu)

@@ -26,9 +26,15 @@ def tiny_config(**overrides):
 
 
 @pytest.mark.parametrize("objective", ["rlp", "cpt", "rpt"])
-def test_train_writes_outputs_and_resumes(objective, tmp_path):
+def test_train_writes_outputs_and_resumes(objective, tmp_path, monkeypatch):
   wd = str(tmp_path / objective)
+  from rlp import checkpoint
+  made = []
+  real = checkpoint.Checkpointer
+  monkeypatch.setattr(checkpoint, "Checkpointer", lambda *a, **k: made.append(k) or real(*a, **k))
   out = loop.train(tiny_config(objective=objective), wd)
+  # on the CPU the run waits for each save (no background copy of the state beside the step)
+  assert made == [{"async_save": False}]
   rows = metrics.read_metrics(wd)
   steps = [r["step"] for r in rows if "loss" in r]
   assert steps == [1, 2, 3, 4]

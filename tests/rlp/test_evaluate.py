@@ -75,8 +75,8 @@ def test_generate_matches_greedy_with_left_padding():
 @pytest.mark.slow
 def test_rlp_eval_cli_on_smollm2(tmp_path, full_optimization, smollm2):
   """rlp-eval on the real model: its all-token NLL and each position's no-thought log-prob equal
-  explicit forwards of the model in this process; the gain is the mean of the positions'; a
-  second run into the same --out is refused."""
+  explicit forwards of the model in this process; the gain is the mean of the positions'; the
+  report holds the process's peak memory; a second run into the same --out is refused."""
   model, tok, _ = smollm2
   out = tmp_path / "report.json"
   r = subprocess.run([sys.executable, "-m", "launch.evaluate", "--model=smollm2", "--problems=2",
@@ -104,6 +104,8 @@ def test_rlp_eval_cli_on_smollm2(tmp_path, full_optimization, smollm2):
                              atol=1e-6)
   assert 0 <= rep["reasoning/pass@1"] <= rep["reasoning/pass@2"] <= 1
   assert 0 < rep["diversity/distinct_2"] <= 1
+  # the process's peak resident memory: at least SmolLM2's 0.5 GiB of f32 weights
+  assert 0.5 < rep["host_rss_peak_gib"] < 64, rep["host_rss_peak_gib"]
   r = subprocess.run([sys.executable, "-m", "launch.evaluate", "--model=smollm2",
                       f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode == 2 and "exists" in r.stderr
