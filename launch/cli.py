@@ -104,8 +104,8 @@ _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 # below this much RAM the resident memory is worth more than the speed (peaks: docs/performance.md)
 KEEP_MEMORY_MIN_GIB = 20
 # the commands whose time goes into steps that free and reallocate the same large buffers, where
-# keeping freed memory pays; the others (rlp-eval, rlp-data, ...) allocate buffers of many sizes
-# and under it only grow (rlp-data diversity on 64 documents: 9.1 instead of 3.1 GiB, no faster)
+# keeping freed memory pays; the others (rlp-eval, rlp-data, ...) allocate buffers of many sizes,
+# which a heap that is never trimmed reuses badly: it only grows (docs/performance.md)
 KEEP_MEMORY_COMMANDS = ("rlp-train", "rlp-bench")
 _ACCELERATOR_DEVICES = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/accel*", "/dev/vfio/[0-9]*")
 

@@ -77,8 +77,8 @@ def async_pays(mesh) -> bool:
   """Whether a run on `mesh` should write its checkpoints in the background. On accelerators the
   state is copied to host memory and written while the next steps run. On the CPU the state
   already lives in host memory and the writer's threads share the step's cores: a background save
-  adds a copy of the state to the step's peak (the SmolLM2 main job: +3 GiB, 6.4 -> 9.5-10.4 GiB
-  without freed memory kept) and slows the steps it overlaps about as much as waiting for it."""
+  adds a copy of the state to the next step's peak and slows that step about as much as waiting
+  for the save (figures: docs/performance.md, Host memory)."""
   return any(d.platform != "cpu" for d in mesh.devices.flat)
 
 
