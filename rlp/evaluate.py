@@ -5,6 +5,7 @@ and without a thought, against placebos) is rlp/thought_eval.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -15,11 +16,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import models
 from models import backend
+from models.tokenizer import load_tokenizer
 from rlp import answers
+from rlp import checkpoint
+from rlp import configuration
 from rlp import data
 from rlp import objective
 from rlp import sampler
+from rlp import schema
+from rlp import thought_eval
+from rlp import trainer
+from rlp.thought_format import thought_format
 
 
 EvalError = answers.EvalError
@@ -148,16 +157,56 @@ def reasoning_eval(model, tok, problems: Sequence[dict], shots: Sequence[dict], 
   return report, examples
 
 
+# ---------------------------------------------------------------- the in-run eval
+class InRunEval:
+  """A training run's held-out eval: the documents' NLL, the thought eval (with and without a
+  thought, against placebos) at the run's fixed positions, and pass@k over training, each with
+  the run's own sampler and thought format (`__call__` gives the metrics of one params)."""
+
+  def __init__(self, settings: schema.Run, tok, graphdef, docs, at):
+    self.settings, self.tok, self.graphdef, self.docs, self.at = settings, tok, graphdef, docs, at
+    self.sampler = configuration.sampler_config(settings, tok)
+    self.exclude = thought_format(tok, settings.rlp.template).open_token
+
+  @staticmethod
+  def documents(settings: schema.Run, tok) -> list:
+    """The held-out documents: train.eval_docs of data.eval_source (none when either is off)."""
+    t, d = settings.train, settings.data
+    if not t.eval_docs or not d.eval_source:
+      return []
+    ds, _ = data.open_documents(d.eval_source, tok, min_tokens=2, num_docs=t.eval_docs)
+    return [ds[i] for i in range(min(len(ds), t.eval_docs))]
+
+  def reasoning_due(self, step: int, total: int) -> bool:
+    every = self.settings.train.eval_reasoning_every
+    return bool(every) and (step % every == 0 or step == total)
+
+  def __call__(self, params, heldout: bool = True, reasoning: bool = False) -> dict:
+    ev = {}
+    if heldout:
+      ev.update(heldout_nll(self.graphdef, params, self.docs, self.settings.data.seq_len))
+      if self.at is not None and self.settings.objective != "rpt":
+        ev.update(self._thought_eval(params))
+    if reasoning:  # pass@k: each held-out position a problem solved by n sampled thoughts
+      t = self.settings.train
+      ev.update({k: v for k, v in self._thought_eval(
+          params, t.eval_reasoning_samples, tuple(t.eval_reasoning_ks), seed=1).items()
+          if k.startswith(("reasoning/", "diversity/"))})
+    return ev
+
+  def _thought_eval(self, params, group=None, ks=(), seed=0) -> dict:
+    cfg = dataclasses.replace(self.sampler, group_size=group) if group else self.sampler
+    return thought_eval.thought_likelihood(
+        nnx.merge(self.graphdef, params), self.docs, cfg, self.settings.data.seq_len, self.at,
+        seed=self.settings.seed + seed, batch_size=max(1, min(len(self.docs), 8)),
+        baseline_exclude=self.exclude, placebos=tuple(self.settings.train.eval_placebos), ks=ks)
+
+
 # ---------------------------------------------------------------- loading what to evaluate
 def load_for_eval(path: str, use_ema: bool = False):
   """(model, tokenizer, description) for a GGUF file, an HF directory, a training run's workdir
   (its newest checkpoint; `use_ema` takes the EMA params) or "smollm2". For a workdir the
   description's "config" is the run's config (its sampler, thought format and selection)."""
-  import models
-  from models.tokenizer import load_tokenizer
-  from rlp import checkpoint
-  from rlp import configuration
-  from rlp import trainer
   if path == "smollm2":
     path = models.smollm2_path()
   if os.path.isfile(path):
@@ -165,11 +214,7 @@ def load_for_eval(path: str, use_ema: bool = False):
     return model, tok, {"kind": "gguf", "path": path}
   if os.path.isdir(os.path.join(path, "checkpoints")):
     config = configuration.load_run_config(path)
-    if config.model.init == "checkpoint":
-      model, tok = configuration.load_model_and_tokenizer(
-          configuration.load_run_config(config.model.path))
-    else:
-      model, tok = configuration.load_model_and_tokenizer(config)
+    model, tok = configuration.load_run_model(config)
     tx = configuration.optimizer(config)
     state = trainer.init_state(model, tx, kl_beta=config.rlp.kl_beta)
     got = checkpoint.restore_run(path, checkpoint.abstract_like(state))
@@ -192,7 +237,6 @@ def load_for_eval(path: str, use_ema: bool = False):
 def load_start(run_config):
   """The model a run started from: the checkpoint it was initialised from, else its configured
   model (GGUF, HF directory, or the seeded random init)."""
-  from rlp import configuration
   if run_config.model.init == "checkpoint":
     return load_for_eval(run_config.model.path)[0]
   return configuration.load_model_and_tokenizer(run_config)[0]

@@ -26,6 +26,7 @@ from rlp import configuration
 from rlp import data
 from rlp import evaluate as evaluate_lib
 from rlp import metrics
+from rlp import schema
 from rlp import sharding
 from rlp import thought_eval
 from rlp import trainer
@@ -63,38 +64,38 @@ class _StopFlag:
       signal.signal(sig, old)
 
 
-def _environment_warnings(config, log) -> None:
+def _environment_warnings(settings: schema.Run, log) -> None:
   """One line per request the visible devices cannot serve (bf16 or cuDNN attention without an
   accelerator; a mesh larger than the visible devices is refused by config validation)."""
   platform = jax.default_backend()
-  if platform == "cpu" and config.model.dtype != "float32":
-    log(f"rlp: warning: model.dtype={config.model.dtype} but JAX sees only the CPU, where it is "
+  if platform == "cpu" and settings.model.dtype != "float32":
+    log(f"rlp: warning: model.dtype={settings.model.dtype} but JAX sees only the CPU, where it is "
         "slow and imprecise; install JAX for your accelerator (README: Accelerators)")
-  if platform != "gpu" and config.model.attention == "cudnn":
+  if platform != "gpu" and settings.model.attention == "cudnn":
     log(f"rlp: warning: model.attention=cudnn needs an NVIDIA GPU; JAX sees {platform}, so XLA "
         "attention is used")
 
 
-def _build_data(config, tok, model_vocab, warmup: bool = False):
+def _build_data(settings: schema.Run, tok, model_vocab, warmup: bool = False):
   """The run's pipeline (RLP/RPT: documents and positions; CPT: packed sequences), or with
   warmup=True the format warm-up's packed sequences of warmup.source."""
-  d = config.data
+  d = settings.data
   data.check_vocab(tok, model_vocab)
-  source = config.warmup.source if warmup else d.source
+  source = settings.warmup.source if warmup else d.source
   docs, stats = data.open_documents(source, tok, min_tokens=d.min_prefix + 1, num_docs=d.num_docs,
-                                    thought_format=thought_format(tok, config.rlp.template),
-                                    seed=config.seed)
+                                    thought_format=thought_format(tok, settings.rlp.template),
+                                    seed=settings.seed)
   if stats.max_token_id is not None:  # a stored dataset's ids must fit the model's embedding
     data.check_vocab(tok, model_vocab, {"max_token_id": stats.max_token_id})
   per_process = d.batch_size // jax.process_count()
-  common = dict(seq_len=d.seq_len, batch_size=per_process, seed=config.seed,
+  common = dict(seq_len=d.seq_len, batch_size=per_process, seed=settings.seed,
                 process_index=jax.process_index(), process_count=jax.process_count())
-  if config.objective == "cpt" or warmup:
+  if settings.objective == "cpt" or warmup:
     ds = data.cpt_dataset(docs, **common)
   else:
     pad = tok.eos_id if tok.eos_id is not None else 0
     ds = data.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
-                          pad_id=pad, marker_ids=configuration.marker_ids(config, tok), **common)
+                          pad_id=pad, marker_ids=configuration.marker_ids(settings, tok), **common)
   return ds, stats
 
 
@@ -127,63 +128,64 @@ class _Iterators:
       self.warmup.set_state(state["warmup"])
 
 
-def _eval_docs(config, tok):
-  if not config.train.eval_docs or not config.data.eval_source:
+def _eval_docs(settings: schema.Run, tok):
+  if not settings.train.eval_docs or not settings.data.eval_source:
     return []
-  ds, _ = data.open_documents(config.data.eval_source, tok, min_tokens=2,
-                              num_docs=config.train.eval_docs)
-  return [ds[i] for i in range(min(len(ds), config.train.eval_docs))]
+  ds, _ = data.open_documents(settings.data.eval_source, tok, min_tokens=2,
+                              num_docs=settings.train.eval_docs)
+  return [ds[i] for i in range(min(len(ds), settings.train.eval_docs))]
 
 
-def _sampler_exclude(config, tok):
-  return thought_format(tok, config.rlp.template).open_token
+def _sampler_exclude(settings: schema.Run, tok):
+  return thought_format(tok, settings.rlp.template).open_token
 
 
-def _thought_eval(config, tok, graphdef, params, eval_docs, at, group=None, ks=(), seed=0):
+def _thought_eval(settings: schema.Run, tok, graphdef, params, eval_docs, at, group=None, ks=(),
+                  seed=0):
   """Held-out thought eval with the run's own sampler and format at the run's fixed positions."""
-  cfg = configuration.sampler_config(config, tok)
+  cfg = configuration.sampler_config(settings, tok)
   if group:
     cfg = dataclasses.replace(cfg, group_size=group)
   return thought_eval.thought_likelihood(
-      nnx.merge(graphdef, params), eval_docs, cfg, config.data.seq_len, at,
-      seed=config.seed + seed, batch_size=max(1, min(len(eval_docs), 8)),
-      baseline_exclude=_sampler_exclude(config, tok), placebos=tuple(config.train.eval_placebos),
-      ks=ks)
+      nnx.merge(graphdef, params), eval_docs, cfg, settings.data.seq_len, at,
+      seed=settings.seed + seed, batch_size=max(1, min(len(eval_docs), 8)),
+      baseline_exclude=_sampler_exclude(settings, tok),
+      placebos=tuple(settings.train.eval_placebos), ks=ks)
 
 
-def _reasoning_eval(config, tok, graphdef, params, eval_docs, at):
+def _reasoning_eval(settings: schema.Run, tok, graphdef, params, eval_docs, at):
   """pass@1 / pass@k over training: the thought eval's held-out positions as problems, each
   solved by train.eval_reasoning_samples thoughts of the run's sampler (thought_eval.py)."""
-  t = config.train
-  ev = _thought_eval(config, tok, graphdef, params, eval_docs, at, t.eval_reasoning_samples,
+  t = settings.train
+  ev = _thought_eval(settings, tok, graphdef, params, eval_docs, at, t.eval_reasoning_samples,
                      tuple(t.eval_reasoning_ks), seed=1)
   return {k: v for k, v in ev.items() if k.startswith(("reasoning/", "diversity/"))}
 
 
-def _reasoning_due(config, step: int, total: int) -> bool:
-  every = config.train.eval_reasoning_every
+def _reasoning_due(settings: schema.Run, step: int, total: int) -> bool:
+  every = settings.train.eval_reasoning_every
   return bool(every) and (step % every == 0 or step == total)
 
 
-def _evaluate(config, tok, graphdef, params, eval_docs, at, heldout: bool = True,
+def _evaluate(settings: schema.Run, tok, graphdef, params, eval_docs, at, heldout: bool = True,
               reasoning: bool = False) -> dict:
   ev = {}
   if heldout:
-    ev.update(evaluate_lib.heldout_nll(graphdef, params, eval_docs, config.data.seq_len))
-    if at is not None and config.objective != "rpt":
-      ev.update(_thought_eval(config, tok, graphdef, params, eval_docs, at))
+    ev.update(evaluate_lib.heldout_nll(graphdef, params, eval_docs, settings.data.seq_len))
+    if at is not None and settings.objective != "rpt":
+      ev.update(_thought_eval(settings, tok, graphdef, params, eval_docs, at))
   if reasoning:
-    ev.update(_reasoning_eval(config, tok, graphdef, params, eval_docs, at))
+    ev.update(_reasoning_eval(settings, tok, graphdef, params, eval_docs, at))
   return ev
 
 
-def _restore_init_checkpoint(config, state, shardings, log):
+def _restore_init_checkpoint(settings: schema.Run, state, shardings, log):
   """model.init=checkpoint: start from the params of a previous run's newest checkpoint."""
-  got = checkpoint.restore_run(config.model.path, checkpoint.abstract_like(state, shardings), log)
+  got = checkpoint.restore_run(settings.model.path, checkpoint.abstract_like(state, shardings), log)
   if got is None:
-    raise TrainingError(f"model.path={config.model.path} has no readable checkpoint")
+    raise TrainingError(f"model.path={settings.model.path} has no readable checkpoint")
   params = got.state.params
-  log(f"rlp: initialised from {config.model.path} step {got.step}")
+  log(f"rlp: initialised from {settings.model.path} step {got.step}")
   return trainer.restart(state, params=params, ema=True, ref=True)
 
 
@@ -232,7 +234,7 @@ def _sample_text(tok, batch, ro, b=0, k=0, n=2):
 def train(config, workdir: str, log=None) -> dict:
   """Runs (or resumes) a training run in `workdir`; returns the last logged metrics."""
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-  configuration.validate(config, jax.device_count())
+  settings = configuration.validate(config, jax.device_count())  # the typed run (rlp/schema.py)
   if "://" in workdir:
     raise configuration.ConfigError(f"--workdir={workdir} is a URL; use a local or mounted path (e.g. a "
                                     "gcsfuse mount of the bucket) shared by all processes")
@@ -241,42 +243,42 @@ def train(config, workdir: str, log=None) -> dict:
                                     "workdir to resume it)")
   workdir_lib.refuse_structural_changes(config, workdir)
   os.makedirs(workdir, exist_ok=True)
-  _environment_warnings(config, log)
-  mesh = sharding.make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+  _environment_warnings(settings, log)
+  mesh = sharding.make_mesh((settings.mesh.data, settings.mesh.fsdp, settings.mesh.tensor))
   if sharding.open_collectives(mesh):
     log(f"rlp: collectives connected ({jax.process_count()} processes, mesh "
         f"{dict(mesh.shape)})")
-  if config.model.init == "checkpoint":
+  if settings.model.init == "checkpoint":
     model, tok = configuration.load_model_and_tokenizer(
-        configuration.load_run_config(config.model.path))
+        configuration.load_run_config(settings.model.path))
   else:
-    model, tok = configuration.load_model_and_tokenizer(config)
-  ds, data_stats = _build_data(config, tok, model.config.vocab_size)
-  iterator = _Iterators(data.make_iterator(ds, config.data.workers))
-  if config.warmup.steps:
-    wds, _ = _build_data(config, tok, model.config.vocab_size, warmup=True)
-    iterator.warmup = data.make_iterator(wds, config.data.workers)
-  tx = configuration.optimizer(config)
-  step_cfg = configuration.step_config(config, tok)
+    model, tok = configuration.load_model_and_tokenizer(settings)
+  ds, data_stats = _build_data(settings, tok, model.config.vocab_size)
+  iterator = _Iterators(data.make_iterator(ds, settings.data.workers))
+  if settings.warmup.steps:
+    wds, _ = _build_data(settings, tok, model.config.vocab_size, warmup=True)
+    iterator.warmup = data.make_iterator(wds, settings.data.workers)
+  tx = configuration.optimizer(settings)
+  step_cfg = configuration.step_config(settings, tok)
   graphdef = nnx.graphdef(model)
   model_cfg = model.config
   with jax.set_mesh(mesh):
-    state = trainer.init_state(model, tx, config.seed, config.rlp.kl_beta)
+    state = trainer.init_state(model, tx, settings.seed, settings.rlp.kl_beta)
     shardings = sharding.state_shardings(state, tx, mesh, sharding.logical_axes(model))
     state = jax.device_put(state, shardings)
     del model
-    if config.model.init == "checkpoint":
-      state = _restore_init_checkpoint(config, state, shardings, log)
-    eval_docs = _eval_docs(config, tok)
-    eval_at = (workdir_lib.eval_positions(config, tok, graphdef, state.params, eval_docs, workdir, log)
-               if eval_docs and config.train.eval_positions else None)
+    if settings.model.init == "checkpoint":
+      state = _restore_init_checkpoint(settings, state, shardings, log)
+    eval_docs = _eval_docs(settings, tok)
+    eval_at = (workdir_lib.eval_positions(settings, tok, graphdef, state.params, eval_docs, workdir, log)
+               if eval_docs and settings.train.eval_positions else None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                   config.train.keep_checkpoints,
+                                   settings.train.keep_checkpoints,
                                    async_save=checkpoint.async_pays(mesh))
-    wandb = (dict(project=config.train.wandb_project, entity=config.train.wandb_entity,
+    wandb = (dict(project=settings.train.wandb_project, entity=settings.train.wandb_entity,
                   name=os.path.basename(os.path.abspath(workdir)), config=config.to_dict())
-             if config.train.wandb_project else None)
-    writer = metrics.MetricsWriter(workdir, config.train.tensorboard, wandb=wandb)
+             if settings.train.wandb_project else None)
+    writer = metrics.MetricsWriter(workdir, settings.train.tensorboard, wandb=wandb)
     start = 0
     try:
       restored = ckpt.restore_latest(checkpoint.abstract_like(state, shardings), log=log)
@@ -294,28 +296,28 @@ def train(config, workdir: str, log=None) -> dict:
       log(f"rlp: resumed from {ckpt.directory} step {start}"
           + (f" ({moved} later metric lines moved to metrics.rewound.jsonl)" if moved else ""))
     workdir_lib.write_config(config, workdir, start, log)
-    tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
+    tok_bytes = tok.token_bytes() if settings.objective == "rpt" else None
     placed = sharding.step_shardings(shardings, mesh)  # stated, not left to the partitioner
     step_fn = trainer.make_step(graphdef, tx, step_cfg, tokenizer_bytes=tok_bytes, **placed)
-    if config.warmup.steps:
-      wtx = configuration.warmup_optimizer(config)
+    if settings.warmup.steps:
+      wtx = configuration.warmup_optimizer(settings)
       warm_fn = trainer.make_step(graphdef, wtx, dataclasses.replace(step_cfg, objective="cpt"),
                                   **placed)
 
       def reset(state):  # warm-up -> main phase: EMA restarts at theta, fresh optimizer state
         return jax.device_put(trainer.restart(state, tx=tx, ema=True), shardings)
 
-      step_fn = _Phases(warm_fn, step_fn, config.warmup.steps, reset)
-    meta = {"objective": config.objective, "tokenizer": tok.fingerprint,
+      step_fn = _Phases(warm_fn, step_fn, settings.warmup.steps, reset)
+    meta = {"objective": settings.objective, "tokenizer": tok.fingerprint,
             "data": data_stats.as_dict()}
     saved = restored.meta if restored else {}
-    resets = watch.RefReset(config.rlp.ref_reset_every, config.rlp.ref_reset_on_plateau,
-                      config.warmup.steps, saved.get("ref_reset"))
+    resets = watch.RefReset(settings.rlp.ref_reset_every, settings.rlp.ref_reset_on_plateau,
+                      settings.warmup.steps, saved.get("ref_reset"))
 
     def reset_ref(state):
       return jax.device_put(trainer.reset_reference(state, tx), shardings)
-    peak, peak_src = metrics.device_peak_flops(config.model.dtype, devices=mesh.devices.flat)
-    run = _Run(config=config, workdir=workdir, mesh=mesh, ckpt=ckpt, writer=writer, tok=tok,
+    peak, peak_src = metrics.device_peak_flops(settings.model.dtype, devices=mesh.devices.flat)
+    run = _Run(settings=settings, step_cfg=step_cfg, workdir=workdir, mesh=mesh, ckpt=ckpt, writer=writer, tok=tok,
                graphdef=graphdef, model_cfg=model_cfg, meta=meta, eval_docs=eval_docs,
                eval_at=eval_at, log=log,
                resets=resets, reset_ref=reset_ref)
@@ -323,7 +325,7 @@ def train(config, workdir: str, log=None) -> dict:
     writer.close()
     ckpt.close()
   del iterator
-  if (config.train.plot and jax.process_index() == 0 and result.get("step")
+  if (settings.train.plot and jax.process_index() == 0 and result.get("step")
       and not result.get("interrupted")):
     from rlp import plot
     path = plot.plot_runs([workdir], os.path.join(workdir, "curves.png"))
@@ -352,7 +354,8 @@ class _Phases:
 @dataclasses.dataclass
 class _Run:
   """What the step loop works with, built once by `train`."""
-  config: Any
+  settings: schema.Run
+  step_cfg: trainer.StepConfig
   workdir: str
   mesh: Any
   ckpt: Any  # checkpoint.Checkpointer
@@ -369,15 +372,15 @@ class _Run:
 
   @property
   def warm(self) -> int:
-    return self.config.warmup.steps
+    return self.settings.warmup.steps
 
   @property
   def total(self) -> int:
-    return self.config.train.steps + self.config.warmup.steps
+    return self.settings.train.steps + self.settings.warmup.steps
 
   def evaluate(self, params, step: int, heldout: bool = True) -> dict:
-    ev = _evaluate(self.config, self.tok, self.graphdef, params, self.eval_docs, self.eval_at,
-                   heldout=heldout, reasoning=_reasoning_due(self.config, step, self.total))
+    ev = _evaluate(self.settings, self.tok, self.graphdef, params, self.eval_docs, self.eval_at,
+                   heldout=heldout, reasoning=_reasoning_due(self.settings, step, self.total))
     self.writer.write(step, ev)
     return ev
 
@@ -390,19 +393,18 @@ class _StepLog:
   step's metrics are read while the next step runs."""
 
   def __init__(self, run: _Run, start: int, peak: float, watch_state=None):
-    config, t_cfg = run.config, run.config.train
+    settings, t_cfg = run.settings, run.settings.train
     self.run, self.start, self.peak = run, start, peak
     self.progress = None
     if t_cfg.progress and jax.process_index() == 0:
       from tqdm import tqdm
-      self.progress = tqdm(total=run.total, initial=start, desc=config.objective, unit="step",
+      self.progress = tqdm(total=run.total, initial=start, desc=settings.objective, unit="step",
                            dynamic_ncols=True, file=sys.stdout)
     self.say = self.progress.write if self.progress is not None else run.log
     self.watch = watch.CollapseWatch(t_cfg.collapse_frac, self.say, watch_state)
     # constants of the FLOPs estimate
-    self.prompt_len = len(configuration.sampler_config(config, run.tok).prompt_ids)
-    self.ema_forward = trainer.StepConfig(compute_ema=config.rlp.compute_ema,
-                                          selection=config.data.selection).needs_ema_forward
+    self.prompt_len = len(run.step_cfg.sampler.prompt_ids)
+    self.ema_forward = run.step_cfg.needs_ema_forward
     self.pending = None
     self.skips = 0
     self.last: dict = {}
@@ -428,19 +430,19 @@ class _StepLog:
       self.progress.close()
 
   def _flops_and_tokens(self, step, host):
-    config, d = self.run.config, self.run.config.data
-    if config.objective == "cpt" or step <= self.run.warm:
+    settings, d = self.run.settings, self.run.settings.data
+    if settings.objective == "cpt" or step <= self.run.warm:
       return (metrics.cpt_step_flops(self.run.model_cfg, d.batch_size, d.seq_len),
               host.get("tokens", 0))
     flops = metrics.rlp_step_flops(
         self.run.model_cfg, batch=d.batch_size, seq_len=d.seq_len, positions=d.positions_per_doc,
-        group=config.rlp.group_size, prompt_len=self.prompt_len,
-        thought_len=host.get("rlp/thought_len_mean", 0) + 1, updates=config.rlp.num_updates,
+        group=settings.rlp.group_size, prompt_len=self.prompt_len,
+        thought_len=host.get("rlp/thought_len_mean", 0) + 1, updates=settings.rlp.num_updates,
         ema_forward=self.ema_forward)
     return flops, host.get("tokens", 0) + host.get("thought_tokens", 0)
 
   def _emit(self, step, m, ro, batch, dt):
-    run, t_cfg = self.run, self.run.config.train
+    run, t_cfg = self.run, self.run.settings.train
     host = metrics.to_host(m)
     self.skips = self.skips + 1 if host.get("skipped", 0) > 0 else 0
     if step <= run.warm:  # the format warm-up's next-token steps, named apart from the run's
@@ -479,11 +481,11 @@ class _StepLog:
 def _finish_owed(run: _Run, start: int, state) -> dict:
   """A rerun of a finished run: writes what a run killed after its last checkpoint still owed
   (the final held-out eval, then the curves, via the returned step), else only says it is done."""
-  config, total = run.config, run.total
+  total = run.total
   rows = metrics.read_metrics(run.workdir)
   has_eval = any(r.get("step") == total and "eval/nll" in r for r in rows)
   owed_eval = _process0_says(bool(run.eval_docs) and not has_eval)
-  owed_plot = config.train.plot and not os.path.exists(os.path.join(run.workdir, "curves.png"))
+  owed_plot = run.settings.train.plot and not os.path.exists(os.path.join(run.workdir, "curves.png"))
   if not (owed_eval or owed_plot):
     run.log(f"rlp: the run is already complete at step {start} of {total} (warmup.steps + "
             "train.steps); raise --config.train.steps to continue it")
@@ -499,7 +501,7 @@ def _run_steps(run: _Run, state, step_fn, iterator, start: int, peak: float,
                watch_state=None) -> dict:
   """Steps from `start` to the run's total: the step, its metrics (read one step late),
   checkpoints, held-out evals, reference resets and the agreed stop on a signal."""
-  config, t_cfg, warm, total, resets = run.config, run.config.train, run.warm, run.total, run.resets
+  t_cfg, warm, total, resets = run.settings.train, run.warm, run.total, run.resets
   if not isinstance(step_fn, _Phases):
     main_fn = step_fn
     step_fn = lambda state, batch, step: main_fn(state, batch)  # noqa: E731
@@ -536,7 +538,7 @@ def _run_steps(run: _Run, state, step_fn, iterator, start: int, peak: float,
       if due:
         steps.flush()  # a checkpointed step's metrics are written before its checkpoint exists
       heldout_due = (t_cfg.eval_every and step % t_cfg.eval_every == 0) or (warm and step == warm)
-      if step < total and (heldout_due or _reasoning_due(config, step, total)):
+      if step < total and (heldout_due or _reasoning_due(run.settings, step, total)):
         steps.flush()
         evaluate(step, heldout=bool(heldout_due))
       if due:

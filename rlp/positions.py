@@ -17,8 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rlp.schema import SELECTIONS  # noqa: F401 - the vocabulary this module implements
 
-SELECTIONS = ("uniform", "marker", "entropy", "low_logp")
 SCORED = ("entropy", "low_logp")
 
 

@@ -25,36 +25,23 @@ from flax import struct
 
 from models import backend
 from models.transformer import decode_layout, per_layer, thought_cache
+from rlp import schema
 
 PHASE_GEN, PHASE_CLOSE, PHASE_DONE = 0, 1, 2
 
 
-# The allowed values of the sampler settings a run's config sets (config.rlp.<name>), in one
-# place: SamplerConfig checks them when built and configuration.validate reports them, one line
-# per field, before anything compiles.
-SAMPLER_RULES = {
-    "max_thought_len": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
-    "temperature": (lambda v: v >= 0, ">= 0"),
-    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "top_k": (lambda v: isinstance(v, int) and v >= 0, ">= 0 (0 = off)"),
-}
-
-
-def sampler_rule_holds(name: str, value) -> bool:
-  try:
-    return bool(SAMPLER_RULES[name][0](value))
-  except TypeError:
-    return False
-
-
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-  group_size: int = 4
-  max_thought_len: int = 32  # sampled tokens, not counting the appended </think> of a truncation
-  min_thought_len: int = 1
-  temperature: float = 0.7
-  top_k: int = 0  # 0 = off
-  top_p: float = 1.0
+  """How thoughts are sampled. The fields declared `from_run` are the run config's rlp.* fields
+  (default, allowed values and help: rlp/schema.py); a group of 1 is allowed here (evaluation
+  samples one thought per position), training needs 2."""
+  group_size: int = schema.from_run("rlp.group_size", check=False)
+  # sampled tokens, not counting the appended </think> of a truncation
+  max_thought_len: int = schema.from_run("rlp.max_thought_len")
+  min_thought_len: int = schema.from_run("rlp.min_thought_len")
+  temperature: float = schema.from_run("rlp.temperature")
+  top_k: int = schema.from_run("rlp.top_k")
+  top_p: float = schema.from_run("rlp.top_p")
   prompt_ids: tuple[int, ...] = (1,)  # template + <think>, forced before every thought
   close_ids: tuple[int, ...] = (2,)  # </think> (one id, or the marker's text tokens)
   close_alts: tuple[tuple[int, ...], ...] = ()  # other tokenizations of </think> that end a thought
@@ -69,10 +56,7 @@ class SamplerConfig:
   #                          slices are copies (see `Transformer.decode_shared`), scanned elsewhere
 
   def __post_init__(self):
-    bad = [f"{name} {getattr(self, name)!r} ({allowed})" for name, (_, allowed)
-           in SAMPLER_RULES.items() if not sampler_rule_holds(name, getattr(self, name))]
-    if bad:
-      raise ValueError("bad sampling params: " + ", ".join(bad))
+    schema.check_from_run(self)
     if self.group_size < 1:
       raise ValueError(f"group_size must be >= 1 (got {self.group_size})")
     if self.min_thought_len < 1 or self.min_thought_len > self.max_thought_len:

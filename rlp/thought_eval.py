@@ -34,8 +34,8 @@ from rlp import data
 from rlp import objective
 from rlp import positions as positions_lib
 from rlp import sampler
+from rlp.schema import PLACEBOS
 
-PLACEBOS = ("empty", "one_token", "random", "other_doc")
 BOOTSTRAP_SAMPLES = 2000
 
 

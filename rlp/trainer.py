@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,8 @@ from models import backend
 from rlp import objective as objective_lib
 from rlp import positions as positions_lib
 from rlp import sampler as sampler_lib
-
-OBJECTIVES = ("rlp", "cpt", "rpt")
+from rlp import schema
+from rlp.schema import OBJECTIVES
 
 
 @struct.dataclass
@@ -60,95 +60,52 @@ class UpdateBatch:
                n_valid=ro.valid.sum(-1).astype(jnp.int32))
 
 
-# The allowed values of the StepConfig fields a run's config sets, in one place: StepConfig
-# checks them when it is built, and configuration.validate reports them as config.<group>.<name>
-# lines, before anything compiles. (The sampler's own fields are checked by SamplerConfig.)
-STEP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "eps_low": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "eps_high": (lambda v: v >= 0, ">= 0"),
-    "normalize": (lambda v: v in ("sequence", "token"), "sequence | token"),
-    "adv_scale": (lambda v: v in ("none", "std"), "none | std"),
-    "kl_beta": (lambda v: v >= 0, ">= 0"),
-    "kl_estimator": (lambda v: v in ("k1", "k2", "k3"), "k1 | k2 | k3"),
-    "ema_tau": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "num_updates": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
-    "minibatches": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
-    "grad_accum": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
-    "rollout_batch": (lambda v: isinstance(v, int) and v >= 0, ">= 0 (0 = the whole batch)"),
-    "ntp_weight": (lambda v: v >= 0, ">= 0"),
-    "scorer_weight": (lambda v: v >= 0, ">= 0"),
-    "policy_weight": (lambda v: v >= 0, ">= 0"),
-    "shuffle_rewards": (lambda v: isinstance(v, bool), "True | False"),
-    "rpt_lookahead": (lambda v: isinstance(v, int) and v >= 1, ">= 1"),
-    "loss_chunk": (lambda v: isinstance(v, int) and v >= -1,
-                   ">= -1 (-1 = auto, 0 = materialise the logits)"),
-}
-
-
-def rule_holds(name: str, value) -> bool:
-  """STEP_RULES[name] applied to value; a value of the wrong type fails instead of raising."""
-  try:
-    return bool(STEP_RULES[name][0](value))
-  except TypeError:
-    return False
-
-
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  objective: str = "rlp"
+  """What a jitted step computes. The fields declared `from_run` are the run config's fields of
+  that path (their default, allowed values and help live in rlp/schema.py, and a StepConfig
+  holding a value outside them is refused when built); the others are derived from the run by
+  `configuration.step_config`."""
+  objective: str = schema.from_run("objective")
   sampler: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig()
-  eps_low: float = 0.2
-  eps_high: float = 0.2
-  normalize: str = "sequence"
-  adv_scale: str = "none"
-  kl_beta: float = 0.0
-  kl_estimator: str = "k3"  # k1 | k2 | k3 (objective.kl_estimate), with kl_beta > 0
+  eps_low: float = schema.from_run("rlp.eps_low")
+  eps_high: float = schema.from_run("rlp.eps_high")
+  normalize: str = schema.from_run("rlp.normalize")
+  adv_scale: str = schema.from_run("rlp.adv_scale")
+  kl_beta: float = schema.from_run("rlp.kl_beta")
+  kl_estimator: str = schema.from_run("rlp.kl_estimator")
   # reward of a thought cut at the length limit: "keep" its information gain (the paper), "zero",
-  # or a number (ProRL-style shaping: a truncated thought earns that reward)
+  # or a number (ProRL-style shaping); derived from rlp.truncated_reward's text
   truncated_reward: str | float = "keep"
-  # drop groups whose G rewards are all equal (zero advantage, no signal) from the loss and its
-  # normalisation: DAPO / ProRL dynamic sampling, meant for RPT's binary rewards
-  dynamic_sampling: bool = False
-  ema_tau: float = 0.999
-  num_updates: int = 1  # optimizer updates per rollout batch (> 1 makes the clip matter)
-  minibatches: int = 1  # each update splits the rollout batch into this many minibatches
-  # each (mini)batch's gradient is accumulated over this many micro-batches of documents: the same
-  # update, with the activations of one micro-batch at a time (G 16 x 2048-token thoughts)
-  grad_accum: int = 1
-  # documents per rollout chunk (0 = the whole batch at once): the rollouts of one chunk, and their
-  # KV caches, are alive at a time (sampler.chunked_rollout_fn)
-  rollout_batch: int = 0
-  ntp_weight: float = 0.0  # lambda of an added next-token loss (0 = the paper)
-  scorer_weight: float = 0.0  # lambda of -log p(x_t | x_<t, thought) (0 = the paper)
-  policy_weight: float = 1.0  # weight of the clipped policy-gradient loss (1 = the paper; 0 with
-  #                             scorer_weight > 0 trains the scorer term alone: an ablation)
-  # placebo RL: the rewards permuted across the batch's thoughts before the advantages, so the
-  # update has RL's form and magnitude but no signal (a control, never a training recipe)
-  shuffle_rewards: bool = False
+  dynamic_sampling: bool = schema.from_run("rlp.dynamic_sampling")
+  ema_tau: float = schema.from_run("rlp.ema_tau")
+  num_updates: int = schema.from_run("rlp.num_updates")
+  minibatches: int = schema.from_run("rlp.minibatches")
+  grad_accum: int = schema.from_run("rlp.grad_accum")
+  rollout_batch: int = schema.from_run("rlp.rollout_batch")
+  ntp_weight: float = schema.from_run("rlp.ntp_weight")
+  scorer_weight: float = schema.from_run("rlp.scorer_weight")
+  policy_weight: float = schema.from_run("rlp.policy_weight")
+  shuffle_rewards: bool = schema.from_run("rlp.shuffle_rewards")
   baseline_exclude: int | None = None  # a dedicated <think> id left out of S_ema (see token_logp)
-  compute_ema: bool = True  # False skips the EMA forward when nothing needs S_ema
+  compute_ema: bool = schema.from_run("rlp.compute_ema")
   # uniform / marker: positions come with the batch; entropy / low_logp: the K positions of
   # highest EMA entropy / lowest EMA log-prob per document, chosen inside the step
-  selection: str = "uniform"
-  positions_per_doc: int = 1
-  min_prefix: int = 8  # smallest position a scored selection may choose
-  rpt_lookahead: int = 4  # continuation tokens an RPT prediction may span
+  selection: str = schema.from_run("data.selection")
+  positions_per_doc: int = schema.from_run("data.positions_per_doc")
+  min_prefix: int = schema.from_run("data.min_prefix")
+  rpt_lookahead: int = schema.from_run("rlp.rpt_lookahead")
   # Next-token losses (CPT, the NTP term) fuse the LM head with the loss over chunks of this many
-  # positions (rlp.objective.linear_cross_entropy), and the policy loss applies the head to that
-  # many thought positions at a time (objective.chunked_policy_logp); 0 materialises the logits;
-  # -1 = auto: fused (1024) on accelerators, where it saves memory and time, unfused on CPU, where
-  # it is slower (figures: docs/performance.md).
-  loss_chunk: int = -1
+  # positions (objective.linear_cross_entropy), and the policy loss applies the head to that many
+  # thought positions at a time (objective.chunked_policy_logp); 0 materialises the logits; -1 =
+  # auto, resolved when the step is built (`resolve`): fused on accelerators, unfused on CPU.
+  loss_chunk: int = schema.from_run("train.loss_chunk")
   # uniform / marker selection: apply the EMA head at the K positions only (True) or to every
   # position and read the K (False); None = decided when the step is built (resolve)
   ema_head_at_positions: bool | None = None
 
   def __post_init__(self):
-    bad = [f"{name} = {getattr(self, name)!r} (must be {allowed})"
-           for name, (_, allowed) in STEP_RULES.items()
-           if not rule_holds(name, getattr(self, name))]
-    if bad:
-      raise ValueError("invalid StepConfig: " + "; ".join(bad))
+    schema.check_from_run(self)
 
   @property
   def needs_ema_forward(self) -> bool:

@@ -37,7 +37,8 @@ def test_print_config_lists_every_field_with_value_and_comment():
   r = _cli("train", "--config=configs/tiny.py", "--print_config", "--config.rlp.group_size=8")
   assert r.returncode == 0, r.stderr
   lines = r.stdout.splitlines()
-  assert "rlp.group_size = 8  # G thoughts per context (the paper: 16)" in lines
+  assert "rlp.group_size = 8  # G thoughts per context (the paper: 16) [>= 2 (advantages need " \
+      "a group)]" in lines
   assert any(l.startswith("train.steps = 10  # ") for l in lines)
   from configs import tiny
   from configs.describe import _leaves

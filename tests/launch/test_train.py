@@ -1,5 +1,6 @@
 """rlp-train end to end on configs/tiny.py: RLP, CPT, RPT, resume, plots, bad configs, launchers."""
 
+import glob
 import json
 import os
 import subprocess
@@ -64,7 +65,7 @@ def test_in_run_eval_positions_are_fixed_at_the_start(tmp_path):
   the run started from (here its lowest no-thought log-probs), saved in the workdir, reused on
   resume, and the same for a CPT twin from the same start; each eval row has the gain over
   every placebo with its interval."""
-  from rlp import thought_eval
+  from rlp import evaluate, thought_eval
   over = {"data.selection": "low_logp", "train.eval_every": 2, "optim.lr": 1e-2}
   wd, twin = str(tmp_path / "rlp"), str(tmp_path / "cpt")
   loop.train(tiny_config(**over), wd)
@@ -73,7 +74,7 @@ def test_in_run_eval_positions_are_fixed_at_the_start(tmp_path):
   assert saved["positions"]["selected_by"] == "low_logp under the model the run started from"
   c = tiny_config(**over)
   model, tok = configuration.load_model_and_tokenizer(c)
-  docs = loop._eval_docs(c, tok)
+  docs = evaluate.InRunEval.documents(c, tok)
   sel = thought_eval.Selection("low_logp", c.train.eval_positions, c.data.min_prefix)
   start = thought_eval.choose(docs, c.data.seq_len, sel, model, "start")
   assert saved["positions"]["t"] == start.t.tolist()
@@ -174,7 +175,7 @@ def test_rlp_plot_cli(tmp_path):
     ({"rlp.group_size": 1}, r"config.rlp.group_size = 1 is invalid: must be >= 2"),
     ({"rlp.max_thought_len": -3}, r"config.rlp.max_thought_len = -3 is invalid"),
     ({"data.seq_len": -1}, r"config.data.seq_len = -1 is invalid"),
-    ({"objective": "sft"}, r"config.objective = 'sft' is invalid: must be one of"),
+    ({"objective": "sft"}, r"config.objective = 'sft' is invalid: must be rlp \| cpt \| rpt"),
     ({"mesh.data": 3}, r"config.mesh = \(3, 1, 1\) is invalid: .*does not divide the 8 devices"),
     ({"warmup.steps": 3}, r"config.warmup.source = '\"\"' is invalid: must be a data source"),
     ({"data.selection": "marker"}, r"config.data.position_marker = '\"\"' is invalid"),
@@ -201,33 +202,44 @@ def test_invalid_configs_fail_before_compiling(override, message, tmp_path):
 
 
 def test_step_settings_have_one_source(tmp_path):
-  """Every StepConfig field a run sets is read from the config key of its name; its range is one
-  rule (trainer.STEP_RULES) that both StepConfig and the config check use; a workdir's config
-  written before a key existed loads with the key's default."""
+  """Every config field is defined once, in rlp/schema.py: configs/base.py is derived from it,
+  StepConfig / SamplerConfig take their run fields' defaults and rules from it, and the config
+  check reports the same rules; a workdir's config written before a key existed still loads."""
+  import ast
   import dataclasses
   from configs import base
   from models.tokenizer import load_tokenizer
-  from rlp import trainer
+  from rlp import sampler, schema, trainer
+  assert base.get_config().to_json() == schema.config_dict().to_json()
   c = base.get_config()
   c.rlp.eps_high, c.rlp.grad_accum, c.data.min_prefix, c.train.loss_chunk = 0.3, 2, 5, 64
   step = configuration.step_config(c, load_tokenizer("bytes"))
-  for f in dataclasses.fields(trainer.StepConfig):
-    if f.name not in configuration._STEP_DERIVED:
-      group = configuration._STEP_FIELD_GROUP.get(f.name, "rlp")
-      assert getattr(step, f.name) == c[group][f.name], f.name
+  run_fields = schema.run_fields(trainer.StepConfig)
+  for name, path in run_fields:
+    assert getattr(step, name) == schema.value(c, path), name
   assert (step.eps_high, step.grad_accum, step.min_prefix, step.loss_chunk) == (0.3, 2, 5, 64)
-  # the library's defaults are the config's: StepConfig() / SamplerConfig() built directly (as
-  # the benches and a user's script do) run what configs/base.py documents
-  c = base.get_config()
-  from rlp import sampler
-  for f in dataclasses.fields(trainer.StepConfig):
-    if f.name not in configuration._STEP_DERIVED:
-      group = configuration._STEP_FIELD_GROUP.get(f.name, "rlp")
-      assert f.default == c[group][f.name], (f.name, f.default, c[group][f.name])
-  shared = [f for f in dataclasses.fields(sampler.SamplerConfig) if f.name in c.rlp]
-  assert len(shared) == 6
-  for f in shared:
-    assert f.default == c.rlp[f.name], (f.name, f.default, c.rlp[f.name])
+  # a StepConfig field is a run field or one of the few derived from the run (nothing else can
+  # grow a second default); the library's defaults are the schema's
+  derived = {"sampler", "truncated_reward", "baseline_exclude", "ema_head_at_positions"}
+  assert {f.name for f in dataclasses.fields(trainer.StepConfig)} == \
+      {n for n, _ in run_fields} | derived
+  for cls in (trainer.StepConfig, sampler.SamplerConfig):
+    for f in dataclasses.fields(cls):
+      if "config" in f.metadata:
+        assert f.default == schema.default(f.metadata["config"]), f.name
+  assert {p for _, p in schema.run_fields(sampler.SamplerConfig)} == {
+      f"rlp.{n}" for n in ("group_size", "max_thought_len", "min_thought_len", "temperature",
+                           "top_k", "top_p")}
+  # no module but the schema assigns a config field's default: the experiment files only
+  # override, and no library file builds a ConfigDict of its own
+  for path in glob.glob(os.path.join(ROOT, "rlp", "*.py")) + glob.glob(
+      os.path.join(ROOT, "configs", "base.py")):
+    if path.endswith("schema.py"):
+      continue
+    tree = ast.parse(open(path).read())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(
+        n.func, "attr", getattr(n.func, "id", "")) == "ConfigDict"]
+    assert not calls, f"{path} builds a ConfigDict: config fields are defined in rlp/schema.py"
   with pytest.raises(ValueError, match=r"ema_tau = 2 \(must be in \[0, 1\]\)"):
     trainer.StepConfig(ema_tau=2)
   c.rlp.ema_tau, c.rlp.eps_low = 2.0, 1.5
@@ -235,19 +247,31 @@ def test_step_settings_have_one_source(tmp_path):
     configuration.validate(c)
   assert "config.rlp.ema_tau = 2.0 is invalid: must be in [0, 1]" in str(e.value)
   assert "config.rlp.eps_low = 1.5 is invalid: must be in [0, 1)" in str(e.value)
-  # the sampler's settings: the same pattern (sampler.SAMPLER_RULES)
-  with pytest.raises(ValueError, match=r"bad sampling params: top_p 0.0 \(in \(0, 1\]\)"):
+  with pytest.raises(ValueError, match=r"top_p = 0.0 \(must be in \(0, 1\]\)"):
     sampler.SamplerConfig(top_p=0.0)
+  assert sampler.SamplerConfig(group_size=1).group_size == 1  # evaluation samples one thought
   c.rlp.top_p = 0.0
   with pytest.raises(configuration.ConfigError, match=r"config.rlp.top_p = 0.0 is invalid: "
                                                       r"must be in \(0, 1\]"):
     configuration.validate(c)
+  # the typed run: parse gives the schema's dataclasses, and building one checks its rules
+  run = schema.parse(base.get_config())
+  assert run.rlp.group_size == 4 and run.train.eval_placebos == schema.PLACEBOS
+  with pytest.raises(schema.ConfigError, match=r"config.rlp.kl_estimator = 'k9' is invalid"):
+    schema.RLP(kl_estimator="k9")
+  with pytest.raises(schema.ConfigError, match=r"config.data.min_prefix = 300 is invalid: "
+                                               r"must be < data.seq_len \(256\)"):
+    schema.Run(data=schema.Data(min_prefix=300))
+  with pytest.raises(schema.ConfigError, match=r"config.rlp.temperature = 'hot' is invalid: "
+                                               r"must be >= 0"):
+    schema.RLP(temperature="hot")
   saved = json.loads(base.get_config().to_json())
   del saved["rlp"]["rollout_batch"]  # a key added after this run was written
   saved["train"]["eval_reasoning_ks"] = [1, 2]  # JSON's list for a tuple
   (tmp_path / "config.json").write_text(json.dumps(saved))
   old = configuration.load_run_config(str(tmp_path))
   assert old.rlp.rollout_batch == 0 and old.train.eval_reasoning_ks == (1, 2)
+  assert schema.parse(old).train.eval_reasoning_ks == (1, 2)
   with pytest.raises(configuration.ConfigError, match="cannot be read as a run's config"):
     configuration.load_run_config(str(tmp_path / "nope"))
 
