@@ -23,9 +23,9 @@ def parse(spec: str):
 
 
 def install(spec: str):
-  """Patches rlp.loop so this process gets the signal at the spec's point; returns the undo."""
+  """Patches the training loop so this process gets the signal at the spec's point; returns the undo."""
   import jax
-  from rlp import loop
+  from rlp import actions, steplog
   at, sig, process = parse(spec)
 
   def fire():
@@ -33,15 +33,14 @@ def install(spec: str):
       os.kill(os.getpid(), sig)
 
   if at == "final-eval":
-    cls, name = loop._Run, "evaluate"
-    orig = cls.evaluate
+    cls, name = actions.HeldoutEval, "final"
+    orig = cls.final
 
-    def patched(self, params, step, heldout=True):
-      if step == self.total:  # in-run evals stop before the last step: this is the final one
-        fire()
-      return orig(self, params, step, heldout)
+    def patched(self, params, step):
+      fire()
+      return orig(self, params, step)
   else:
-    cls, name = loop._StepLog, "record"
+    cls, name = steplog.StepLog, "record"
     orig = cls.record
 
     def patched(self, step, m, ro, batch):

@@ -334,7 +334,7 @@ def _sub(path, name):
 def test_stored_dataset_ids_are_checked_against_the_model_vocab(tmp_path):
   """An ArrayRecord dataset's max_token_id (manifest) must fit the model's embedding."""
   from configs import tiny
-  from rlp import loop
+  from rlp import inputs
   tok = load_tokenizer("bytes")
   out = str(tmp_path / "ds")
   docs = data.tokenize_documents(["a first document with enough tokens to train on"] * 4, tok, 2,
@@ -342,10 +342,10 @@ def test_stored_dataset_ids_are_checked_against_the_model_vocab(tmp_path):
   data.write_shards(docs, out, tok, progress=False)
   c = tiny.get_config()
   c.data.source, c.data.min_prefix = f"arrayrecord:{out}", 4
-  loop._build_data(c, tok, 260)  # fits
+  inputs.dataset(c, tok, 260)  # fits
   manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
   manifest["max_token_id"] = 400  # e.g. written for a larger vocabulary
   with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f)
   with pytest.raises(data.DataError, match="token id 400 >= the model's vocab"):
-    loop._build_data(c, tok, 260)
+    inputs.dataset(c, tok, 260)

@@ -283,7 +283,7 @@ def test_low_logp_selection_runs_and_scores_the_chosen_positions():
   """The step picks each document's 2 least likely tokens under the EMA model (at the start, the
   model itself) and the rollout reports those positions; the run's sample text reads them, not
   the batch's cuts (unused by a scored selection; set to t = 3 < min_prefix here, never chosen)."""
-  from rlp import loop
+  from rlp import steplog
   batch = dict(_batch(0), cuts=jnp.full((B, 2), 3, jnp.int32))
   _, (m,), ro = _run(trainer.StepConfig(sampler=SCFG, positions_per_doc=2, selection="low_logp",
                                         min_prefix=4), batch=batch)
@@ -301,7 +301,7 @@ def test_low_logp_selection_runs_and_scores_the_chosen_positions():
       return " ".join(str(int(i)) for i in ids)
 
   t = int(ro.cuts[0, 0])
-  text = loop._sample_text(Tok(), batch, ro)
+  text = steplog.sample_text(Tok(), batch, ro)
   assert text.startswith(f"...{Tok().decode(toks[0, :t])!r} <think>"), text
   assert f"-> {str(toks[0, t])!r}" in text
 
