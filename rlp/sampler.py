@@ -128,6 +128,21 @@ class DecodeState:
   pred: jax.Array  # RPT's sampled prediction of x_t, else -1
   top: jax.Array  # the argmax after the closer
 
+  @classmethod
+  def start(cls, logits_BxNxV, tkv, tb: int) -> "DecodeState":
+    """Step 0's carry after the prompt: every stream generating, buffers empty, on the
+    documents' devices (the caches are placed by their maker; the rest on their first axis)."""
+    b, n = logits_BxNxV.shape[:2]
+    zeros_i = jnp.zeros((b, n), jnp.int32)
+    st = cls(i=jnp.zeros((), jnp.int32), logits=logits_BxNxV, tkv=tkv,
+             buf=jnp.zeros((b, n, tb), jnp.int32), logp=jnp.zeros((b, n, tb), jnp.float32),
+             mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
+             phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i, thought_len=zeros_i,
+             truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
+             pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
+    return st.replace(**{f.name: on_doc_axis(getattr(st, f.name))
+                         for f in dataclasses.fields(st) if f.name not in ("i", "tkv")})
+
 
 def unrolls_layers(cfg: SamplerConfig) -> bool:
   """Whether the decode loop runs its layers unrolled (cfg.unroll_layers; None: on CPU)."""
@@ -201,41 +216,61 @@ def on_doc_axis(x, axis: int = 0):
   return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(*spec))
 
 
+def _decode_caches(model, docs_BxS, cut_BxN, cfg: SamplerConfig, prefix=None):
+  """((prefix k, v), prefix mask, empty thought caches, per-layer weights or None) of the decode
+  loop: head-major caches (models.transformer.decode_shared), stacked over the layers or, when
+  the loop unrolls them, one array per layer (and the weights cast and split once, here). The
+  naive form copies the prefix per stream (B*N rows of one stream each)."""
+  s, n, c = docs_BxS.shape[1], cut_BxN.shape[1], model.config
+  if cfg.naive:
+    pk, pv = model.prefix_kv(jnp.repeat(docs_BxS, n, axis=0))
+    pmask = (jnp.arange(s)[None, :] < cut_BxN.reshape(-1, 1))[:, None, :]  # [B*N, 1, S]
+  else:
+    pk, pv = prefix if prefix is not None else model.prefix_kv(docs_BxS)
+    pmask = jnp.arange(s)[None, None, :] < cut_BxN[:, :, None]  # [B, N, S]
+  unroll = unrolls_layers(cfg)
+  rows, per_row = pmask.shape[:2]
+  tkv = thought_cache(c.n_layers, rows, per_row, c.n_kv_heads, len(cfg.prompt_ids) + cfg.buffer_len,
+                      c.head_dim, pk.dtype, stacked=not unroll)
+  pk, pv = decode_layout((pk, pv))
+  if unroll:
+    pk, pv = ([on_doc_axis(a) for a in per_layer(x)] for x in (pk, pv))
+    return (pk, pv), pmask, tuple([on_doc_axis(a) for a in x] for x in tkv), model.layer_weights()
+  pk, pv = (on_doc_axis(a, 1) for a in (pk, pv))
+  return (pk, pv), pmask, tuple(on_doc_axis(a, 1) for a in tkv), None
+
+
+def _written_closer(buf_BxNxT, i, gen_len_BxN, closers):
+  """(closed, closer length) per stream: whether the tokens written up to step i end with one
+  tokenization of </think>, and that tokenization's length (the first that matches)."""
+  tb = buf_BxNxT.shape[-1]
+  closed = jnp.zeros(gen_len_BxN.shape, bool)
+  closer_len = jnp.zeros_like(gen_len_BxN)
+  for ids in closers:
+    idx = jnp.clip(i - len(ids) + 1 + jnp.arange(len(ids)), 0, tb - 1)
+    tail = jnp.take(buf_BxNxT, idx, axis=2)
+    hit = (gen_len_BxN >= len(ids)) & jnp.all(tail == jnp.asarray(ids), axis=-1) & ~closed
+    closer_len = jnp.where(hit, len(ids), closer_len)
+    closed = closed | hit
+  return closed, closer_len
+
+
 def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) -> Rollout:
   """The rollout (no gradient). Pure function of the model's params; jit it (see `rollout`).
   prefix: the documents' (k, v) from `model.prefix_kv(docs_BxS)` when the caller has them (the
-  trainer computes them once for the rollout and the update), else computed here."""
-  b, s = docs_BxS.shape
-  k = cuts_BxK.shape[1]
+  trainer computes them once for the rollout and the update), else computed here. Longer than
+  most functions here: the decode step `body` is a closure over the rollout's static shapes,
+  caches and settings, so the while_loop carries only the DecodeState."""
+  b, k = cuts_BxK.shape
   g = cfg.group_size
   n = k * g
   p_len, m, tb = len(cfg.prompt_ids), len(cfg.close_ids), cfg.buffer_len
-  c = model.config
   cut = stream_layout(cuts_BxK, g)  # [B, N]
   targets = jnp.take_along_axis(docs_BxS, cuts_BxK, axis=1)
   close = jnp.asarray(cfg.close_ids, jnp.int32)
 
-  if cfg.naive:  # the prefix copied per stream: B*N rows of one stream each
-    pk, pv = model.prefix_kv(jnp.repeat(docs_BxS, n, axis=0))
-    pmask = (jnp.arange(s)[None, :] < cut.reshape(-1, 1))[:, None, :]  # [B*N, 1, S]
-  else:
-    pk, pv = prefix if prefix is not None else model.prefix_kv(docs_BxS)
-    pmask = jnp.arange(s)[None, None, :] < cut[:, :, None]  # [B, N, S]
-  # the decode loop reads head-major caches (models.transformer.decode_shared), stacked over
-  # the layers or, unrolled, one array per layer (and the weights cast and split once, here)
-  unroll = unrolls_layers(cfg)
+  (pk, pv), pmask, tkv, weights = _decode_caches(model, docs_BxS, cut, cfg, prefix)
   rows, per_row = pmask.shape[:2]
-  tkv = thought_cache(c.n_layers, rows, per_row, c.n_kv_heads, p_len + tb, c.head_dim, pk.dtype,
-                      stacked=not unroll)
-  pk, pv = decode_layout((pk, pv))
-  if unroll:
-    pk, pv = ([on_doc_axis(a) for a in per_layer(x)] for x in (pk, pv))
-    tkv = tuple([on_doc_axis(a) for a in x] for x in tkv)
-    weights = model.layer_weights()
-  else:
-    pk, pv = (on_doc_axis(a, 1) for a in (pk, pv))
-    tkv = tuple(on_doc_axis(a, 1) for a in tkv)
-    weights = None
 
   def feed(tok_BxNxC, pos_BxNxC, tkv, write_index, filled=None):
     shape = (rows, per_row, tok_BxNxC.shape[-1])
@@ -246,17 +281,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) 
   prompt = jnp.broadcast_to(jnp.asarray(cfg.prompt_ids, jnp.int32), (b, n, p_len))
   logits, tkv = feed(prompt, prompt_positions(cut, p_len), tkv, 0)
 
-  zeros_i = jnp.zeros((b, n), jnp.int32)
-  init = DecodeState(
-      i=jnp.zeros((), jnp.int32), logits=logits, tkv=tkv,
-      buf=jnp.zeros((b, n, tb), jnp.int32), logp=jnp.zeros((b, n, tb), jnp.float32),
-      mask=jnp.zeros((b, n, tb), jnp.int32), valid=jnp.zeros((b, n, tb), jnp.int32),
-      phase=zeros_i, close_pos=zeros_i, gen_len=zeros_i, thought_len=zeros_i,
-      truncated=jnp.zeros((b, n), bool), s_pred=jnp.zeros((b, n), jnp.float32),
-      pred=jnp.full((b, n), -1, jnp.int32), top=jnp.zeros((b, n), jnp.int32))
-  # the loop's state on the documents' devices (the caches: placed above; the rest: first axis)
-  init = init.replace(**{f.name: on_doc_axis(getattr(init, f.name))
-                         for f in dataclasses.fields(init) if f.name not in ("i", "tkv")})
+  init = DecodeState.start(logits, tkv, tb)
 
   pred_key = jax.random.split(key)[1]  # RPT's predictions: a stream apart from the thoughts'
 
@@ -296,15 +321,7 @@ def rollout_fn(model, docs_BxS, cuts_BxK, key, cfg: SamplerConfig, prefix=None) 
     mask = st.mask.at[:, :, i].set(gen.astype(jnp.int32), mode="drop")
     valid = st.valid.at[:, :, i].set(write.astype(jnp.int32), mode="drop")
     gen_len = st.gen_len + (phase == PHASE_GEN)
-    # has the policy written a whole closer? (its last tokens equal one tokenization of </think>)
-    closed = jnp.zeros_like(gen)
-    closer_len = jnp.zeros_like(gen_len)
-    for ids in cfg.closers:
-      idx = jnp.clip(i - len(ids) + 1 + jnp.arange(len(ids)), 0, tb - 1)
-      tail = jnp.take(buf, idx, axis=2)
-      hit = (gen_len >= len(ids)) & jnp.all(tail == jnp.asarray(ids), axis=-1) & ~closed
-      closer_len = jnp.where(hit, len(ids), closer_len)
-      closed = closed | hit
+    closed, closer_len = _written_closer(buf, i, gen_len, cfg.closers)
     closed = closed & (phase == PHASE_GEN)
     hit_limit = (phase == PHASE_GEN) & ~closed & (gen_len >= cfg.max_thought_len)
     thought_len = jnp.where(closed, gen_len - closer_len,

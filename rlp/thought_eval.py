@@ -269,12 +269,37 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int,
   """
   graphdef, params = nnx.split(model)
   rows = [np.asarray(docs[i])[:seq_len] for i in at.doc]
-  n_docs, k = len(rows), at.per_doc
-  names = _placebo_names(placebos, n_docs)
-  batches = []  # (start, n_real, toks, cuts)
+  k = at.per_doc
+  names = _placebo_names(placebos, len(rows))
+  batches, flat = _score_thoughts(graphdef, params, rows, at, cfg, seq_len, seed, batch_size,
+                                  baseline_exclude)
+  g = flat["s_pred"].shape[-1]
+  placebo = _score_placebos(graphdef, params, batches, flat, names, cfg, k, rows, seed)
+  report = _summary(flat, placebo, k, seed)
+  report["eval/positions"] = int(flat["s_plain"].size)
+  report["eval/docs_skipped"] = at.skipped
+  if ks:
+    report.update(_pass_report(flat, g, ks))
+  if per_position:
+    report["per_position"] = [
+        {"doc": int(at.doc[p // k]), "t": int(at.t[p // k, p % k]),
+         "target": int(at.targets[p // k, p % k]), "s_plain": float(flat["s_plain"][p]),
+         "s_pred": [float(v) for v in flat["s_pred"][p]],
+         "s_placebo": {nm: [float(v) for v in placebo[nm][0][p]] for nm in names},
+         "gain": float(flat["s_pred"][p].mean() - flat["s_plain"][p])}
+        for p in range(flat["s_plain"].size)]
+  return report
+
+
+def _score_thoughts(graphdef, params, rows, at: EvalPositions, cfg, seq_len, seed, batch_size,
+                    baseline_exclude):
+  """(batches, flat): the documents in padded batches [(start, n_real, toks, cuts)], and per
+  position (flattened over documents x K) the no-thought score and accuracy, and the G sampled
+  thoughts' S_pred, accuracy, tokens, lengths and whether they answer x_t."""
+  batches = []
   out = {key: [] for key in ("s_plain", "acc_plain", "s_pred", "acc_t", "tokens", "lengths",
                              "answer")}
-  for i in range(0, n_docs, batch_size):
+  for i in range(0, len(rows), batch_size):
     chunk = rows[i:i + batch_size]
     toks, _ = data.pad_rows(chunk, seq_len, batch_size)
     cuts = np.concatenate([at.t[i:i + batch_size]] + [at.t[i:i + 1]] * (batch_size - len(chunk)))
@@ -299,23 +324,8 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int,
     out["lengths"].append(ro.lengths[:n])
     out["answer"].append(((ro.prediction if cfg.predict else ro.pred_argmax)
                           == tgt[..., None])[:n])
-  flat = {key: np.concatenate([x.reshape(-1, *x.shape[2:]) for x in v]) for key, v in out.items()}
-  g = flat["s_pred"].shape[-1]
-  placebo = _score_placebos(graphdef, params, batches, flat, names, cfg, k, rows, seed)
-  report = _summary(flat, placebo, k, seed)
-  report["eval/positions"] = int(flat["s_plain"].size)
-  report["eval/docs_skipped"] = at.skipped
-  if ks:
-    report.update(_pass_report(flat, g, ks))
-  if per_position:
-    report["per_position"] = [
-        {"doc": int(at.doc[p // k]), "t": int(at.t[p // k, p % k]),
-         "target": int(at.targets[p // k, p % k]), "s_plain": float(flat["s_plain"][p]),
-         "s_pred": [float(v) for v in flat["s_pred"][p]],
-         "s_placebo": {nm: [float(v) for v in placebo[nm][0][p]] for nm in names},
-         "gain": float(flat["s_pred"][p].mean() - flat["s_plain"][p])}
-        for p in range(flat["s_plain"].size)]
-  return report
+  return batches, {key: np.concatenate([x.reshape(-1, *x.shape[2:]) for x in v])
+                   for key, v in out.items()}
 
 
 def _score_placebos(graphdef, params, batches, flat, names, cfg, k, rows, seed) -> dict:
