@@ -16,6 +16,7 @@ from flax import nnx
 from bench import common
 from bench.model import load, train_step_fn
 from models import backend
+from rlp import policy
 from rlp import sampler as sampler_lib
 from rlp import trainer
 
@@ -119,7 +120,7 @@ def run(model_name="smollm2", contexts=4, context_len=256, group=4, thought=64, 
 
   @backend.jit(donate_argnums=0)
   def update(st):
-    (loss, _), g = trainer.policy_grads(st.params, graphdef, mb, phases_cfg, None)
+    (loss, _), g = policy.policy_grads(st.params, graphdef, mb, phases_cfg, None)
     return trainer.apply_update(st, g, loss, tx, phases_cfg)[0]
 
   def update_run():

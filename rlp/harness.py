@@ -17,6 +17,7 @@ continuation is scored, or the answer generated, after it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import jax
@@ -28,7 +29,9 @@ import lm_eval.models  # noqa: F401  (the harness's own models registered before
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+import yaml
 
+from rlp import corpora
 from rlp import evaluate
 from rlp import sharding
 from rlp.thought_format import thought_format
@@ -270,8 +273,6 @@ def local_tasks_dir(root: str | None = None) -> str:
   the harness as --include_path. Tasks: rlp_gsm_symbolic (generation, answer after '####'),
   rlp_gsm_symbolic_mc (the answer among four numbers, log-likelihood), rlp_digit_sums_mc (the
   testbed's chained digit sums, the answer digit among ten)."""
-  import json
-  from rlp import corpora
   root = root or os.path.join(corpora.DATA_DIR, "harness_tasks")
   os.makedirs(root, exist_ok=True)
   rng = np.random.default_rng(0)
@@ -285,11 +286,22 @@ def local_tasks_dir(root: str | None = None) -> str:
 
   probs = corpora.reasoning_problems("eval", 200)
   shots = corpora.reasoning_problems("train", 8)
-  gsm_test = write("gsm_symbolic_test", [{"question": p["question"], "answer": p["answer"],
-                                          "solution": p["solution"]} for p in probs])
-  gsm_train = write("gsm_symbolic_train", [{"question": p["question"], "answer": p["answer"],
-                                            "solution": p["solution"]} for p in shots])
-  mc = []
+  qa = lambda ps: [{"question": p["question"], "answer": p["answer"],  # noqa: E731
+                    "solution": p["solution"]} for p in ps]
+  files = {"gsm_test": write("gsm_symbolic_test", qa(probs)),
+           "gsm_train": write("gsm_symbolic_train", qa(shots)),
+           "gsm_mc": write("gsm_symbolic_mc_test", _gsm_choices(probs, rng)),
+           "digit_sums": write("digit_sums_test", _digit_sums(rng))}
+  for name, spec in _task_specs(files).items():
+    with open(os.path.join(root, f"{name}.yaml"), "w") as f:
+      yaml.safe_dump({"task": name, "dataset_path": "json", "test_split": "test", **spec,
+                      "metadata": {"version": 1.0}}, f, sort_keys=False)
+  return root
+
+
+def _gsm_choices(probs, rng) -> list[dict]:
+  """Each problem's answer among three wrong numbers near it, in a seeded order."""
+  rows = []
   for p in probs:
     ans = int(float(p["answer"]))
     wrong = set()
@@ -299,19 +311,28 @@ def local_tasks_dir(root: str | None = None) -> str:
         wrong.add(w)
     choices = [ans] + sorted(wrong)
     order = rng.permutation(4)
-    mc.append({"question": p["question"], "choices": [str(choices[k]) for k in order],
-               "label": int(np.argmax(order == 0))})
-  gsm_mc = write("gsm_symbolic_mc_test", mc)
-  toy = []
-  for _ in range(200):
+    rows.append({"question": p["question"], "choices": [str(choices[k]) for k in order],
+                 "label": int(np.argmax(order == 0))})
+  return rows
+
+
+def _digit_sums(rng, n: int = 200) -> list[dict]:
+  """The testbed's chained digit sums: the question, and the last digit of the sum."""
+  rows = []
+  for _ in range(n):
     digits = [int(x) for x in rng.integers(0, 10, corpora.TOY_OPS)]
-    toy.append({"question": "+".join(map(str, digits)) + "=", "label": sum(digits) % 10})
-  toy_path = write("digit_sums_test", toy)
+    rows.append({"question": "+".join(map(str, digits)) + "=", "label": sum(digits) % 10})
+  return rows
+
+
+def _task_specs(files: dict) -> dict:
+  """The harness's task definitions over the written files."""
   metrics = lambda *names: [{"metric": n, "aggregation": "mean", "higher_is_better": True}  # noqa: E731
                             for n in names]
-  tasks = {
+  return {
       "rlp_gsm_symbolic": {
-          "dataset_kwargs": {"data_files": {"test": gsm_test, "train": gsm_train}},
+          "dataset_kwargs": {"data_files": {"test": files["gsm_test"],
+                                            "train": files["gsm_train"]}},
           "fewshot_split": "train", "output_type": "generate_until",
           "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_target": " {{solution}}",
           "generation_kwargs": {"until": ["\nQuestion:", "<|im_end|>"], "do_sample": False,
@@ -323,26 +344,21 @@ def local_tasks_dir(root: str | None = None) -> str:
                            "ignore_case": True, "ignore_punctuation": False,
                            "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}]},
       "rlp_gsm_symbolic_mc": {
-          "dataset_kwargs": {"data_files": {"test": gsm_mc}}, "output_type": "multiple_choice",
+          "dataset_kwargs": {"data_files": {"test": files["gsm_mc"]}},
+          "output_type": "multiple_choice",
           "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_choice": "{{choices}}",
           "doc_to_target": "{{label}}", "metric_list": metrics("acc", "acc_norm")},
       "rlp_digit_sums_mc": {
-          "dataset_kwargs": {"data_files": {"test": toy_path}}, "output_type": "multiple_choice",
+          "dataset_kwargs": {"data_files": {"test": files["digit_sums"]}},
+          "output_type": "multiple_choice",
           "doc_to_text": "{{question}}", "doc_to_choice": [str(d) for d in range(10)],
           "doc_to_target": "{{label}}", "metric_list": metrics("acc")},
   }
-  import yaml
-  for name, spec in tasks.items():
-    with open(os.path.join(root, f"{name}.yaml"), "w") as f:
-      yaml.safe_dump({"task": name, "dataset_path": "json", "test_split": "test", **spec,
-                      "metadata": {"version": 1.0}}, f, sort_keys=False)
-  return root
 
 
 def check_task_files(directory: str):
   """Every task YAML under `directory` parses (the harness skips a broken file with a log line,
   and its task then reads as unknown); tags such as !function are accepted unread."""
-  import yaml
 
   class Loader(yaml.SafeLoader):
     pass

@@ -53,6 +53,12 @@ def _non_negative(note: str = "") -> dict:
   return dict(rule=lambda v: v >= 0, allowed=">= 0" + (f" ({note})" if note else ""))
 
 
+def _mesh_axis() -> dict:
+  """A mesh axis: a size, or -1 for the devices the other axes leave (one axis at most; the
+  mesh as a whole is checked against the devices by configuration.validate)."""
+  return dict(rule=lambda v: v == -1 or v >= 1, allowed="-1 (all the others) or >= 1")
+
+
 def truncated_reward(v):
   """keep | zero | the number a truncated thought earns; None when v is none of them."""
   if v in ("keep", "zero"):
@@ -267,11 +273,11 @@ class Train(Group):
 @dataclasses.dataclass(frozen=True)
 class Mesh(Group):
   NAME: typing.ClassVar[str] = "mesh"
-  data: int = setting(-1, "data-parallel devices (-1: all the others)",
-                      rule=lambda v: v == -1 or v >= 1, allowed="-1 (all the others) or >= 1")
-  fsdp: int = setting(1, "devices the params and optimizer state are sharded over",
-                      **at_least(1))
-  tensor: int = setting(1, "tensor-parallel devices (heads, MLP hidden)", **at_least(1))
+  data: int = setting(-1, "data-parallel devices (-1: all the others)", **_mesh_axis())
+  fsdp: int = setting(1, "devices the params and optimizer state are sharded over (-1: all the "
+                      "others)", **_mesh_axis())
+  tensor: int = setting(1, "tensor-parallel devices: heads, MLP hidden (-1: all the others)",
+                        **_mesh_axis())
 
 
 GROUPS: tuple[type[Group], ...] = (Model, Data, RLP, Warmup, Optim, Train, Mesh)

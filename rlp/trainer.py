@@ -21,6 +21,7 @@ from flax import nnx, struct
 
 from models import backend
 from rlp import objective as objective_lib
+from rlp import policy
 from rlp import positions as positions_lib
 from rlp import sampler as sampler_lib
 from rlp import schema
@@ -209,7 +210,7 @@ def cpt_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig):
 
   def loss_fn(params):
     model = nnx.merge(graphdef, params)
-    return _next_token_loss(model, batch["inputs"], batch["targets"], batch["loss_mask"], cfg,
+    return policy.next_token_loss(model, batch["inputs"], batch["targets"], batch["loss_mask"], cfg,
                             batch.get("positions"), batch.get("segment_ids"))
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -217,23 +218,6 @@ def cpt_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig):
   n_tok = batch["loss_mask"].sum()
   metrics = {"loss": loss, "cpt/nll": loss, "lr": _lr(state.opt_state), "tokens": n_tok, **m}
   return state.replace(step=state.step + 1), metrics, None
-
-
-def _loss_chunk(cfg: StepConfig) -> int:
-  """cfg.loss_chunk resolved: -1 = 1024 on accelerators, 0 (the full logits) on CPU."""
-  if cfg.loss_chunk < 0:
-    return 0 if jax.default_backend() == "cpu" else 1024
-  return cfg.loss_chunk
-
-
-def _next_token_loss(model, inputs, targets, mask, cfg: StepConfig, positions=None,
-                     segment_ids=None):
-  chunk = _loss_chunk(cfg)
-  if chunk > 0:
-    h = model.hidden(inputs, positions, segment_ids)
-    return objective_lib.linear_cross_entropy(h, model.head_weight(), targets, mask, chunk)
-  logits = model(inputs, positions=positions, segment_ids=segment_ids)
-  return objective_lib.next_token_loss(logits, targets, mask)
 
 
 # ---------------------------------------------------------------- RLP / RPT
@@ -264,143 +248,9 @@ def resolve(cfg: StepConfig) -> StepConfig:
   """The backend-dependent choices fixed once, when a step is built, so the step itself is a pure
   function of its config: loss_chunk -1 (auto) and where the EMA head is applied."""
   return dataclasses.replace(
-      cfg, loss_chunk=_loss_chunk(cfg),
+      cfg, loss_chunk=policy.chunk_size(cfg),
       ema_head_at_positions=(_score_only_at_positions() if cfg.ema_head_at_positions is None
                              else cfg.ema_head_at_positions))
-
-
-def _rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
-  """1 if the predicted token's bytes are the bytes of x_t .. x_{t+j} for some j < lookahead."""
-  b, s = tokens.shape
-  idx = jnp.clip(cuts[..., None] + jnp.arange(lookahead), 0, s - 1)  # [B, K, J]
-  cont = jnp.take_along_axis(tokens[:, None, :], idx, -1)
-  lens = vocab_len[cont]  # [B, K, J]
-  cum = jnp.cumsum(lens, -1)
-  nbytes = vocab_bytes.shape[-1]
-  p = jnp.arange(nbytes)
-  which = (cum[..., None, :] <= p[:, None]).sum(-1)  # [B, K, P] token index of byte p
-  start = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], -1)
-  which_c = jnp.clip(which, 0, lookahead - 1)
-  off = p - jnp.take_along_axis(start, which_c, -1)
-  tok_at = jnp.take_along_axis(cont, which_c, -1)
-  cont_bytes = jnp.where(which < lookahead, vocab_bytes[tok_at, jnp.clip(off, 0, nbytes - 1)], -1)
-  boundary = jnp.any((p[:, None] + 1) == cum[..., None, :], -1)  # [B, K, P]
-  pb = vocab_bytes[jnp.maximum(pred_BxKxG, 0)]  # [B, K, G, P]
-  plen = jnp.where(pred_BxKxG >= 0, vocab_len[jnp.maximum(pred_BxKxG, 0)], 0)
-  return objective_lib.rpt_reward(pb, plen, cont_bytes[:, :, None], boundary[:, :, None])
-
-
-def _pg_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None, prefix=None):
-  """The update's loss on a (mini/micro)batch of documents and their thoughts.
-
-  prefix: None (the documents' K/V are computed here, from params), or those K/V as an input:
-  the loss is then differentiated with respect to them and the caller carries their gradient
-  back to the params (policy_grads).
-
-  w: None, or the weights of one micro-batch of a gradient-accumulated batch ({"seq", "tok",
-  "doc"}: its share of the batch's thoughts with tokens, thought tokens, document tokens). Each
-  mean in the loss and the metrics is then scaled by the share of its own denominator, so the
-  micro-batches' sums are exactly the whole batch's means.
-  """
-  scfg = cfg.sampler
-  model = nnx.merge(graphdef, params)
-  scorer = cfg.scorer_weight > 0
-  chunk = _loss_chunk(cfg)  # > 0: the head over thought tokens in chunks, never all the logits
-  out = sampler_lib.thought_logits(model, mb.tokens, mb.cuts, mb.thought, scfg, prefix=prefix,
-                                   with_next=scorer, hidden=chunk > 0)
-  if scorer:  # entry n_valid predicts x_t after the whole thought (closer included)
-    after = jnp.take_along_axis(out, mb.n_valid[..., None, None], 3)[..., 0, :]
-    after = model.head(after) if chunk else after
-    s_pred = objective_lib.token_logp(after, jnp.broadcast_to(mb.targets[..., None], after.shape[:-1]))
-    out = out[..., :-1, :]
-  if chunk:
-    logp, ent = objective_lib.chunked_policy_logp(out, model.head, mb.thought, scfg.temperature, chunk)
-    mask = mb.mask.astype(jnp.float32)
-    entropy = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-  else:
-    pl = sampler_lib.policy_logits(out, scfg.temperature)
-    logp = objective_lib.token_logp(pl, mb.thought)
-    entropy = objective_lib.entropy(pl, mb.mask)
-  loss, m = objective_lib.clipped_surrogate_loss(logp, mb.old_logp, mb.adv, mb.mask, cfg.eps_low,
-                                                 cfg.eps_high, cfg.normalize, return_metrics=True)
-  m["entropy"] = jax.lax.stop_gradient(entropy)
-  w_tok = 1.0 if w is None else w["tok"]
-  if w is not None:
-    loss = loss * (w["seq"] if cfg.normalize == "sequence" else w["tok"])
-    m = {k: v if k == "ratio_max" else v * w_tok for k, v in m.items()}
-  m["pg_loss"] = loss
-  loss = cfg.policy_weight * loss
-  if cfg.kl_beta > 0:
-    ref = nnx.merge(graphdef, ref_params)
-    ref_out = sampler_lib.thought_logits(ref, mb.tokens, mb.cuts, mb.thought, scfg,
-                                         hidden=chunk > 0)
-    if chunk:
-      ref_logp = objective_lib.chunked_policy_logp(ref_out, ref.head, mb.thought, scfg.temperature,
-                                                   chunk)[0]
-    else:
-      ref_logp = objective_lib.token_logp(sampler_lib.policy_logits(ref_out, scfg.temperature), mb.thought)
-    kl = objective_lib.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb.mask,
-                                   cfg.kl_estimator) * w_tok
-    loss = loss + cfg.kl_beta * kl
-    m["kl"] = kl
-  if scorer:
-    nll = -s_pred.mean() * (1.0 if w is None else w["seq"])
-    loss = loss + cfg.scorer_weight * nll
-    m["scorer_nll"] = nll
-  if cfg.ntp_weight > 0:
-    valid = _doc_targets(mb)
-    ntp = _next_token_loss(model, mb.tokens[:, :-1], mb.tokens[:, 1:], valid, cfg)
-    ntp = ntp * (1.0 if w is None else w["doc"])
-    loss = loss + cfg.ntp_weight * ntp
-    m["ntp_loss"] = ntp
-  return loss, m
-
-
-def _doc_targets(mb):
-  return jnp.arange(mb.tokens.shape[1] - 1)[None] < (mb.lengths[:, None] - 1)
-
-
-def _micro_weights(micro):
-  """Per micro-batch ([A] arrays) shares of the batch's denominators (see _pg_loss)."""
-  def share(x_A):
-    return x_A / jnp.maximum(x_A.sum(), 1.0)
-  axes = tuple(range(1, micro.mask.ndim))
-  return {"seq": share((micro.mask.sum(-1) > 0).sum(axes[:-1]).astype(jnp.float32)),
-          "tok": share(micro.mask.sum(axes)),
-          "doc": share(jax.vmap(lambda m: _doc_targets(m).sum())(micro).astype(jnp.float32))}
-
-
-def policy_grads(params, graphdef, mb, cfg: StepConfig, ref_params, prefix=None):
-  """(loss, metrics), grads of the update on mb (an UpdateBatch); with cfg.grad_accum = A > 1 the
-  documents are split into A micro-batches whose gradients are summed in a scan (one
-  micro-batch's activations live at a time), exactly the gradient of the whole batch.
-
-  prefix: None, or ((k, v), vjp) from `jax.vjp` of the documents' prefix_kv at params (the step
-  computed it once for the rollout): the loss takes the K/V as an input and their gradient goes
-  back through vjp, the same gradient without a second forward over the documents."""
-  grad_fn = jax.value_and_grad(_pg_loss, has_aux=True)
-  n = cfg.grad_accum
-  if prefix is not None:
-    if n != 1:
-      raise ValueError("a shared prefix is for one micro-batch (grad_accum 1)")
-    kv, prefix_vjp = prefix
-    loss_of = lambda p, kv: _pg_loss(p, graphdef, mb, cfg, ref_params, prefix=kv)  # noqa: E731
-    (loss, m), (grads, g_kv) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(params, kv)
-    return (loss, m), jax.tree.map(jnp.add, grads, prefix_vjp(g_kv)[0])
-  if n == 1:
-    return grad_fn(params, graphdef, mb, cfg, ref_params)
-  micro = jax.tree.map(lambda a: a.reshape(n, a.shape[0] // n, *a.shape[1:]), mb)
-  weights = _micro_weights(micro)
-
-  def body(g_acc, xs):
-    mi, wi = xs
-    (loss, m), g = grad_fn(params, graphdef, mi, cfg, ref_params, wi)
-    return jax.tree.map(jnp.add, g_acc, g), (loss, m)
-
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  grads, (loss, m) = jax.lax.scan(body, zeros, (micro, weights))
-  m = {k: v.max() if k == "ratio_max" else v.sum() for k, v in m.items()}
-  return (loss.sum(), m), grads
 
 
 def _positions_and_baseline(state: TrainState, batch, graphdef, cfg: StepConfig):
@@ -430,7 +280,7 @@ def _rewards(ro: sampler_lib.Rollout, s_ema, tokens, cuts, cfg: StepConfig, voca
                     if cfg.compute_ema else jnp.nan,
                     "rlp/gain_positive_frac": (rewards > 0).mean() if cfg.compute_ema else jnp.nan})
   else:
-    rewards = _rpt_rewards(ro.prediction, tokens, cuts, vocab_bytes, vocab_len,
+    rewards = policy.rpt_rewards(ro.prediction, tokens, cuts, vocab_bytes, vocab_len,
                            cfg.rpt_lookahead)
   if cfg.truncated_reward != "keep":
     cut_value = 0.0 if cfg.truncated_reward == "zero" else float(cfg.truncated_reward)
@@ -452,7 +302,7 @@ def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig
   for _ in range(cfg.num_updates):
     for i in range(n_mb):
       mb = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
-      (loss, m), grads = policy_grads(state.params, graphdef, mb, cfg, state.ref, prefix)
+      (loss, m), grads = policy.policy_grads(state.params, graphdef, mb, cfg, state.ref, prefix)
       state, um = apply_update(state, grads, loss, tx, cfg)
       upd.append({"loss": loss, **m, **um})
   upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)

@@ -276,6 +276,31 @@ def test_step_settings_have_one_source(tmp_path):
     configuration.load_run_config(str(tmp_path / "nope"))
 
 
+def test_every_shipped_config_holds_the_schema():
+  """Every experiment file and every ablation sweep entry parses into the typed run (the model
+  files named by the large configs need not exist here: the schema's rules are about values)."""
+  import importlib.util
+  from rlp import schema
+  paths = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")) +
+                 glob.glob(os.path.join(ROOT, "configs", "ablations", "[a-z]*.py")))
+  seen = 0
+  for path in paths:
+    spec = importlib.util.spec_from_file_location("experiment", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "get_config") or path.endswith("base.py"):
+      continue
+    for ov in getattr(mod, "get_sweep", lambda: [{}])():
+      c = mod.get_config()
+      c.update_from_flattened_dict({k: v for k, v in ov.items() if k != "name"})
+      assert isinstance(schema.parse(c), schema.Run), path
+      seen += 1
+  assert seen >= 20
+  c = tiny.get_config()
+  c.mesh.fsdp, c.mesh.data = -1, 1  # any one axis may take the devices the others leave
+  assert schema.parse(c).mesh.fsdp == -1
+
+
 def test_cli_error_is_one_line_per_field(tmp_path):
   r = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
                       f"--workdir={tmp_path}/w", "--config.rlp.group_size=1",

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 import models
+from rlp import policy
 from rlp import sampler as sampler_lib
 from rlp import trainer
 
@@ -50,7 +51,7 @@ def test_bf16_cpt_loss_cudnn_fused_equals_xla_unfused():
 
     def loss(p):
       m = nnx.merge(graphdef, p)
-      return trainer._next_token_loss(m, batch["inputs"], batch["targets"], batch["loss_mask"], cfg)
+      return policy.next_token_loss(m, batch["inputs"], batch["targets"], batch["loss_mask"], cfg)
     out[name] = jax.device_get(jax.jit(jax.value_and_grad(loss))(params))
   (lf, gf), (lr, gr) = out["fast"], out["ref"]
   assert abs(float(lf) - float(lr)) < 1e-2 * abs(float(lr))

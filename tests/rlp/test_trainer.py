@@ -10,6 +10,7 @@ from flax import nnx
 
 import models
 from rlp import objective as objective_lib
+from rlp import policy
 from rlp import positions as positions_lib
 from rlp import sampler as sampler_lib
 from rlp import trainer
@@ -108,7 +109,7 @@ def test_only_thought_tokens_are_trained(scfg):
   mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro, adv)
   cfg = trainer.StepConfig(sampler=scfg)
   (loss0, _), g_ours = jax.jit(jax.value_and_grad(
-      lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None), has_aux=True))(
+      lambda p: policy.policy_loss(p, nnx.graphdef(model), mb, cfg, None), has_aux=True))(
           state.params)
   g_ref = jax.grad(_explicit_loss)(state.params, batch["tokens"], batch["cuts"], ro.tokens,
                                    ro.mask, adv, scfg.temperature)
@@ -328,7 +329,7 @@ def _grads(cfg, seed=1):
   adv = objective_lib.group_advantages(ro.s_pred)
   mb = trainer.UpdateBatch.from_rollout(batch["tokens"], batch["lengths"], batch["cuts"], ro, adv)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  return jax.grad(lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(params)
+  return jax.grad(lambda p: policy.policy_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(params)
 
 
 @pytest.mark.parametrize("normalize", ["sequence", "token"])
@@ -346,7 +347,7 @@ def test_the_update_normalises_as_configured(normalize):
                                         jnp.asarray(mask, jnp.float32))
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   cfg = trainer.StepConfig(sampler=SCFG, positions_per_doc=2, normalize=normalize)
-  got = jax.grad(lambda p: trainer._pg_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(params)
+  got = jax.grad(lambda p: policy.policy_loss(p, nnx.graphdef(model), mb, cfg, None)[0])(params)
 
   def explicit(p, how):
     lp = _explicit_thought_logp(p, batch["tokens"], ro.cuts, ro.tokens, SCFG.temperature)
@@ -434,7 +435,7 @@ def test_rpt_step_binary_rewards():
   step = trainer.make_step(nnx.graphdef(model), tx, cfg, tokenizer_bytes=tok_bytes, donate=False)
   _, m, ro = step(state, _batch(0))
   assert np.all(np.asarray(ro.prediction) >= 0)
-  r = np.asarray(trainer._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
+  r = np.asarray(policy.rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
                                       jnp.asarray([[b[0]] for b in tok_bytes]),
                                       jnp.ones(32, jnp.int32), 4))
   want = np.asarray([[[tok_bytes[p] == tok_bytes[int(_batch(0)["tokens"][i, int(_batch(0)["cuts"][i, j])])]
@@ -605,7 +606,7 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
     _, m, ro = step(trainer.init_state(model, tx), _batch(0))
     got[ds] = (jax.tree.map(np.asarray, m), ro)
   (m0, ro), (m1, _) = got[False], got[True]
-  r = np.asarray(trainer._rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
+  r = np.asarray(policy.rpt_rewards(ro.prediction, _batch(0)["tokens"], _batch(0)["cuts"],
                                       jnp.asarray([[b[0]] for b in tok_bytes]),
                                       jnp.ones(32, jnp.int32), 4))
   uniform = np.all(r == r[..., :1], axis=-1)
