@@ -53,7 +53,7 @@ def validate(config, n_devices: int | None = None) -> schema.Run:
   rules, the machine's, and with n_devices the mesh's)."""
   errors = [schema.line(field, value, allowed)
             for field, value, ok, allowed in checks(config) if not ok]
-  if n_devices is not None:
+  if n_devices is not None and not any(e.startswith("config.mesh.") for e in errors):
     dims = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     try:
       shape = sharding.mesh_shape(dims, n_devices)

@@ -113,7 +113,7 @@ class Data(Group):
   NAME: typing.ClassVar[str] = "data"
   source: str = setting("reasoning:train", "training documents: reasoning:SPLIT | "
                         "toy:SPLIT[:frac] | shakespeare | text:FILE | jsonl:FILE | arrayrecord:DIR "
-                        "| tfds:NAME:SPLIT@DIR | thoughts:SOURCE (docs/data.md)")
+                        "| tfds:NAME:SPLIT@DIR | thoughts:SOURCE (rlp/data.py)")
   eval_source: str = setting("reasoning:eval", "held-out documents of the in-run eval "
                              "('' = none)")
   tokenizer: str = setting("", "'' = the model's own (GGUF / HF dir); 'bytes' for tiny random "
@@ -463,8 +463,9 @@ def help_texts() -> dict[str, str]:
   for cls in (Run, *GROUPS):
     prefix = f"{cls.NAME}." if cls.NAME else ""
     for f, _ in _fields(cls):
-      allowed = f.metadata["allowed"]
-      out[prefix + f.name] = f.metadata["help"] + (f" [{allowed}]" if allowed else "")
+      allowed, text = f.metadata["allowed"], f.metadata["help"]
+      shown = allowed and not all(a in text for a in allowed.split(" | "))
+      out[prefix + f.name] = text + (f" [{allowed}]" if shown else "")
   return out
 
 
