@@ -18,6 +18,8 @@ from rlp import sampler as sampler_lib
 if TYPE_CHECKING:  # the step's config type; trainer imports this module
   from rlp.trainer import StepConfig
 
+RATIO_MAX = "rlp/ratio_max"  # the one loss metric reduced by max (over micro-batches, updates)
+
 
 def chunk_size(cfg: StepConfig) -> int:
   """cfg.loss_chunk resolved: -1 = 1024 on accelerators, 0 (the full logits) on CPU."""
@@ -83,11 +85,14 @@ def policy_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None, prefi
   logp, entropy = _thought_logp(model, out, mb, scfg.temperature, chunk)
   loss, m = objective_lib.clipped_surrogate_loss(logp, mb.old_logp, mb.adv, mb.mask, cfg.eps_low,
                                                  cfg.eps_high, cfg.normalize, return_metrics=True)
-  m["entropy"] = jax.lax.stop_gradient(entropy)
+  # named as logged: rlp/clip_frac, rlp/ratio_mean, rlp/ratio_max (a max over micro-batches and
+  # updates, every other metric a mean), rlp/entropy, rlp/kl, rlp/scorer_nll; pg_loss, ntp_loss
+  m = {f"rlp/{k}": v for k, v in m.items()}
+  m["rlp/entropy"] = jax.lax.stop_gradient(entropy)
   w_tok = 1.0 if w is None else w["tok"]
   if w is not None:
     loss = loss * (w["seq"] if cfg.normalize == "sequence" else w["tok"])
-    m = {k: v if k == "ratio_max" else v * w_tok for k, v in m.items()}
+    m = {k: v if k == RATIO_MAX else v * w_tok for k, v in m.items()}
   m["pg_loss"] = loss
   loss = cfg.policy_weight * loss
   if cfg.kl_beta > 0:
@@ -98,11 +103,11 @@ def policy_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None, prefi
     kl = objective_lib.kl_estimate(logp, jax.lax.stop_gradient(ref_logp), mb.mask,
                                    cfg.kl_estimator) * w_tok
     loss = loss + cfg.kl_beta * kl
-    m["kl"] = kl
+    m["rlp/kl"] = kl
   if scorer:
     nll = -s_pred.mean() * (1.0 if w is None else w["seq"])
     loss = loss + cfg.scorer_weight * nll
-    m["scorer_nll"] = nll
+    m["rlp/scorer_nll"] = nll
   if cfg.ntp_weight > 0:
     valid = doc_targets(mb)
     ntp = next_token_loss(model, mb.tokens[:, :-1], mb.tokens[:, 1:], valid, cfg)
@@ -167,5 +172,5 @@ def policy_grads(params, graphdef, mb, cfg: StepConfig, ref_params, prefix=None)
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   grads, (loss, m) = jax.lax.scan(body, zeros, (micro, weights))
-  m = {k: v.max() if k == "ratio_max" else v.sum() for k, v in m.items()}
+  m = {k: v.max() if k == RATIO_MAX else v.sum() for k, v in m.items()}
   return (loss.sum(), m), grads

@@ -306,12 +306,9 @@ def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig
       state, um = apply_update(state, grads, loss, tx, cfg)
       upd.append({"loss": loss, **m, **um})
   upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)
-  named = {"clip_frac", "ratio_mean", "entropy", "kl", "scorer_nll"}  # the loss's own metrics
-  metrics = {(f"rlp/{k}" if k in named else k): v.mean() for k, v in upd.items()
-             if k not in ("ratio_max", "skipped")}
-  metrics["rlp/ratio_max"] = upd["ratio_max"].max()
-  metrics["skipped"] = upd["skipped"].sum()
-  return state, metrics
+  # the metrics as the loss and the optimizer name them; skipped updates are counted
+  reduce = {policy.RATIO_MAX: jnp.max, "skipped": jnp.sum}
+  return state, {k: reduce.get(k, jnp.mean)(v) for k, v in upd.items()}
 
 
 def _shares_prefix(cfg: StepConfig, n_docs: int) -> bool:
