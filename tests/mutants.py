@@ -30,10 +30,10 @@ class Mutant:
 _SELECT = "cuts = top_positions(ent if selection == \"entropy\" else -lp, lengths_B, k, min_prefix)"
 _T = "tests/rlp/test_trainer.py::"
 MUTANTS = (
-    Mutant("ntp_dropped", "rlp/trainer.py", "loss = loss + cfg.ntp_weight * ntp",
+    Mutant("ntp_dropped", "rlp/policy.py", "loss = loss + cfg.ntp_weight * ntp",
            "loss = loss + 0.0 * ntp",
            (_T + "test_ntp_term_is_the_documents_next_token_loss_and_moves_the_update",)),
-    Mutant("ntp_halved", "rlp/trainer.py", "ntp = ntp * (1.0 if w is None else w[\"doc\"])",
+    Mutant("ntp_halved", "rlp/policy.py", "ntp = ntp * (1.0 if w is None else w[\"doc\"])",
            "ntp = 0.5 * ntp * (1.0 if w is None else w[\"doc\"])",
            (_T + "test_ntp_term_is_the_documents_next_token_loss_and_moves_the_update",)),
     Mutant("selection_uniform", "rlp/positions.py", _SELECT,
@@ -47,8 +47,8 @@ MUTANTS = (
             "tests/rlp/test_thought_eval.py::test_scored_selection_picks_the_scoring_models_extremes")),
     Mutant("kl_k1_for_k3", "rlp/objective.py", "kl = jnp.exp(d) - d - 1.0", "kl = -d",
            (_T + "test_kl_term_is_the_k3_estimate_against_the_reference",)),
-    Mutant("init_ignores_the_checkpoint", "rlp/loop.py", "params = got.state.params",
-           "params = state.params",
+    Mutant("init_ignores_the_checkpoint", "rlp/loop.py", "params=got.state.params",
+           "params=state.params",
            ("tests/launch/test_train.py::test_warmup_then_rlp_from_its_checkpoint",)),
     Mutant("surrogate_max", "rlp/objective.py", "per_token = -jnp.minimum(unclipped, clipped)",
            "per_token = -jnp.maximum(unclipped, clipped)",
