@@ -8,7 +8,7 @@ the run config from here (`from_run`: `trainer.StepConfig`, `sampler.SamplerConf
 is defined once: adding a field is one `setting(...)` line in its group below.
 
 A field's value is checked in two steps: its own rule (type, range, choices; `Group.__post_init__`)
-and then the relations between fields (`RELATIONS`, checked when a `Run` is built).
+and then the relations between fields (`relations`, checked when a `Run` is built).
 """
 
 from __future__ import annotations
