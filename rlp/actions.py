@@ -43,18 +43,16 @@ class HeldoutEval(Action):
     self.writer = writer
     # called with (step, metrics, heldout) after each eval: the plateau rule, the step clock
     self.observers: list[Callable[[int, dict, bool], None]] = []
-    self._kind = (False, False)
 
-  def _kinds(self, step: int) -> tuple[bool, bool]:
-    heldout = bool((self.every and step % self.every == 0) or (self.warm and step == self.warm))
-    return heldout, self.evaluator.reasoning_due(step, self.total)
+  def _heldout_due(self, step: int) -> bool:
+    return bool((self.every and step % self.every == 0) or (self.warm and step == self.warm))
 
   def due(self, step: int, stopping: bool) -> bool:
-    self._kind = self._kinds(step)
-    return step < self.total and bool(self.evaluator.docs) and any(self._kind)
+    return step < self.total and bool(self.evaluator.docs) and (
+        self._heldout_due(step) or self.evaluator.reasoning_due(step, self.total))
 
   def __call__(self, step: int, state):
-    self.run(state.params, step, heldout=self._kind[0])
+    self.run(state.params, step, heldout=self._heldout_due(step))
     return state
 
   def run(self, params, step: int, heldout: bool = True) -> dict:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rlp.schema import SELECTIONS  # noqa: F401 - the vocabulary this module implements
 
 SCORED = ("entropy", "low_logp")
 

@@ -284,7 +284,7 @@ GROUPS: tuple[type[Group], ...] = (Model, Data, RLP, Warmup, Optim, Train, Mesh)
 
 
 def _group_field(cls):
-  return dataclasses.field(default_factory=cls, metadata=dict(group=cls))
+  return dataclasses.field(default_factory=cls)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from rlp import data
 from rlp import objective
 from rlp import positions as positions_lib
 from rlp import sampler
-from rlp.schema import PLACEBOS
+from rlp.schema import PLACEBOS, SELECTIONS
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -45,7 +45,7 @@ class EvalError(answers.EvalError):
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-  """How positions are chosen: positions_lib.SELECTIONS, `per_doc` per document, t >= min_prefix,
+  """How positions are chosen: SELECTIONS, `per_doc` per document, t >= min_prefix,
   after `marker_ids` (marker), drawn with `seed` (uniform, marker)."""
   kind: str = "uniform"
   per_doc: int = 2
@@ -54,8 +54,8 @@ class Selection:
   seed: int = 0
 
   def __post_init__(self):
-    if self.kind not in positions_lib.SELECTIONS:
-      raise EvalError(f"selection must be one of {positions_lib.SELECTIONS} (got {self.kind!r})")
+    if self.kind not in SELECTIONS:
+      raise EvalError(f"selection must be one of {SELECTIONS} (got {self.kind!r})")
     if self.kind == "marker" and not self.marker_ids:
       raise EvalError("selection 'marker' needs the marker's token ids (a position marker)")
     if self.per_doc < 1:
