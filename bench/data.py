@@ -9,17 +9,17 @@ import numpy as np
 
 import models
 from bench import common
+from rlp import batches
 from rlp import corpora
-from rlp import data
 from models.tokenizer import load_tokenizer
 
 
 def _pipeline(texts, tok, workers, seq_len=256, batch=4):
   # tokenization happens inside the pipeline here (a lazy text source), as it would for TFDS
   docs = grain.MapDataset.source(texts).map(lambda t: np.asarray(tok.encode(t), np.int32))
-  ds = data.rlp_dataset(docs, seq_len=seq_len, batch_size=batch, positions_per_doc=4, min_prefix=8,
+  ds = batches.rlp_dataset(docs, seq_len=seq_len, batch_size=batch, positions_per_doc=4, min_prefix=8,
                         pad_id=0, seed=0)
-  return data.make_iterator(ds, workers)
+  return batches.make_iterator(ds, workers)
 
 
 def run(num_docs=2000, batches=200):
@@ -33,7 +33,7 @@ def run(num_docs=2000, batches=200):
     n = 0
     for _ in range(batches):
       b = next(it)
-      n += int(b["lengths"].sum())
+      n += int(b.lengths.sum())
     dt = time.perf_counter() - t
     del it
     out[f"tokens_per_sec_workers{workers}"] = n / dt

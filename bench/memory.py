@@ -274,6 +274,7 @@ def compiled(config) -> dict:
   inputs (nothing is allocated or run): arguments + outputs - aliased + temporaries, per device
   (an SPMD program's figures are those of one device's program)."""
   from flax import nnx
+  from rlp import batches
   from rlp import configuration
   from rlp import sharding as sharding_lib
   from rlp import trainer
@@ -288,14 +289,17 @@ def compiled(config) -> dict:
     sh = sharding_lib.state_shardings(state, tx, mesh, sharding_lib.logical_axes(abstract_model))
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                          state, sh)
-    batch = {"tokens": jax.ShapeDtypeStruct((d.batch_size, d.seq_len), jnp.int32,
-                                            sharding=sharding_lib.batch_sharding(mesh, 2)),
-             "lengths": jax.ShapeDtypeStruct((d.batch_size,), jnp.int32,
-                                             sharding=sharding_lib.batch_sharding(mesh, 1)),
-             "cuts": jax.ShapeDtypeStruct((d.batch_size, d.positions_per_doc), jnp.int32,
-                                               sharding=sharding_lib.batch_sharding(mesh, 2))}
+    def spec(*shape, dtype=jnp.int32):
+      return jax.ShapeDtypeStruct(shape, dtype,
+                                  sharding=sharding_lib.batch_sharding(mesh, len(shape)))
+    b, s = d.batch_size, d.seq_len
     if config.objective == "cpt":
-      batch = {"tokens": batch["tokens"], "lengths": batch["lengths"]}
+      batch = batches.LMBatch(inputs=spec(b, s), targets=spec(b, s),
+                              loss_mask=spec(b, s, dtype=jnp.float32), segment_ids=spec(b, s),
+                              positions=spec(b, s))
+    else:
+      batch = batches.DocBatch(tokens=spec(b, s), lengths=spec(b),
+                               cuts=spec(b, d.positions_per_doc))
     tok_bytes = tok.token_bytes() if config.objective == "rpt" else None
     step = trainer.make_step(nnx.graphdef(abstract_model), tx, configuration.step_config(config, tok),
                              tokenizer_bytes=tok_bytes)

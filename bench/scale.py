@@ -68,17 +68,19 @@ def run(model_name="smollm2"):
   state = trainer.init_state(model, tx)
   d = tempfile.mkdtemp()
   try:
-    ck = checkpoint.Checkpointer(os.path.join(d, "ck"), async_save=False)
+    # laid out as a run's (workdir/checkpoints) and read back the way rlp-eval and a run started
+    # from another's weights read one (checkpoint.restore_run)
+    ck = checkpoint.Checkpointer(os.path.join(d, "checkpoints"), async_save=False)
     t = time.perf_counter()
     ck.save(1, state, {"it": 0}, {"model": model_name})
     ck.wait()
+    ck.close()
     out["checkpoint_save_seconds"] = time.perf_counter() - t
-    out["checkpoint_bytes"] = _dir_bytes(os.path.join(d, "ck"))
+    out["checkpoint_bytes"] = _dir_bytes(os.path.join(d, "checkpoints"))
     t = time.perf_counter()
-    got = ck.restore_latest(checkpoint.abstract_like(state))
+    got = checkpoint.restore_run(d, checkpoint.abstract_like(state), log=lambda *a: None)
     jax.block_until_ready(got.state)
     out["checkpoint_restore_seconds"] = time.perf_counter() - t
-    ck.close()
   finally:
     shutil.rmtree(d, ignore_errors=True)
   return out

@@ -72,7 +72,7 @@ def _positions(lp_next, lens, k, min_prefix, mode, rng, cands):
 
 def measure(model, tok, docs, name, v):
   from flax import nnx
-  from rlp import data, sampler, thought_format
+  from rlp import batches, sampler, thought_format
   fmt = thought_format.thought_format(tok, v["template"])
   cfg = sampler.SamplerConfig(group_size=FLAGS.group, max_thought_len=v["thought_len"],
                               temperature=v["temperature"], prompt_ids=fmt.prompt_ids,
@@ -83,7 +83,7 @@ def measure(model, tok, docs, name, v):
   marker = tok.encode(v["marker"]) if v["marker"] else None
   usable = [d[:FLAGS.seq_len] for d in docs]
   if marker:
-    usable = [d for d in usable if (data.marker_positions(d, marker) >= 16).any()]
+    usable = [d for d in usable if (batches.marker_positions(d, marker) >= 16).any()]
   s_len = FLAGS.seq_len + len(pre)
   toks = np.zeros((len(usable), s_len), np.int32)
   lens = np.zeros(len(usable), np.int32)
@@ -94,7 +94,7 @@ def measure(model, tok, docs, name, v):
   lp = logits - logits.max(-1, keepdims=True)
   lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
   lp_next = np.take_along_axis(lp[:, :-1], toks[:, 1:, None], -1)[..., 0]
-  cands = [data.marker_positions(d, marker) if marker else None for d in usable]
+  cands = [batches.marker_positions(d, marker) if marker else None for d in usable]
   mode = v["selection"]
   cuts = _positions(lp_next, lens, FLAGS.positions, 16, mode, rng, cands)
   tgt = np.take_along_axis(toks, cuts, 1)

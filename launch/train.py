@@ -19,8 +19,8 @@ from launch import cli
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, config.json)")
-flags.DEFINE_bool("print_config", False, "print every config field with its value and comment, "
-                  "then exit")
+flags.DEFINE_bool("print_config", False, "print every config field with its value and its help "
+                  "(the schema's, with the allowed values), then exit")
 flags.DEFINE_string("coordinator", None, "host:port of process 0 for multi-process runs")
 flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
 flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")

@@ -17,14 +17,14 @@ import numpy as np
 from flax import nnx
 
 import models
-from models import backend
+from models import generate as generation
 from models.tokenizer import load_tokenizer
 from rlp import answers
+from rlp import batches
 from rlp import checkpoint
 from rlp import configuration
 from rlp import data
 from rlp import objective
-from rlp import sampler
 from rlp import schema
 from rlp import thought_eval
 from rlp import trainer
@@ -47,7 +47,7 @@ def heldout_nll(graphdef, params, docs, seq_len: int, batch_size: int = 4, pad_i
   """Per-token NLL and perplexity of documents (list of int arrays), truncated to seq_len."""
   total, count = 0.0, 0
   for i in range(0, len(docs), batch_size):
-    toks, lens = data.pad_rows(docs[i:i + batch_size], seq_len, batch_size, pad_id)
+    toks, lens = batches.pad_rows(docs[i:i + batch_size], seq_len, batch_size, pad_id)
     s, n = _nll_sum(graphdef, params, jnp.asarray(toks), jnp.asarray(lens))
     total += float(s)
     count += int(n)
@@ -56,44 +56,11 @@ def heldout_nll(graphdef, params, docs, seq_len: int, batch_size: int = 4, pad_i
 
 
 # ---------------------------------------------------------------- generation
-@backend.jit(static_argnames=("graphdef", "steps", "temperature", "top_p"))
-def _generate(graphdef, params, prompt, pad_len, key, steps, temperature, top_p):
-  """Left-padded prompts [B, P] (pad_len[b] pads) -> `steps` sampled tokens through the KV cache."""
-  model = nnx.merge(graphdef, params)
-  b, p = prompt.shape
-  idx = jnp.arange(p)[None]
-  seg = (idx >= pad_len[:, None]).astype(jnp.int32)
-  pos = jnp.maximum(idx - pad_len[:, None], 0)
-  cache = model.init_cache(b, p + steps)
-  logits, cache = model.decode(prompt, cache, positions=pos, segment_ids=seg)
-  last = logits[:, -1]
-
-  def step(carry, i):
-    last, cache = carry
-    tok, _ = sampler.sample_logits(jax.random.fold_in(key, i), last, temperature, 0, top_p)
-    positions = (p + i - pad_len)[:, None]
-    logits, cache = model.decode(tok[:, None], cache, positions=positions,
-                                 segment_ids=jnp.ones((b, 1), jnp.int32))
-    return (logits[:, -1], cache), tok
-
-  _, toks = jax.lax.scan(step, (last, cache), jnp.arange(steps))
-  return toks.T
-
-
 def generate(model, tok, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0) -> list[list[int]]:
-  graphdef, params = nnx.split(model)
-  ids = [tok.encode_document(p) for p in prompts]
-  width = max(len(x) for x in ids)
-  arr = np.zeros((len(ids), width), np.int32)
-  pad = np.zeros((len(ids),), np.int32)
-  for i, x in enumerate(ids):
-    arr[i, width - len(x):] = x
-    pad[i] = width - len(x)
-  out = np.asarray(_generate(graphdef, params, jnp.asarray(arr), jnp.asarray(pad),
-                             jax.random.key(seed), max_new_tokens, float(temperature),
-                             float(top_p)))
-  return [row.tolist() for row in out]
+  """Each prompt's text, encoded as a document, -> its next `max_new_tokens` token ids."""
+  return generation.generate_ids(model, [tok.encode_document(p) for p in prompts],
+                                 max_new_tokens, temperature, top_p, seed)
 
 
 def _completion(tok, ids: list[int]) -> str:

@@ -31,6 +31,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 import yaml
 
+from models import generate as generation
 from rlp import corpora
 from rlp import evaluate
 from rlp import sharding
@@ -214,8 +215,8 @@ class RLPLM(TemplateLM):
         arr[r, width - len(p):] = p
         pad[r] = width - len(p)
       arr[len(chunk):, -1] = self.eot_token_id
-      got = np.asarray(evaluate._generate(self.graphdef, self.params, self._put(arr),
-                                          self._put(pad), jax.random.key(0), steps, 0.0, 1.0))
+      got = np.asarray(generation.decode_tokens(self.graphdef, self.params, self._put(arr),
+                                              self._put(pad), jax.random.key(0), steps))
       out.extend(row.tolist() for row in got[:len(chunk)])
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 
+from rlp import batches
 from rlp import checkpoint
 from rlp import configuration
 from rlp import data
@@ -28,9 +29,9 @@ def dataset(settings: schema.Run, tok, model_vocab: int, warmup: bool = False):
   common = dict(seq_len=d.seq_len, batch_size=per_process, seed=settings.seed,
                 process_index=jax.process_index(), process_count=jax.process_count())
   if settings.objective == "cpt" or warmup:
-    return data.cpt_dataset(docs, **common), stats
+    return batches.cpt_dataset(docs, **common), stats
   pad = tok.eos_id if tok.eos_id is not None else 0
-  return data.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
+  return batches.rlp_dataset(docs, positions_per_doc=d.positions_per_doc, min_prefix=d.min_prefix,
                           pad_id=pad, marker_ids=configuration.marker_ids(settings, tok),
                           **common), stats
 
@@ -44,10 +45,10 @@ class Iterators:
   @classmethod
   def open(cls, settings: schema.Run, tok, model_vocab: int) -> tuple["Iterators", data.DataStats]:
     ds, stats = dataset(settings, tok, model_vocab)
-    its = cls(data.make_iterator(ds, settings.data.workers))
+    its = cls(batches.make_iterator(ds, settings.data.workers))
     if settings.warmup.steps:
       wds, _ = dataset(settings, tok, model_vocab, warmup=True)
-      its.warmup = data.make_iterator(wds, settings.data.workers)
+      its.warmup = batches.make_iterator(wds, settings.data.workers)
     return its, stats
 
   def next(self, step: int, warmup_steps: int):

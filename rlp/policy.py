@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models import sampling
+
 from rlp import objective as objective_lib
 from rlp import sampler as sampler_lib
 
@@ -125,7 +127,7 @@ def _thought_logp(model, out, mb, temperature: float, chunk: int):
     logp, ent = objective_lib.chunked_policy_logp(out, model.head, mb.thought, temperature, chunk)
     mask = mb.mask.astype(jnp.float32)
     return logp, (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-  pl = sampler_lib.policy_logits(out, temperature)
+  pl = sampling.policy_logits(out, temperature)
   return objective_lib.token_logp(pl, mb.thought), objective_lib.entropy(pl, mb.mask)
 
 

@@ -8,7 +8,9 @@ the run config from here (`from_run`: `trainer.StepConfig`, `sampler.SamplerConf
 is defined once: adding a field is one `setting(...)` line in its group below.
 
 A field's value is checked in two steps: its own rule (type, range, choices; `Group.__post_init__`)
-and then the relations between fields (`relations`, checked when a `Run` is built).
+and then the relations between fields (`relations`, checked when a `Run` is built). The
+machinery that is not about particular fields (`setting`, `Group`, checking a value against its
+field) is rlp/settings.py.
 """
 
 from __future__ import annotations
@@ -16,41 +18,18 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import ml_collections
+
+from rlp.settings import (ConfigError, Group, at_least, config_node, fields, group_values,
+                          help_lines, line, non_negative, problem, setting)
 
 
 # The vocabularies a config names; the modules that implement them import them from here.
 OBJECTIVES = ("rlp", "cpt", "rpt")
 SELECTIONS = ("uniform", "marker", "entropy", "low_logp")
 PLACEBOS = ("empty", "one_token", "random", "other_doc")
-
-
-class ConfigError(ValueError):
-  """One line per bad field: the field, its value and the allowed range."""
-
-
-Rule = Callable[[Any], bool]
-
-
-def setting(default, help: str, rule: Rule | None = None, allowed: str = "",
-            choices: tuple[str, ...] | None = None):
-  """A config field: its default, one-line help and (optionally) a rule on its value with the
-  text that says what the rule allows. `choices`: the rule is membership."""
-  if choices is not None:
-    rule, allowed = (lambda v: v in choices), " | ".join(choices)
-  return dataclasses.field(default=default,
-                           metadata=dict(help=help, rule=rule, allowed=allowed))
-
-
-def at_least(lo: int, note: str = "") -> dict:
-  """An integer rule: v >= lo."""
-  return dict(rule=lambda v: v >= lo, allowed=f">= {lo}" + (f" ({note})" if note else ""))
-
-
-def _non_negative(note: str = "") -> dict:
-  return dict(rule=lambda v: v >= 0, allowed=">= 0" + (f" ({note})" if note else ""))
 
 
 def _mesh_axis() -> dict:
@@ -67,16 +46,6 @@ def truncated_reward(v):
     return float(v)
   except (TypeError, ValueError):
     return None
-
-
-class Group:
-  """A group of fields (config.<name>): frozen, and checked field by field when built."""
-  NAME: typing.ClassVar[str] = ""
-
-  def __post_init__(self):
-    bad = list(_field_errors(type(self), vars(self)))
-    if bad:
-      raise ConfigError("\n".join(bad))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +101,7 @@ class Data(Group):
                            "(top-K lowest EMA log-prob)", choices=SELECTIONS)
   position_marker: str = setting("", "text whose next token is a target (selection=marker), "
                                  "e.g. '=' or '####'")
-  workers: int = setting(0, "grain worker processes for prefetch", **_non_negative())
+  workers: int = setting(0, "grain worker processes for prefetch", **non_negative())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,30 +114,30 @@ class RLP(Group):
   min_thought_len: int = setting(1, "the closer is banned before this many thought tokens",
                                  **at_least(1))
   temperature: float = setting(0.7, "thought sampling temperature (0 = greedy)",
-                               **_non_negative())
+                               **non_negative())
   top_p: float = setting(1.0, "nucleus sampling of thoughts (1 = off)",
                          rule=lambda v: 0 < v <= 1, allowed="in (0, 1]")
-  top_k: int = setting(0, "top-k sampling of thoughts (0 = off)", **_non_negative("0 = off"))
+  top_k: int = setting(0, "top-k sampling of thoughts (0 = off)", **non_negative("0 = off"))
   template: str = setting("", "text inserted before <think> (e.g. an instruction to think "
                           "briefly)")
   eps_low: float = setting(0.2, "PPO clip: ratio >= 1 - eps_low", rule=lambda v: 0 <= v < 1,
                            allowed="in [0, 1)")
   eps_high: float = setting(0.2, "PPO clip: ratio <= 1 + eps_high (> eps_low is clip-higher)",
-                            **_non_negative())
+                            **non_negative())
   normalize: str = setting("sequence", "loss normalisation: sequence (the paper) | token",
                            choices=("sequence", "token"))
   adv_scale: str = setting("none", "advantage scaling: none (the paper) | std (GRPO)",
                            choices=("none", "std"))
   kl_beta: float = setting(0.0, "KL to a frozen reference (0 = the paper: no reference kept)",
-                           **_non_negative())
+                           **non_negative())
   kl_estimator: str = setting("k3", "per-token estimator of KL(pi || ref)",
                               choices=("k1", "k2", "k3"))
   ref_reset_every: int = setting(0, "ProRL reference reset every N steps (0 = never): ref <- "
                                  "params, fresh optimizer state; step, EMA and data continue",
-                                 **_non_negative("0 = off"))
+                                 **non_negative("0 = off"))
   ref_reset_on_plateau: int = setting(0, "also reset when eval/information_gain has not improved "
                                       "for this many held-out evals (0 = off; needs "
-                                      "train.eval_every)", **_non_negative("0 = off"))
+                                      "train.eval_every)", **non_negative("0 = off"))
   dynamic_sampling: bool = setting(False, "drop groups whose G rewards are all equal (RPT's "
                                    "binary rewards)")
   truncated_reward: str = setting("keep", "reward of a thought cut at max_thought_len: keep (the "
@@ -185,13 +154,13 @@ class RLP(Group):
                             "not the update", **at_least(1))
   rollout_batch: int = setting(0, "documents sampled at a time in the rollout (0 = the whole "
                                "batch): memory, not the result; plan with `rlp-bench memory`",
-                               **_non_negative("0 = the whole batch"))
+                               **non_negative("0 = the whole batch"))
   ntp_weight: float = setting(0.0, "weight of a next-token loss on the documents (0 = the "
-                              "paper)", **_non_negative())
+                              "paper)", **non_negative())
   scorer_weight: float = setting(0.0, "lambda of -log p(x_t | x_<t, thought), teaching the model "
-                                 "to read its own thoughts (0 = the paper)", **_non_negative())
+                                 "to read its own thoughts (0 = the paper)", **non_negative())
   policy_weight: float = setting(1.0, "weight of the policy-gradient loss (1 = the paper; 0 = "
-                                 "the scorer term alone, an ablation)", **_non_negative())
+                                 "the scorer term alone, an ablation)", **non_negative())
   shuffle_rewards: bool = setting(False, "placebo RL: rewards permuted across the batch's "
                                   "thoughts before the advantages (a control)")
   compute_ema: bool = setting(True, "False: no EMA baseline (reward = S_pred; an ablation)")
@@ -206,7 +175,7 @@ class Warmup(Group):
   state is re-initialised. objective=cpt runs the same warm-up, so both start from one point."""
   NAME: typing.ClassVar[str] = "warmup"
   steps: int = setting(0, "next-token steps of the format warm-up (0 = none)",
-                       **_non_negative("0 = no warm-up"))
+                       **non_negative("0 = no warm-up"))
   source: str = setting("", "documents with thoughts in the run's format, e.g. toy:train:0.5 or "
                         "thoughts:reasoning:train")
   lr: float = setting(1e-4, "warm-up learning rate (linear ramp over its first tenth)",
@@ -220,11 +189,11 @@ class Optim(Group):
                       rule=lambda v: v > 0, allowed="> 0")
   schedule: str = setting("constant", "learning-rate schedule", choices=("constant", "cosine"))
   warmup_steps: int = setting(0, "linear learning-rate ramp (not the format warm-up)",
-                              **_non_negative())
-  weight_decay: float = setting(0.0, "AdamW decoupled weight decay", **_non_negative())
+                              **non_negative())
+  weight_decay: float = setting(0.0, "AdamW decoupled weight decay", **non_negative())
   b1: float = setting(0.9, "Adam beta1", rule=lambda v: 0 <= v < 1, allowed="in [0, 1)")
   b2: float = setting(0.999, "Adam beta2", rule=lambda v: 0 <= v < 1, allowed="in [0, 1)")
-  grad_clip: float = setting(1.0, "global-norm gradient clip (0 = off)", **_non_negative("0 = off"))
+  grad_clip: float = setting(1.0, "global-norm gradient clip (0 = off)", **non_negative("0 = off"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,23 +205,23 @@ class Train(Group):
                                   "SIGINT)", **at_least(1))
   keep_checkpoints: int = setting(3, "newest N checkpoints kept", **at_least(1))
   eval_every: int = setting(0, "held-out eval every N steps (0 = only at the end)",
-                            **_non_negative())
-  eval_docs: int = setting(16, "held-out documents from data.eval_source", **_non_negative())
+                            **non_negative())
+  eval_docs: int = setting(16, "held-out documents from data.eval_source", **non_negative())
   eval_positions: int = setting(2, "positions per held-out document of the thought eval, fixed at "
                                 "the run's start (WORKDIR/eval_positions.json); 0 = off",
-                                **_non_negative())
+                                **non_negative())
   eval_placebos: tuple[str, ...] = setting(
       PLACEBOS, "placebo thoughts of the thought eval at the same positions: "
       "eval/gain_over_placebo/<name> is what the real thought's content adds; () = none",
       rule=lambda v: all(p in PLACEBOS for p in v), allowed=f"any of {', '.join(PLACEBOS)} (or ())")
   eval_reasoning_every: int = setting(0, "pass@k over training every N steps, at step 0 and at "
                                       "the end, on the thought eval's positions (0 = off)",
-                                      **_non_negative("0 = off"))
+                                      **non_negative("0 = off"))
   eval_reasoning_samples: int = setting(8, "n of pass@k: thoughts sampled per position",
                                         **at_least(1))
   eval_reasoning_ks: tuple[int, ...] = setting((1, 2, 4, 8), "k values of pass@k, each <= "
                                                "eval_reasoning_samples")
-  sample_every: int = setting(5, "log decoded sample thoughts every N steps", **_non_negative())
+  sample_every: int = setting(5, "log decoded sample thoughts every N steps", **non_negative())
   collapse_frac: float = setting(0.2, "warn once when policy entropy or thought length falls "
                                  "below this fraction of its first value (0 = off)",
                                  rule=lambda v: 0 <= v < 1, allowed="in [0, 1) (0 = off)")
@@ -348,83 +317,20 @@ def relations(c) -> Iterator[tuple[str, Any, bool, str]]:
         f"a multiple of model.n_kv_heads ({m.n_kv_heads})"
 
 
-# --- checking values against the schema ---------------------------------------------------------
-
-def line(field: str, value, allowed: str) -> str:
-  return f"config.{field} = {value!r} is invalid: must be {allowed}"
-
-
-def _type_ok(tp, v) -> bool:
-  """v is a value of the annotation tp (int | None, tuple[int, ...], str, float, bool)."""
-  origin = typing.get_origin(tp)
-  if origin in (typing.Union, types.UnionType):
-    return any(_type_ok(a, v) for a in typing.get_args(tp))
-  if origin is tuple:
-    (elem, _) = typing.get_args(tp)
-    return isinstance(v, (tuple, list)) and all(_type_ok(elem, x) for x in v)
-  if tp is type(None):
-    return v is None
-  if tp is bool:
-    return isinstance(v, bool)
-  if tp is int:
-    return isinstance(v, int) and not isinstance(v, bool)
-  if tp is float:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-  return isinstance(v, tp)
-
-
-_TYPE_WORDS = {bool: "True | False", int: "an integer", float: "a number", str: "text"}
-
-
-def _fields(cls) -> list[tuple[dataclasses.Field, Any]]:
-  """(field, its type) of a group's settings."""
-  hints = typing.get_type_hints(cls)
-  return [(f, hints[f.name]) for f in dataclasses.fields(cls) if "help" in f.metadata]
-
-
-def _problem(f: dataclasses.Field, tp, v) -> str | None:
-  """What field f allows, when v breaks its type or rule; None when v holds them."""
-  rule, allowed = f.metadata["rule"], f.metadata["allowed"] or _TYPE_WORDS.get(tp, str(tp))
-  ok = _type_ok(tp, v)
-  if ok and rule is not None:
-    try:
-      ok = bool(rule(v))
-    except TypeError:
-      ok = False
-  return None if ok else allowed
-
-
-def _field_errors(cls, values: dict) -> Iterator[str]:
-  prefix = f"{cls.NAME}." if cls.NAME else ""
-  for f, tp in _fields(cls):
-    allowed = _problem(f, tp, values[f.name])
-    if allowed is not None:
-      yield line(prefix + f.name, values[f.name], allowed)
-
-
-def _values(cls, node) -> dict:
-  """A group's values from a ConfigDict node (tuples for JSON's lists)."""
-  out = {}
-  for f, tp in _fields(cls):
-    v = node[f.name]
-    out[f.name] = tuple(v) if typing.get_origin(tp) is tuple and isinstance(v, list) else v
-  return out
-
-
 def checks(config) -> Iterator[tuple[str, Any, bool, str]]:
   """(field, value, ok, allowed) for every field's own rule, then (when all hold) every relation
   between fields."""
   failed = False
   for cls in (Run, *GROUPS):
     prefix = f"{cls.NAME}." if cls.NAME else ""
-    values = _values(cls, config[cls.NAME] if cls.NAME else config)
-    for f, tp in _fields(cls):
-      allowed = _problem(f, tp, values[f.name])
+    values = group_values(cls, config[cls.NAME] if cls.NAME else config)
+    for f, tp in fields(cls):
+      allowed = problem(f, tp, values[f.name])
       failed |= allowed is not None
       yield prefix + f.name, values[f.name], allowed is None, allowed or ""
   if not failed:
-    groups = {cls.NAME: cls(**_values(cls, config[cls.NAME])) for cls in GROUPS}
-    yield from relations(types.SimpleNamespace(**_values(Run, config), **groups))
+    groups = {cls.NAME: cls(**group_values(cls, config[cls.NAME])) for cls in GROUPS}
+    yield from relations(types.SimpleNamespace(**group_values(Run, config), **groups))
 
 
 def parse(config) -> Run:
@@ -433,52 +339,35 @@ def parse(config) -> Run:
   bad = [line(f, v, a) for f, v, ok, a in checks(config) if not ok]
   if bad:
     raise ConfigError("\n".join(bad))
-  return Run(**_values(Run, config), **{cls.NAME: cls(**_values(cls, config[cls.NAME]))
+  return Run(**group_values(Run, config), **{cls.NAME: cls(**group_values(cls, config[cls.NAME]))
                                         for cls in GROUPS})
 
 
 # --- what the schema gives the rest of the code -------------------------------------------------
 
 def config_dict() -> ml_collections.ConfigDict:
-  """The defaults as a ConfigDict (configs/base.py): every field, typed so `--config.a.b=v`
-  parses v as the field's type (an optional field is a typed FieldReference)."""
-  def node(cls):
-    out = ml_collections.ConfigDict()
-    for f, tp in _fields(cls):
-      if f.default is None:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        out[f.name] = ml_collections.FieldReference(None, field_type=args[0])
-      else:
-        out[f.name] = f.default
-    return out
-  c = node(Run)
+  """The defaults as a ConfigDict (configs/base.py): every field (settings.config_node)."""
+  c = config_node(Run)
   for cls in GROUPS:
-    c[cls.NAME] = node(cls)
+    c[cls.NAME] = config_node(cls)
   return c
 
 
 def help_texts() -> dict[str, str]:
   """'rlp.group_size' -> its help (and its allowed values), for --print_config."""
-  out = {}
-  for cls in (Run, *GROUPS):
-    prefix = f"{cls.NAME}." if cls.NAME else ""
-    for f, _ in _fields(cls):
-      allowed, text = f.metadata["allowed"], f.metadata["help"]
-      shown = allowed and not all(a in text for a in allowed.split(" | "))
-      out[prefix + f.name] = text + (f" [{allowed}]" if shown else "")
-  return out
+  return {k: v for cls in (Run, *GROUPS) for k, v in help_lines(cls).items()}
 
 
 def default(path: str):
   """The schema's default of 'group.name' (or a top-level 'name')."""
   cls, name = _locate(path)
-  return next(f.default for f, _ in _fields(cls) if f.name == name)
+  return next(f.default for f, _ in fields(cls) if f.name == name)
 
 
 def _locate(path: str) -> tuple[type, str]:
   group, _, name = path.rpartition(".")
   cls = {c.NAME: c for c in GROUPS}.get(group, Run) if group else Run
-  if not any(f.name == name for f, _ in _fields(cls)) or (group and cls is Run):
+  if not any(f.name == name for f, _ in fields(cls)) or (group and cls is Run):
     raise KeyError(f"no config field {path!r} in rlp/schema.py")
   return cls, name
 
@@ -502,8 +391,8 @@ def check_from_run(obj) -> None:
   for f in dataclasses.fields(obj):
     if f.metadata.get("check"):
       cls, name = _locate(f.metadata["config"])
-      sf, tp = next((g, tp) for g, tp in _fields(cls) if g.name == name)
-      allowed = _problem(sf, tp, getattr(obj, f.name))
+      sf, tp = next((g, tp) for g, tp in fields(cls) if g.name == name)
+      allowed = problem(sf, tp, getattr(obj, f.name))
       if allowed is not None:
         bad.append(f"{f.name} = {getattr(obj, f.name)!r} (must be {allowed})")
   if bad:

@@ -149,14 +149,13 @@ def step_shardings(state_shardings, mesh: Mesh) -> dict:
           "out_shardings": (state_shardings, NamedSharding(mesh, P()), docs)}
 
 
-def shard_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places a host batch on the mesh (batch axis over data x fsdp); multi-process aware."""
-  out = {}
-  for k, v in batch.items():
+def shard_batch(batch, mesh: Mesh):
+  """Places a host batch (a DocBatch / LMBatch, or any pytree of arrays) on the mesh, the batch
+  axis over data x fsdp; multi-process aware (each process gives its own rows)."""
+  def put(v):
     v = np.asarray(v)
     sh = batch_sharding(mesh, v.ndim)
     if jax.process_count() > 1:
-      out[k] = jax.make_array_from_process_local_data(sh, v)
-    else:
-      out[k] = jax.device_put(v, sh)
-  return out
+      return jax.make_array_from_process_local_data(sh, v)
+    return jax.device_put(v, sh)
+  return jax.tree.map(put, batch)

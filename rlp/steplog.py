@@ -14,6 +14,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from rlp import batches
 from rlp import metrics
 from rlp import schema
 from rlp import trainer
@@ -35,7 +36,7 @@ def sample_text(tok, batch, ro, b=0, k=0, n=2) -> str:
   batch's cuts are then unused)."""
   lines = []
   t = int(local(ro.cuts)[b, k])
-  ctx = tok.decode(np.asarray(batch["tokens"])[b, max(0, t - 24):t])
+  ctx = tok.decode(np.asarray(batches.DocBatch.of(batch).tokens)[b, max(0, t - 24):t])
   target = tok.decode([int(local(ro.targets)[b, k])])
   toks, valid, s_pred = local(ro.tokens), local(ro.valid), local(ro.s_pred)
   for g in range(min(n, toks.shape[2])):

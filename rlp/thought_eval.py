@@ -29,8 +29,9 @@ import numpy as np
 from flax import nnx
 
 from models import backend
+from models import sampling
 from rlp import answers
-from rlp import data
+from rlp import batches
 from rlp import objective
 from rlp import positions as positions_lib
 from rlp import sampler
@@ -126,7 +127,7 @@ def _usable(docs, seq_len: int, sel: Selection) -> tuple[list[int], list]:
   keep, cands = [], []
   for i, d in enumerate(docs):
     d = np.asarray(d)[:seq_len]
-    cand = None if sel.kind != "marker" else data.marker_positions(d, sel.marker_ids)
+    cand = None if sel.kind != "marker" else batches.marker_positions(d, sel.marker_ids)
     if len(d) > sel.min_prefix + 1 and (cand is None or (cand >= sel.min_prefix).any()):
       keep.append(i)
       cands.append(cand)
@@ -157,14 +158,14 @@ def choose(docs, seq_len: int, sel: Selection, scorer=None, scorer_name: str = "
     graphdef, params = nnx.split(scorer)
     ts = []
     for i in range(0, len(rows), batch_size):
-      toks, lens = data.pad_rows(rows[i:i + batch_size], seq_len, batch_size)
+      toks, lens = batches.pad_rows(rows[i:i + batch_size], seq_len, batch_size)
       got = to_host(_scored(graphdef, params, jnp.asarray(toks), jnp.asarray(lens), sel.kind,
                                sel.per_doc, sel.min_prefix, exclude))
       ts.extend(np.sort(got, axis=1)[:len(rows[i:i + batch_size])])
     by = f"{sel.kind} under {scorer_name}"
   else:
     rng = np.random.default_rng(sel.seed)
-    ts = [data.choose_positions(len(r), sel.per_doc, sel.min_prefix, rng, c)
+    ts = [batches.choose_positions(len(r), sel.per_doc, sel.min_prefix, rng, c)
           for r, c in zip(rows, cands)]
     by = f"{sel.kind} (seed {sel.seed})"
   t = np.stack(ts).astype(np.int64)
@@ -206,7 +207,7 @@ def score_given(graphdef, params, tokens, cuts, thoughts_BxKxGxT, n_valid_BxKxG,
                              hidden=True)
   logits = model.head(jnp.take_along_axis(h, n_valid_BxKxG[..., None, None], 3)[..., 0, :])
   tgt = jnp.broadcast_to(jnp.take_along_axis(tokens, cuts, 1)[..., None], logits.shape[:-1])
-  return objective.token_logp(logits, tgt), sampler.last_axis_argmax(logits)
+  return objective.token_logp(logits, tgt), sampling.last_axis_argmax(logits)
 
 
 def placebo_thoughts(name: str, tokens_PxGxT, lengths_PxG, cfg: sampler.SamplerConfig,
@@ -271,10 +272,10 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int,
   rows = [np.asarray(docs[i])[:seq_len] for i in at.doc]
   k = at.per_doc
   names = _placebo_names(placebos, len(rows))
-  batches, flat = _score_thoughts(graphdef, params, rows, at, cfg, seq_len, seed, batch_size,
+  padded, flat = _score_thoughts(graphdef, params, rows, at, cfg, seq_len, seed, batch_size,
                                   baseline_exclude)
   g = flat["s_pred"].shape[-1]
-  placebo = _score_placebos(graphdef, params, batches, flat, names, cfg, k, rows, seed)
+  placebo = _score_placebos(graphdef, params, padded, flat, names, cfg, k, rows, seed)
   report = _summary(flat, placebo, k, seed)
   report["eval/positions"] = int(flat["s_plain"].size)
   report["eval/docs_skipped"] = at.skipped
@@ -293,18 +294,18 @@ def thought_likelihood(model, docs, cfg: sampler.SamplerConfig, seq_len: int,
 
 def _score_thoughts(graphdef, params, rows, at: EvalPositions, cfg, seq_len, seed, batch_size,
                     baseline_exclude):
-  """(batches, flat): the documents in padded batches [(start, n_real, toks, cuts)], and per
+  """(padded, flat): the documents in padded batches [(start, n_real, toks, cuts)], and per
   position (flattened over documents x K) the no-thought score and accuracy, and the G sampled
   thoughts' S_pred, accuracy, tokens, lengths and whether they answer x_t."""
-  batches = []
+  padded = []
   out = {key: [] for key in ("s_plain", "acc_plain", "s_pred", "acc_t", "tokens", "lengths",
                              "answer")}
   for i in range(0, len(rows), batch_size):
     chunk = rows[i:i + batch_size]
-    toks, _ = data.pad_rows(chunk, seq_len, batch_size)
+    toks, _ = batches.pad_rows(chunk, seq_len, batch_size)
     cuts = np.concatenate([at.t[i:i + batch_size]] + [at.t[i:i + 1]] * (batch_size - len(chunk)))
     cuts = cuts.astype(np.int32)
-    batches.append((i, len(chunk), toks, cuts))
+    padded.append((i, len(chunk), toks, cuts))
     logits = to_host(_plain_logits(graphdef, params, jnp.asarray(toks)))
     prev = np.take_along_axis(logits, (cuts - 1)[..., None], 1)  # [B, K, V]: predicts x_t
     if baseline_exclude is not None:
@@ -324,11 +325,11 @@ def _score_thoughts(graphdef, params, rows, at: EvalPositions, cfg, seq_len, see
     out["lengths"].append(ro.lengths[:n])
     out["answer"].append(((ro.prediction if cfg.predict else ro.pred_argmax)
                           == tgt[..., None])[:n])
-  return batches, {key: np.concatenate([x.reshape(-1, *x.shape[2:]) for x in v])
+  return padded, {key: np.concatenate([x.reshape(-1, *x.shape[2:]) for x in v])
                    for key, v in out.items()}
 
 
-def _score_placebos(graphdef, params, batches, flat, names, cfg, k, rows, seed) -> dict:
+def _score_placebos(graphdef, params, padded, flat, names, cfg, k, rows, seed) -> dict:
   """{name: (S_placebo [P, G], argmax == x_t [P, G])}: every placebo of a batch scored in one
   teacher-forced call, the placebos side by side on the thoughts' axis."""
   if not names:
@@ -343,7 +344,7 @@ def _score_placebos(graphdef, params, batches, flat, names, cfg, k, rows, seed) 
   buf = np.concatenate([b for b, _ in built], 1)  # [P, G * len(names), T]
   n_valid = np.concatenate([v for _, v in built], 1)
   s, acc = [], []
-  for start, n, toks, cuts in batches:
+  for start, n, toks, cuts in padded:
     b, kk = cuts.shape
     sl = slice(start * k, (start + n) * k)
     pb = np.zeros((b * kk,) + buf.shape[1:], np.int32)

@@ -20,6 +20,7 @@ import optax
 from flax import nnx, struct
 
 from models import backend
+from rlp import batches
 from rlp import objective as objective_lib
 from rlp import policy
 from rlp import positions as positions_lib
@@ -206,16 +207,17 @@ def apply_update(state, grads, loss, tx, cfg: StepConfig):
 
 # ---------------------------------------------------------------- CPT / warm-up
 def cpt_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig):
-  """batch: inputs, targets, loss_mask, segment_ids, positions (packed documents), [B, S]."""
+  """batch: an LMBatch (packed documents, [B, S]) or a mapping with its fields."""
+  batch = batches.LMBatch.of(batch)
 
   def loss_fn(params):
     model = nnx.merge(graphdef, params)
-    return policy.next_token_loss(model, batch["inputs"], batch["targets"], batch["loss_mask"], cfg,
-                            batch.get("positions"), batch.get("segment_ids"))
+    return policy.next_token_loss(model, batch.inputs, batch.targets, batch.loss_mask, cfg,
+                                  batch.positions, batch.segment_ids)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   state, m = apply_update(state, grads, loss, tx, cfg)
-  n_tok = batch["loss_mask"].sum()
+  n_tok = batch.loss_mask.sum()
   metrics = {"loss": loss, "cpt/nll": loss, "lr": _lr(state.opt_state), "tokens": n_tok, **m}
   return state.replace(step=state.step + 1), metrics, None
 
@@ -253,15 +255,16 @@ def resolve(cfg: StepConfig) -> StepConfig:
                              else cfg.ema_head_at_positions))
 
 
-def _positions_and_baseline(state: TrainState, batch, graphdef, cfg: StepConfig):
+def _positions_and_baseline(state: TrainState, batch: batches.DocBatch, graphdef,
+                            cfg: StepConfig):
   """The K target positions of each document and the no-think baseline there:
   (cuts [B, K], S_ema = log p_phi(x_t | x_<t) [B, K] or None when nothing needs it)."""
-  tokens = batch["tokens"]
+  tokens = batch.tokens
   if cfg.scored_selection:  # the EMA model picks its highest-entropy / lowest-log-prob tokens
-    return positions_lib.scored_positions(nnx.merge(graphdef, state.ema), tokens,
-                                          batch["lengths"], cfg.selection, cfg.positions_per_doc,
-                                          cfg.min_prefix, cfg.baseline_exclude)
-  cuts = batch["cuts"]
+    return positions_lib.scored_positions(nnx.merge(graphdef, state.ema), tokens, batch.lengths,
+                                          cfg.selection, cfg.positions_per_doc, cfg.min_prefix,
+                                          cfg.baseline_exclude)
+  cuts = batch.cuts
   if not cfg.needs_ema_forward:
     return cuts, None
   if resolve(cfg).ema_head_at_positions:
@@ -325,10 +328,12 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   """One RLP (or RPT) step: positions and baseline -> rollout with theta_old -> rewards and
   group advantages -> `num_updates` clipped-PG updates -> metrics.
 
-  batch: tokens [B, S] int32 (documents, padded), lengths [B], cuts [B, K]: the target positions
-  (uniform / marker selection; chosen inside the step for entropy / low_logp).
+  batch: a DocBatch (or a mapping with its fields): tokens [B, S] int32 (documents, padded),
+  lengths [B], cuts [B, K] the target positions (uniform / marker selection; chosen inside the
+  step for entropy / low_logp, which ignore them).
   """
-  tokens, lengths = batch["tokens"], batch["lengths"]
+  batch = batches.DocBatch.of(batch)
+  tokens, lengths = batch.tokens, batch.lengths
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   cuts, s_ema = _positions_and_baseline(state, batch, graphdef, cfg)
   old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old

@@ -1,6 +1,7 @@
 """What a user meets first at the command line: --help, one-line errors with a fix, exit codes,
 and a workdir that is never thrown away by a changed config."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -360,3 +361,21 @@ def test_modules_tests_import_in_process_define_no_flag_twice():
   twice = {k: v for k, v in defined.items() if len(v) > 1}
   assert not twice, f"flags defined by more than one module the tests import in-process: {twice}"
   assert "bench.long_thoughts" in _modules_imported_by_the_tests()  # the scan sees imports
+
+
+def test_package_import_rules():
+  """docs/architecture.md's rules between the packages: `models` imports nothing of `rlp`,
+  `launch`, `configs` or `bench`; `rlp` nothing of `configs`, `launch` or `bench` (at the top of a
+  module or inside a function)."""
+  import ast
+  banned = {"models": {"rlp", "launch", "configs", "bench"}, "rlp": {"configs", "launch", "bench"}}
+  broken = []
+  for package, tops in banned.items():
+    for path in sorted(glob.glob(os.path.join(ROOT, package, "*.py"))):
+      for node in ast.walk(ast.parse(open(path).read())):
+        names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and
+                 not node.level else [a.name for a in node.names]
+                 if isinstance(node, ast.Import) else [])
+        broken += [f"{os.path.relpath(path, ROOT)} imports {n}" for n in names
+                   if n.split(".")[0] in tops]
+  assert not broken, broken

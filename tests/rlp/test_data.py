@@ -1,5 +1,6 @@
 """Data pipelines: determinism, resume, per-process split, packing, positions, bad input."""
 
+import dataclasses
 import json
 import os
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import models
+from rlp import batches
 from rlp import data
 from models.tokenizer import load_tokenizer
 
@@ -26,7 +28,7 @@ def _docs(n=40, seed=0):
 def _rlp(docs, **kw):
   base = dict(seq_len=32, batch_size=4, positions_per_doc=3, min_prefix=4, pad_id=0, seed=7)
   base.update(kw)
-  return data.rlp_dataset(docs, **base)
+  return batches.rlp_dataset(docs, **base)
 
 
 def _take(it, n):
@@ -38,8 +40,8 @@ def test_deterministic_and_exact_resume():
   a = _take(iter(_rlp(docs)), 12)
   b = _take(iter(_rlp(docs)), 12)
   for x, y in zip(a, b):
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
+    for f in dataclasses.fields(x):
+      np.testing.assert_array_equal(getattr(x, f.name), getattr(y, f.name))
   it = iter(_rlp(docs))
   _take(it, 5)
   state = it.get_state()
@@ -47,34 +49,34 @@ def test_deterministic_and_exact_resume():
   resumed = iter(_rlp(docs))
   resumed.set_state(json.loads(json.dumps(state)))  # survives a JSON round trip (checkpoints)
   for x, y in zip(rest, _take(resumed, 7)):
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
+    for f in dataclasses.fields(x):
+      np.testing.assert_array_equal(getattr(x, f.name), getattr(y, f.name))
 
 
 def test_process_split_covers_every_document_once():
   docs = _docs(n=37)
   seen = []
   for p in range(3):
-    ds = data._shard_and_shuffle(docs, seed=1, process_index=p, process_count=3, num_epochs=1)
+    ds = batches._shard_and_shuffle(docs, seed=1, process_index=p, process_count=3, num_epochs=1)
     seen += [int(ds[i][0]) // 1000 for i in range(len(ds))]
   assert sorted(seen) == list(range(37))
   with pytest.raises(data.DataError, match="process_index"):
-    data._shard_and_shuffle(docs, 0, 3, 3, 1)
+    batches._shard_and_shuffle(docs, 0, 3, 3, 1)
 
 
 def test_positions_in_bounds_and_honour_min_prefix():
   for batch in _take(iter(_rlp(_docs(), min_prefix=6)), 20):
-    pos, lengths = batch["cuts"], batch["lengths"]
+    pos, lengths = batch.cuts, batch.lengths
     assert pos.shape == (4, 3)
     assert np.all(pos >= 6) and np.all(pos < lengths[:, None])
     assert np.all(lengths <= 32)
   rng = np.random.default_rng(0)
   # among candidates only, never below min_prefix; with replacement only when too few
   for _ in range(20):
-    assert set(data.choose_positions(8, 2, 3, rng, np.asarray([1, 4, 6]))) == {4, 6}
-  assert data.choose_positions(8, 3, 3, rng, np.asarray([5])).tolist() == [5, 5, 5]
+    assert set(batches.choose_positions(8, 2, 3, rng, np.asarray([1, 4, 6]))) == {4, 6}
+  assert batches.choose_positions(8, 3, 3, rng, np.asarray([5])).tolist() == [5, 5, 5]
   with pytest.raises(data.DataError, match="no candidate"):
-    data.choose_positions(8, 1, 3, rng, np.asarray([1, 2]))
+    batches.choose_positions(8, 1, 3, rng, np.asarray([1, 2]))
 
 
 def test_a_marker_no_document_has_fails_with_one_line_instead_of_hanging():
@@ -82,25 +84,25 @@ def test_a_marker_no_document_has_fails_with_one_line_instead_of_hanging():
   tok = byte_tokenizer()
   docs, _ = data.open_documents("toy:train", tok, num_docs=8)
   with pytest.raises(data.DataError, match="none of the first 8 documents has the position marker"):
-    data.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=1, min_prefix=4, pad_id=0,
+    batches.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=1, min_prefix=4, pad_id=0,
                      marker_ids=tok.encode("#"))
 
 
 def test_marker_positions_pick_the_token_after_each_marker():
   doc = np.asarray([5, 1, 2, 7, 1, 2, 9, 1])
-  assert data.marker_positions(doc, [1, 2]).tolist() == [3, 6]
-  assert data.marker_positions(doc, [1]).tolist() == [2, 5]  # the last 1 has no next token
-  assert data.marker_positions(doc, [4]).tolist() == []
+  assert batches.marker_positions(doc, [1, 2]).tolist() == [3, 6]
+  assert batches.marker_positions(doc, [1]).tolist() == [2, 5]  # the last 1 has no next token
+  assert batches.marker_positions(doc, [4]).tolist() == []
 
 
 def test_marker_selection_on_the_testbed_targets_answers():
   from models.tokenizer import byte_tokenizer
   tok = byte_tokenizer()
   docs, _ = data.open_documents("toy:train", tok, num_docs=16)
-  ds = data.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=2, min_prefix=4,
+  ds = batches.rlp_dataset(docs, seq_len=64, batch_size=4, positions_per_doc=2, min_prefix=4,
                         pad_id=0, marker_ids=tok.encode("="))
   batch = next(iter(ds))
-  for row, pos in zip(batch["tokens"], batch["cuts"]):
+  for row, pos in zip(batch.tokens, batch.cuts):
     for t in pos:
       assert chr(row[t - 1]) == "=" and chr(row[t]).isdigit()
       # the digit is the sum of the four operands before '=' mod 10
@@ -108,11 +110,29 @@ def test_marker_selection_on_the_testbed_targets_answers():
       assert sum(ops) % 10 == int(chr(row[t]))
 
 
+def test_pipelines_give_typed_batches_and_mappings_convert():
+  """The pipelines yield DocBatch / LMBatch; a mapping with the same fields (a user's own
+  pipeline) converts, and one with a missing or unknown field is refused by name."""
+  rlp_batch = next(iter(_rlp(_docs())))
+  assert isinstance(rlp_batch, batches.DocBatch) and rlp_batch.tokens.shape == (4, 32)
+  lm = next(iter(batches.cpt_dataset(_docs(n=30), seq_len=64, batch_size=3, seed=0)))
+  assert isinstance(lm, batches.LMBatch) and lm.segment_ids.shape == (3, 64)
+  as_dict = {"tokens": rlp_batch.tokens, "lengths": rlp_batch.lengths, "cuts": rlp_batch.cuts}
+  assert batches.DocBatch.of(as_dict).cuts is rlp_batch.cuts
+  assert batches.DocBatch.of(rlp_batch) is rlp_batch
+  short = batches.LMBatch.of({"inputs": 1, "targets": 2, "loss_mask": 3})
+  assert short.segment_ids is None and short.positions is None
+  with pytest.raises(ValueError, match=r"lacks \['cuts'\] and has unknown \['cut'\]"):
+    batches.DocBatch.of({"tokens": 1, "lengths": 2, "cut": 3})
+  with pytest.raises(TypeError, match="a DocBatch or a mapping"):
+    batches.DocBatch.of([1, 2, 3])
+
+
 def test_packing_never_crosses_documents():
   docs = _docs(n=30)
-  batch = next(iter(data.cpt_dataset(docs, seq_len=64, batch_size=3, seed=0)))
-  seg, mask = batch["segment_ids"], batch["loss_mask"]
-  inp, tgt, pos = batch["inputs"], batch["targets"], batch["positions"]
+  batch = next(iter(batches.cpt_dataset(docs, seq_len=64, batch_size=3, seed=0)))
+  seg, mask = batch.segment_ids, batch.loss_mask
+  inp, tgt, pos = batch.inputs, batch.targets, batch.positions
   for r in range(3):
     for j in range(63):
       if mask[r, j]:
@@ -209,15 +229,15 @@ def test_multiprocess_prefetch_is_deterministic_and_complete():
   docs = _docs(n=24)
 
   def epoch(workers):
-    it = data.make_iterator(_rlp(docs, num_epochs=1, batch_size=2), workers=workers)
+    it = batches.make_iterator(_rlp(docs, num_epochs=1, batch_size=2), workers=workers)
     out = list(it)
     del it
     return out
 
   a, b, single = epoch(2), epoch(2), epoch(0)
   for x, y in zip(a, b):
-    np.testing.assert_array_equal(x["tokens"], y["tokens"])
-  first = lambda bs: sorted(int(t[0]) for x in bs for t in x["tokens"])
+    np.testing.assert_array_equal(x.tokens, y.tokens)
+  first = lambda bs: sorted(int(t[0]) for x in bs for t in x.tokens)
   assert first(a) == first(single) and len(first(a)) == 24
 
 

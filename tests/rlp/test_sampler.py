@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 import models
+from models import sampling
 from rlp import sampler
 
 CFG = models.ModelConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
@@ -200,16 +201,16 @@ def test_thought_logits_match_rollout_logp(model, docs):
 def test_top_k_top_p_restrict_support():
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
   keys = jax.random.split(jax.random.key(0), 400)
-  tk = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_k=2)[0])(keys)
+  tk = jax.vmap(lambda k: sampling.sample_logits(k, logits, 1.0, top_k=2)[0])(keys)
   assert set(np.asarray(tk).ravel().tolist()) == {0, 1}
-  tp = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_p=0.9)[0])(keys)
+  tp = jax.vmap(lambda k: sampling.sample_logits(k, logits, 1.0, top_p=0.9)[0])(keys)
   assert set(np.asarray(tp).ravel().tolist()) == {0, 1, 2}
   # top-p after top-k renormalises: top-2 leaves [.625, .375], so top-p 0.6 keeps one token
-  both = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_k=2, top_p=0.6)[0])(keys)
+  both = jax.vmap(lambda k: sampling.sample_logits(k, logits, 1.0, top_k=2, top_p=0.6)[0])(keys)
   assert set(np.asarray(both).ravel().tolist()) == {0}
   # ... and after a ban: the banned top token's mass does not count toward the nucleus
   ban = jnp.asarray([[True, False, False, False]])
-  bp = jax.vmap(lambda k: sampler.sample_logits(k, logits, 1.0, top_p=0.5, ban=ban)[0])(keys)
+  bp = jax.vmap(lambda k: sampling.sample_logits(k, logits, 1.0, top_p=0.5, ban=ban)[0])(keys)
   assert set(np.asarray(bp).ravel().tolist()) == {1}  # .3/.5 = .6 >= 0.5 alone
   with pytest.raises(ValueError, match="min_thought_len"):
     sampler.SamplerConfig(min_thought_len=0)
@@ -223,14 +224,14 @@ def test_sampling_equals_jax_random_categorical_and_argmax():
   ban = jnp.zeros((3, 5, 257), bool).at[:, :2, 7].set(True)
   for i in range(20):
     key = jax.random.fold_in(jax.random.key(2), i)
-    tok, logp = sampler.sample_logits(key, logits, 1.0, ban=ban)
+    tok, logp = sampling.sample_logits(key, logits, 1.0, ban=ban)
     ref = jax.random.categorical(key, jnp.where(ban, -jnp.inf, jax.nn.log_softmax(logits)), -1)
     np.testing.assert_array_equal(tok, ref)
     np.testing.assert_allclose(logp, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[..., None],
                                                          -1)[..., 0], rtol=1e-6)
   x = jnp.asarray([[0.0, 2.0, 2.0, 1.0], [-jnp.inf] * 4, [3.0, -jnp.inf, 3.0, 0.0]])
-  np.testing.assert_array_equal(sampler.last_axis_argmax(x), jnp.argmax(x, -1))
-  np.testing.assert_array_equal(sampler.last_axis_argmax(logits), jnp.argmax(logits, -1))
+  np.testing.assert_array_equal(sampling.last_axis_argmax(x), jnp.argmax(x, -1))
+  np.testing.assert_array_equal(sampling.last_axis_argmax(logits), jnp.argmax(logits, -1))
 
 
 class _Scripted:

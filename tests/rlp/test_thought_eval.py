@@ -15,7 +15,7 @@ import models
 from models.tokenizer import load_tokenizer
 from rlp import answers
 from rlp import corpora
-from rlp import data
+from rlp import batches
 from rlp import sampler
 from rlp import thought_eval
 from rlp.thought_format import thought_format
@@ -56,7 +56,7 @@ def test_thought_eval_equals_explicit_forwards_and_ignores_padding():
   model, docs, cfg = _model(), _docs(), _greedy_cfg()
   sel = thought_eval.Selection(kind="marker", per_doc=2, min_prefix=4, marker_ids=MARKER)
   at = thought_eval.choose(docs, 32, sel)
-  cuts = [data.marker_positions(d, MARKER) for d in docs]  # both '=' positions of each document
+  cuts = [batches.marker_positions(d, MARKER) for d in docs]  # both '=' positions of each document
   assert at.t.tolist() == [c.tolist() for c in cuts] and at.selected_by == "marker (seed 0)"
   # three documents in batches of 2: the last batch is padded, and the pad row must not count
   got = thought_eval.thought_likelihood(model, docs, cfg, 32, at, batch_size=2,
@@ -108,7 +108,7 @@ def test_teacher_forced_scores_equal_the_rollouts_own():
   model, docs = _model(), _docs()
   cfg = sampler.SamplerConfig(group_size=4, max_thought_len=5, temperature=1.0,
                               prompt_ids=FMT.prompt_ids, close_ids=FMT.close_ids)
-  toks, _ = data.pad_rows(docs, 32, 3)
+  toks, _ = batches.pad_rows(docs, 32, 3)
   cuts = np.asarray([[5, 9], [6, 12], [4, 15]], np.int32)
   graphdef, params = nnx.split(model)
   ro = sampler.rollout(model, toks, cuts, jax.random.key(2), cfg)
