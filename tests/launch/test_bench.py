@@ -221,6 +221,9 @@ def test_memory_plan_parts_and_checks(tmp_path):
   c.mesh.data = -1
   checked = memory.run(c, check=True)  # this machine's 8 fake devices
   assert checked["compiled_total_gib"] > 0 and 0.5 < checked["check_ratio"] < 2.0
+  c.objective = "cpt"  # the CPT step compiles on its own batch (packed sequences)
+  checked = memory.run(c, check=True)
+  assert checked["compiled_total_gib"] > 0 and 0.5 < checked["check_ratio"] < 2.0
   # the configs' docstrings: the paper's Qwen3-1.7B step fits 32 x 80 GB by the estimate, with
   # chunked rollouts and the head in chunks; with the full thought logits it would not
   q = memory.run(qwen3_1p7b_rlp.get_config(), n_devices=32, device_memory_gb=80,
