@@ -4,6 +4,7 @@ token documents (rlp/data.py): RLP / RPT batches of documents with their target 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import grain
@@ -15,15 +16,16 @@ from rlp.data import DataError
 Array = Any  # a numpy array on the host, a jax.Array once placed
 
 
-def _from_mapping(cls, batch, optional=()):
-  """cls built from a mapping with its field names (a batch as the pipelines or a user's own
-  code give it), or batch itself when it is already a cls."""
+def _from_mapping(cls, batch):
+  """cls built from a mapping with its field names (a batch as a user's own code may give it;
+  the fields with a default may be left out), or batch itself when it is already a cls."""
   if isinstance(batch, cls):
     return batch
   if not isinstance(batch, Mapping):
     raise TypeError(f"a {cls.__name__} or a mapping with its fields, not {type(batch).__name__}")
-  names = [f for f in cls.__dataclass_fields__]
-  missing = [n for n in names if n not in batch and n not in optional]
+  fields = dataclasses.fields(cls)
+  names = [f.name for f in fields]
+  missing = [f.name for f in fields if f.name not in batch and f.default is dataclasses.MISSING]
   extra = sorted(set(batch) - set(names))
   if missing or extra:
     raise ValueError(f"a {cls.__name__} has the fields {names}; this batch "
@@ -58,7 +60,7 @@ class LMBatch:
 
   @classmethod
   def of(cls, batch) -> "LMBatch":
-    return _from_mapping(cls, batch, optional=("segment_ids", "positions"))
+    return _from_mapping(cls, batch)
 
 
 # ---------------------------------------------------------------- pipelines
