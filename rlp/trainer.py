@@ -3,8 +3,9 @@
     state, metrics = step(state, batch)
 
 Each step is jitted once by `make_step` (static: graphdef, optimizer, step config) with the state
-donated. RLP and RPT share the rollout (rlp/sampler.py) and the policy-gradient update (`_pg_update`);
-CPT (and the thought-format warm-up, which is CPT on thought-formatted text) is plain next-token loss.
+donated. RLP and RPT share the rollout (rlp/sampler.py) and the policy-gradient updates
+(`_updates`); CPT (and the thought-format warm-up, which is CPT on thought-formatted text) is plain
+next-token loss.
 """
 
 from __future__ import annotations
@@ -54,12 +55,13 @@ class UpdateBatch:
   n_valid: jax.Array  # [B, K, G] thought tokens incl. the closer (the scorer's read position)
 
   @classmethod
-  def from_rollout(cls, tokens, lengths, cuts, ro: sampler_lib.Rollout, adv, mask=None) -> "UpdateBatch":
+  def from_rollout(cls, tokens, lengths, cuts, rollout: sampler_lib.Rollout, adv,
+                   mask=None) -> "UpdateBatch":
     """mask: the rollout's sampled tokens unless given (dynamic sampling drops groups)."""
-    return cls(tokens=tokens, lengths=lengths, cuts=cuts, targets=ro.targets, thought=ro.tokens,
-               old_logp=ro.logp, adv=adv,
-               mask=ro.mask.astype(jnp.float32) if mask is None else mask,
-               n_valid=ro.valid.sum(-1).astype(jnp.int32))
+    return cls(tokens=tokens, lengths=lengths, cuts=cuts, targets=rollout.targets,
+               thought=rollout.tokens, old_logp=rollout.logp, adv=adv,
+               mask=rollout.mask.astype(jnp.float32) if mask is None else mask,
+               n_valid=rollout.valid.sum(-1).astype(jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,22 +274,23 @@ def _positions_and_baseline(state: TrainState, batch: batches.DocBatch, graphdef
   return cuts, jnp.take_along_axis(ema_scores(state.ema, graphdef, tokens, cfg)[0], cuts, 1)
 
 
-def _rewards(ro: sampler_lib.Rollout, s_ema, tokens, cuts, cfg: StepConfig, vocab_bytes, vocab_len):
+def _rewards(rollout: sampler_lib.Rollout, s_ema, tokens, cuts, cfg: StepConfig, vocab_bytes,
+             vocab_len):
   """(rewards [B, K, G], metrics): RLP's information gain over the EMA baseline or RPT's match,
   then the truncated-thought shaping."""
   metrics = {}
   if cfg.objective == "rlp":
     s_ema = s_ema[..., None] if s_ema is not None else jnp.zeros(cuts.shape + (1,))
-    rewards = objective_lib.information_gain(ro.s_pred, s_ema)
-    metrics.update({"rlp/s_pred_mean": ro.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
+    rewards = objective_lib.information_gain(rollout.s_pred, s_ema)
+    metrics.update({"rlp/s_pred_mean": rollout.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
                     if cfg.compute_ema else jnp.nan,
                     "rlp/gain_positive_frac": (rewards > 0).mean() if cfg.compute_ema else jnp.nan})
   else:
-    rewards = policy.rpt_rewards(ro.prediction, tokens, cuts, vocab_bytes, vocab_len,
+    rewards = policy.rpt_rewards(rollout.prediction, tokens, cuts, vocab_bytes, vocab_len,
                            cfg.rpt_lookahead)
   if cfg.truncated_reward != "keep":
     cut_value = 0.0 if cfg.truncated_reward == "zero" else float(cfg.truncated_reward)
-    rewards = jnp.where(ro.truncated, cut_value, rewards)
+    rewards = jnp.where(rollout.truncated, cut_value, rewards)
   return rewards, metrics
 
 
@@ -301,17 +304,18 @@ def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig
   if b % n_mb or mb_size % cfg.grad_accum:
     raise ValueError(f"{b} documents do not split into minibatches={n_mb} x "
                      f"grad_accum={cfg.grad_accum} equal parts")
-  upd = []
+  per_update = []
   for _ in range(cfg.num_updates):
     for i in range(n_mb):
-      mb = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
-      (loss, m), grads = policy.policy_grads(state.params, graphdef, mb, cfg, state.ref, prefix)
-      state, um = apply_update(state, grads, loss, tx, cfg)
-      upd.append({"loss": loss, **m, **um})
-  upd = jax.tree.map(lambda *xs: jnp.stack(xs), *upd)
+      minibatch = jax.tree.map(lambda a: a[i * mb_size:(i + 1) * mb_size], data)
+      (loss, m), grads = policy.policy_grads(state.params, graphdef, minibatch, cfg, state.ref,
+                                                prefix)
+      state, opt_metrics = apply_update(state, grads, loss, tx, cfg)
+      per_update.append({"loss": loss, **m, **opt_metrics})
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_update)
   # the metrics as the loss and the optimizer name them; skipped updates are counted
   reduce = {policy.RATIO_MAX: jnp.max, "skipped": jnp.sum}
-  return state, {k: reduce.get(k, jnp.mean)(v) for k, v in upd.items()}
+  return state, {k: reduce.get(k, jnp.mean)(v) for k, v in stacked.items()}
 
 
 def _shares_prefix(cfg: StepConfig, n_docs: int) -> bool:
@@ -336,19 +340,20 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   tokens, lengths = batch.tokens, batch.lengths
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   cuts, s_ema = _positions_and_baseline(state, batch, graphdef, cfg)
-  old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
+  policy_old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
   prefix = None
   if _shares_prefix(cfg, tokens.shape[0]):  # one forward over the documents for both
     prefix = jax.vjp(lambda p: nnx.merge(graphdef, p).prefix_kv(tokens), state.params)
-  ro = sampler_lib.chunked_rollout_fn(old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch,
-                                      None if prefix is None else jax.lax.stop_gradient(prefix[0]))
-  rewards, metrics = _rewards(ro, s_ema, tokens, cuts, cfg, vocab_bytes, vocab_len)
+  rollout = sampler_lib.chunked_rollout_fn(
+      policy_old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch,
+      None if prefix is None else jax.lax.stop_gradient(prefix[0]))
+  rewards, metrics = _rewards(rollout, s_ema, tokens, cuts, cfg, vocab_bytes, vocab_len)
   learn_from = rewards
   if cfg.shuffle_rewards:  # placebo RL: each thought gets another thought's reward
     perm = jax.random.permutation(jax.random.fold_in(k_roll, 1), rewards.size)
     learn_from = rewards.reshape(-1)[perm].reshape(rewards.shape)
   adv = objective_lib.group_advantages(learn_from, cfg.adv_scale)
-  sampled = ro.mask.astype(jnp.float32)
+  sampled = rollout.mask.astype(jnp.float32)
   thought_tokens = sampled.sum()
   if cfg.dynamic_sampling:
     uniform = jnp.all(rewards == rewards[..., :1], axis=-1)  # [B, K]: nothing to learn from
@@ -357,16 +362,16 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   metrics.update({
       "rlp/reward_mean": rewards.mean() if cfg.compute_ema or cfg.objective == "rpt" else jnp.nan,
       "rlp/reward_std": rewards.std(), "rlp/adv_std": adv.std(),
-      "rlp/thought_len_mean": ro.lengths.mean(), "rlp/thought_len_max": ro.lengths.max(),
-      "rlp/truncated_frac": ro.truncated.mean(),
+      "rlp/thought_len_mean": rollout.lengths.mean(), "rlp/thought_len_max": rollout.lengths.max(),
+      "rlp/truncated_frac": rollout.truncated.mean(),
   })
-  state, upd = _updates(state, UpdateBatch.from_rollout(tokens, lengths, cuts, ro, adv, sampled),
-                        graphdef, tx, cfg, prefix)
-  metrics.update(upd)
+  data = UpdateBatch.from_rollout(tokens, lengths, cuts, rollout, adv, sampled)
+  state, update_metrics = _updates(state, data, graphdef, tx, cfg, prefix)
+  metrics.update(update_metrics)
   metrics["lr"] = _lr(state.opt_state)
   metrics["tokens"] = lengths.sum()
   metrics["thought_tokens"] = thought_tokens
-  return state.replace(step=state.step + 1, rng=jax.random.key_data(rng)), metrics, ro
+  return state.replace(step=state.step + 1, rng=jax.random.key_data(rng)), metrics, rollout
 
 
 def make_step(graphdef, tx, cfg: StepConfig, tokenizer_bytes: list[bytes] | None = None,
