@@ -61,6 +61,39 @@ def rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
   return objective_lib.rpt_reward(pb, plen, cont_bytes[:, :, None], boundary[:, :, None])
 
 
+def continuation_gain(model, ema_model, tokens, lengths, cuts, rollout, cfg: StepConfig,
+                      exclude=None):
+  """The reward over cfg.reward_tokens = n tokens (a departure from the paper's n = 1): for each
+  thought, the sum over j < n of log p_theta(x_{t+j} | x_<t, thought, x_t .. x_{t+j-1}) minus the
+  EMA's log p_phi(x_{t+j} | x_<t+j), over the x_{t+j} inside the document. Teacher-forced: the
+  rollout's thought (closer included) is followed by x_t .. x_{t+n-2} and read at the n entries
+  after the closer. ema_model None: no baseline. Returns the rewards [B, K, G]."""
+  n = cfg.reward_tokens
+  b, k, g, t = rollout.tokens.shape
+  s = tokens.shape[1]
+  idx = cuts[..., None] + jnp.arange(n)  # [B, K, n] positions t + j
+  inside = (idx < lengths[:, None, None]).astype(jnp.float32)
+  cont = jnp.take_along_axis(tokens, jnp.minimum(idx, s - 1).reshape(b, k * n), 1).reshape(b, k, n)
+  cont_g = jnp.broadcast_to(cont[:, :, None, :], (b, k, g, n))
+  n_valid = rollout.valid.sum(-1)  # [B, K, G] thought tokens incl. the closer
+  # the buffer: the thought, then x_t .. x_{t+n-2} from entry n_valid on
+  rel = jnp.arange(t + n - 1) - n_valid[..., None]  # [B, K, G, T + n - 1]
+  buf = jnp.concatenate([rollout.tokens, jnp.zeros((b, k, g, n - 1), rollout.tokens.dtype)], -1)
+  buf = jnp.where((rel >= 0) & (rel < n - 1),
+                  jnp.take_along_axis(cont_g, jnp.clip(rel, 0, n - 1), -1), buf)
+  h = sampler_lib.thought_logits(model, tokens, cuts, buf, cfg.sampler, with_next=True,
+                                 hidden=True)  # entry n_valid + j predicts x_{t+j}
+  h_at = jnp.take_along_axis(h, (n_valid[..., None] + jnp.arange(n))[..., None], 3)
+  s_pred = objective_lib.token_logp(model.head(h_at), cont_g)  # [B, K, G, n]
+  s_ema = jnp.zeros((b, k * n))  # no baseline (rlp.compute_ema=False: an ablation)
+  if ema_model is not None:  # the EMA's prediction of x_{t+j} from x_<t+j
+    hid = ema_model.hidden(tokens)
+    h_ema = jnp.take_along_axis(hid, jnp.clip(idx - 1, 0, s - 1).reshape(b, k * n, 1), 1)
+    s_ema = objective_lib.token_logp(ema_model.head(h_ema), cont.reshape(b, k * n), exclude)
+  gain = (s_pred - s_ema.reshape(b, k, 1, n)) * inside[:, :, None, :]
+  return gain.sum(-1)
+
+
 def policy_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None, prefix=None):
   """The update's loss on a (mini/micro)batch of documents and their thoughts.
 

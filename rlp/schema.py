@@ -164,6 +164,9 @@ class RLP(Group):
   shuffle_rewards: bool = setting(False, "placebo RL: rewards permuted across the batch's "
                                   "thoughts before the advantages (a control)")
   compute_ema: bool = setting(True, "False: no EMA baseline (reward = S_pred; an ablation)")
+  reward_tokens: int = setting(1, "tokens after the thought whose log-likelihood gain over the "
+                               "EMA is the reward, x_t .. x_{t+n-1} (1 = the paper)",
+                               **at_least(1))
   rpt_lookahead: int = setting(4, "objective=rpt: continuation tokens the prediction must match",
                                **at_least(1))
 
@@ -304,6 +307,8 @@ def relations(c) -> Iterator[tuple[str, Any, bool, str]]:
       f"0 (the whole batch) or a divisor of data.batch_size ({d.batch_size})"
   yield "rlp.scorer_weight", r.scorer_weight, not (r.scorer_weight > 0 and c.objective == "rpt"), \
       ">= 0, and 0 for objective=rpt"
+  yield "rlp.reward_tokens", r.reward_tokens, r.reward_tokens == 1 or c.objective == "rlp", \
+      "1 unless objective=rlp (the information-gain reward is RLP's)"
   if t.eval_reasoning_every:
     yield "train.eval_positions", t.eval_positions, t.eval_positions > 0 and t.eval_docs > 0 and \
         bool(d.eval_source), "> 0, with train.eval_docs > 0 and a data.eval_source, when " \

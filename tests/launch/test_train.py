@@ -188,6 +188,9 @@ def test_rlp_plot_cli(tmp_path):
     ({"rlp.ref_reset_on_plateau": 2, "train.eval_every": 0},
      r"config.train.eval_every = 0 is invalid: must be > 0 with rlp.ref_reset_on_plateau"),
     ({"rlp.ref_reset_every": -1}, r"config.rlp.ref_reset_every = -1 is invalid: must be >= 0"),
+    ({"objective": "cpt", "rlp.reward_tokens": 2},
+     r"config.rlp.reward_tokens = 2 is invalid: must be 1 unless objective=rlp"),
+    ({"rlp.reward_tokens": 0}, r"config.rlp.reward_tokens = 0 is invalid: must be >= 1"),
     ({"rlp.rollout_batch": 3}, r"config.rlp.rollout_batch = 3 is invalid: must be 0 \(the "
      r"whole batch\) or a divisor of data.batch_size \(8\)"),
     ({"rlp.rollout_batch": 4}, r"config.rlp.rollout_batch = 4 is invalid: must be a multiple of "

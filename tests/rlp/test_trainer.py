@@ -616,3 +616,39 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
   has = np.asarray(ro.mask).sum(-1) > 0
   ratio = has.sum() / has[~uniform].sum()
   assert float(m1["grad_norm"]) == pytest.approx(float(m0["grad_norm"]) * ratio, rel=1e-4)
+
+
+def test_reward_over_several_tokens_is_the_explicit_sum():
+  """rlp.reward_tokens = 2 (a departure from the paper): a thought's reward is, by plain causal
+  forwards of its own sequence x_<t + prompt + thought (closer included) + x_t,
+  log p(x_t | ..) + log p(x_{t+1} | .., x_t) minus the EMA's log p(x_t | x_<t) +
+  log p(x_{t+1} | x_<t+1); an x_{t+1} past the document's end adds nothing. With one token and
+  no baseline it is the rollout's own S_pred."""
+  model, ema = _model(0), _model(1)
+  batch = _batch(3)
+  cuts = np.asarray(batch["cuts"]).copy()
+  cuts[0, 0] = SEQ - 1  # x_{t+1} is past the end of document 0
+  lengths = np.full((B,), SEQ, np.int32)
+  tokens, cuts = batch["tokens"], jnp.asarray(cuts)
+  ro = sampler_lib.rollout(model, tokens, cuts, jax.random.key(0), SCFG)
+  cfg = trainer.StepConfig(sampler=SCFG, positions_per_doc=2, reward_tokens=2)
+  got = np.asarray(policy.continuation_gain(model, ema, tokens, jnp.asarray(lengths), cuts, ro, cfg))
+  one = policy.continuation_gain(model, None, tokens, jnp.asarray(lengths), cuts, ro,
+                                 dataclasses.replace(cfg, reward_tokens=1))
+  np.testing.assert_allclose(np.asarray(one), np.asarray(ro.s_pred), atol=1e-4)
+  toks = np.asarray(tokens)
+  ema_lp = np.asarray(jax.nn.log_softmax(ema(tokens), -1))
+  n_valid = np.asarray(ro.valid).sum(-1)
+  for b in range(B):
+    for k in range(2):
+      t = int(cuts[b, k])
+      for g in range(SCFG.group_size):
+        thought = np.asarray(ro.tokens)[b, k, g, :n_valid[b, k, g]]
+        seq = np.concatenate([toks[b, :t], SCFG.prompt_ids, thought, toks[b, t:t + 1]])
+        lp = np.asarray(jax.nn.log_softmax(model(jnp.asarray(seq[None], jnp.int32)), -1))[0]
+        want = lp[-2, toks[b, t]] - ema_lp[b, t - 1, toks[b, t]]
+        if t + 1 < lengths[b]:
+          want += lp[-1, toks[b, t + 1]] - ema_lp[b, t, toks[b, t + 1]]
+        assert abs(got[b, k, g] - want) < 1e-4, (b, k, g, got[b, k, g], want)
+  _, (m,), _ = _run(cfg)
+  assert np.isfinite(m["loss"]) and np.isfinite(m["rlp/reward_mean"])
