@@ -1,6 +1,7 @@
-"""The update's losses: the clipped policy-gradient surrogate over thought tokens with its
-optional KL, scorer and next-token terms (`policy_loss`), its gradient over micro-batches or
-through the rollout's shared prefix (`policy_grads`), RPT's byte-match rewards, and the fused
+"""The rewards and the update's losses: a rollout's rewards (`rewards`: RLP's information gain,
+over one token or several, or RPT's byte match), the clipped policy-gradient surrogate over
+thought tokens with its optional KL, scorer and next-token terms (`policy_loss`), its gradient
+over micro-batches or through the rollout's shared prefix (`policy_grads`), and the fused
 next-token loss CPT shares. Functions of params and arrays; the steps that call them are
 rlp/trainer.py."""
 
@@ -92,6 +93,33 @@ def continuation_gain(model, ema_model, tokens, lengths, cuts, rollout, cfg: Ste
     s_ema = objective_lib.token_logp(ema_model.head(h_ema), cont.reshape(b, k * n), exclude)
   gain = (s_pred - s_ema.reshape(b, k, 1, n)) * inside[:, :, None, :]
   return gain.sum(-1)
+
+
+def rewards(rollout: sampler_lib.Rollout, s_ema, batch, cuts, cfg: StepConfig, vocab_bytes,
+            vocab_len, policy_old=None, ema_model=None):
+  """(rewards [B, K, G], metrics) of a rollout: RLP's information gain S_pred - S_ema (s_ema
+  [B, K] at the targets; over cfg.reward_tokens > 1 tokens `continuation_gain`, from policy_old
+  and ema_model) or RPT's match (vocab_bytes / vocab_len: the tokenizer's token bytes), then the
+  truncated-thought shaping. batch: the step's DocBatch; cuts: the targets' positions."""
+  metrics = {}
+  tokens = batch.tokens
+  if cfg.objective == "rlp":
+    s_ema = s_ema[..., None] if s_ema is not None else jnp.zeros(cuts.shape + (1,))
+    if cfg.reward_tokens == 1:
+      reward = objective_lib.information_gain(rollout.s_pred, s_ema)
+    else:
+      reward = continuation_gain(policy_old, ema_model if cfg.compute_ema else None, tokens,
+                                 batch.lengths, cuts, rollout, cfg, cfg.baseline_exclude)
+    metrics.update({"rlp/s_pred_mean": rollout.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
+                    if cfg.compute_ema else jnp.nan,
+                    "rlp/gain_positive_frac": (reward > 0).mean() if cfg.compute_ema else jnp.nan})
+  else:
+    reward = rpt_rewards(rollout.prediction, tokens, cuts, vocab_bytes, vocab_len,
+                         cfg.rpt_lookahead)
+  if cfg.truncated_reward != "keep":
+    cut_value = 0.0 if cfg.truncated_reward == "zero" else float(cfg.truncated_reward)
+    reward = jnp.where(rollout.truncated, cut_value, reward)
+  return reward, metrics
 
 
 def policy_loss(params, graphdef, mb, cfg: StepConfig, ref_params, w=None, prefix=None):

@@ -275,33 +275,6 @@ def _positions_and_baseline(state: TrainState, batch: batches.DocBatch, graphdef
   return cuts, jnp.take_along_axis(ema_scores(state.ema, graphdef, tokens, cfg)[0], cuts, 1)
 
 
-def _rewards(rollout: sampler_lib.Rollout, s_ema, batch: batches.DocBatch, cuts, cfg: StepConfig,
-             vocab_bytes, vocab_len, policy_old=None, ema_model=None):
-  """(rewards [B, K, G], metrics): RLP's information gain over the EMA baseline (over
-  cfg.reward_tokens tokens: policy.continuation_gain, from policy_old and ema_model) or RPT's
-  match, then the truncated-thought shaping."""
-  metrics = {}
-  tokens = batch.tokens
-  if cfg.objective == "rlp":
-    s_ema = s_ema[..., None] if s_ema is not None else jnp.zeros(cuts.shape + (1,))
-    if cfg.reward_tokens == 1:
-      rewards = objective_lib.information_gain(rollout.s_pred, s_ema)
-    else:
-      rewards = policy.continuation_gain(policy_old, ema_model if cfg.compute_ema else None,
-                                         tokens, batch.lengths, cuts, rollout, cfg,
-                                         cfg.baseline_exclude)
-    metrics.update({"rlp/s_pred_mean": rollout.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
-                    if cfg.compute_ema else jnp.nan,
-                    "rlp/gain_positive_frac": (rewards > 0).mean() if cfg.compute_ema else jnp.nan})
-  else:
-    rewards = policy.rpt_rewards(rollout.prediction, tokens, cuts, vocab_bytes, vocab_len,
-                           cfg.rpt_lookahead)
-  if cfg.truncated_reward != "keep":
-    cut_value = 0.0 if cfg.truncated_reward == "zero" else float(cfg.truncated_reward)
-    rewards = jnp.where(rollout.truncated, cut_value, rewards)
-  return rewards, metrics
-
-
 def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig, prefix=None):
   """cfg.num_updates passes over cfg.minibatches minibatches of the documents, each one
   optimizer (and EMA) update; returns the state and the updates' metrics, averaged. prefix: see
@@ -355,8 +328,8 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   rollout = sampler_lib.chunked_rollout_fn(
       policy_old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch,
       None if prefix is None else jax.lax.stop_gradient(prefix[0]))
-  rewards, metrics = _rewards(rollout, s_ema, batch, cuts, cfg, vocab_bytes, vocab_len, policy_old,
-                              nnx.merge(graphdef, state.ema))
+  rewards, metrics = policy.rewards(rollout, s_ema, batch, cuts, cfg, vocab_bytes, vocab_len,
+                                    policy_old, nnx.merge(graphdef, state.ema))
   learn_from = rewards
   if cfg.shuffle_rewards:  # placebo RL: each thought gets another thought's reward
     perm = jax.random.permutation(jax.random.fold_in(k_roll, 1), rewards.size)
