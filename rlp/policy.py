@@ -16,6 +16,7 @@ from flax import nnx
 from models import sampling
 
 from rlp import objective as objective_lib
+from rlp import positions as positions_lib
 from rlp import sampler as sampler_lib
 
 if TYPE_CHECKING:  # the step's config type; trainer imports this module
@@ -62,19 +63,19 @@ def rpt_rewards(pred_BxKxG, tokens, cuts, vocab_bytes, vocab_len, lookahead):
   return objective_lib.rpt_reward(pb, plen, cont_bytes[:, :, None], boundary[:, :, None])
 
 
-def continuation_gain(model, ema_model, tokens, lengths, cuts, rollout, cfg: StepConfig,
-                      exclude=None):
+def continuation_gain(model, tokens, lengths, cuts, rollout, cfg: StepConfig, s_ema_BxKxN=None,
+                      prefix=None):
   """The reward over cfg.reward_tokens = n tokens (a departure from the paper's n = 1): for each
   thought, the sum over j < n of log p_theta(x_{t+j} | x_<t, thought, x_t .. x_{t+j-1}) minus the
-  EMA's log p_phi(x_{t+j} | x_<t+j), over the x_{t+j} inside the document. Teacher-forced: the
-  rollout's thought (closer included) is followed by x_t .. x_{t+n-2} and read at the n entries
-  after the closer. ema_model None: no baseline. Returns the rewards [B, K, G]."""
+  EMA's log p_phi(x_{t+j} | x_<t+j) (s_ema_BxKxN, the step's baseline; None: no baseline), over
+  the x_{t+j} inside the document. Teacher-forced: the rollout's thought (closer included) is
+  followed by x_t .. x_{t+n-2} and read at the n entries after the closer. prefix: the documents'
+  K/V under model when the step has them. Returns the rewards [B, K, G]."""
   n = cfg.reward_tokens
   b, k, g, t = rollout.tokens.shape
-  s = tokens.shape[1]
-  idx = cuts[..., None] + jnp.arange(n)  # [B, K, n] positions t + j
-  inside = (idx < lengths[:, None, None]).astype(jnp.float32)
-  cont = jnp.take_along_axis(tokens, jnp.minimum(idx, s - 1).reshape(b, k * n), 1).reshape(b, k, n)
+  idx = positions_lib.following(cuts, n, tokens.shape[1])  # [B, K, n] positions t + j
+  inside = (cuts[..., None] + jnp.arange(n) < lengths[:, None, None]).astype(jnp.float32)
+  cont = jnp.take_along_axis(tokens, idx.reshape(b, k * n), 1).reshape(b, k, n)  # x_{t+j}
   cont_g = jnp.broadcast_to(cont[:, :, None, :], (b, k, g, n))
   n_valid = rollout.valid.sum(-1)  # [B, K, G] thought tokens incl. the closer
   # the buffer: the thought, then x_t .. x_{t+n-2} from entry n_valid on
@@ -82,34 +83,31 @@ def continuation_gain(model, ema_model, tokens, lengths, cuts, rollout, cfg: Ste
   buf = jnp.concatenate([rollout.tokens, jnp.zeros((b, k, g, n - 1), rollout.tokens.dtype)], -1)
   buf = jnp.where((rel >= 0) & (rel < n - 1),
                   jnp.take_along_axis(cont_g, jnp.clip(rel, 0, n - 1), -1), buf)
-  h = sampler_lib.thought_logits(model, tokens, cuts, buf, cfg.sampler, with_next=True,
-                                 hidden=True)  # entry n_valid + j predicts x_{t+j}
+  h = sampler_lib.thought_logits(model, tokens, cuts, buf, cfg.sampler, prefix=prefix,
+                                 with_next=True, hidden=True)  # entry n_valid + j predicts x_{t+j}
   h_at = jnp.take_along_axis(h, (n_valid[..., None] + jnp.arange(n))[..., None], 3)
   s_pred = objective_lib.token_logp(model.head(h_at), cont_g)  # [B, K, G, n]
-  s_ema = jnp.zeros((b, k * n))  # no baseline (rlp.compute_ema=False: an ablation)
-  if ema_model is not None:  # the EMA's prediction of x_{t+j} from x_<t+j
-    hid = ema_model.hidden(tokens)
-    h_ema = jnp.take_along_axis(hid, jnp.clip(idx - 1, 0, s - 1).reshape(b, k * n, 1), 1)
-    s_ema = objective_lib.token_logp(ema_model.head(h_ema), cont.reshape(b, k * n), exclude)
-  gain = (s_pred - s_ema.reshape(b, k, 1, n)) * inside[:, :, None, :]
-  return gain.sum(-1)
+  baseline = 0.0 if s_ema_BxKxN is None else s_ema_BxKxN[:, :, None, :]
+  return ((s_pred - baseline) * inside[:, :, None, :]).sum(-1)
 
 
 def rewards(rollout: sampler_lib.Rollout, s_ema, batch, cuts, cfg: StepConfig, vocab_bytes,
-            vocab_len, policy_old=None, ema_model=None):
+            vocab_len, policy_old=None, prefix=None):
   """(rewards [B, K, G], metrics) of a rollout: RLP's information gain S_pred - S_ema (s_ema
-  [B, K] at the targets; over cfg.reward_tokens > 1 tokens `continuation_gain`, from policy_old
-  and ema_model) or RPT's match (vocab_bytes / vocab_len: the tokenizer's token bytes), then the
+  [B, K] at the targets; over cfg.reward_tokens = n > 1 tokens `continuation_gain` from
+  policy_old, s_ema then [B, K, n], prefix the documents' K/V under policy_old when the step has
+  them) or RPT's match (vocab_bytes / vocab_len: the tokenizer's token bytes), then the
   truncated-thought shaping. batch: the step's DocBatch; cuts: the targets' positions."""
   metrics = {}
   tokens = batch.tokens
   if cfg.objective == "rlp":
+    if cfg.reward_tokens > 1:
+      reward = continuation_gain(policy_old, tokens, batch.lengths, cuts, rollout, cfg,
+                                 s_ema if cfg.compute_ema else None, prefix)
+      s_ema = None if s_ema is None else s_ema[..., 0]  # at x_t, for the metrics
     s_ema = s_ema[..., None] if s_ema is not None else jnp.zeros(cuts.shape + (1,))
     if cfg.reward_tokens == 1:
       reward = objective_lib.information_gain(rollout.s_pred, s_ema)
-    else:
-      reward = continuation_gain(policy_old, ema_model if cfg.compute_ema else None, tokens,
-                                 batch.lengths, cuts, rollout, cfg, cfg.baseline_exclude)
     metrics.update({"rlp/s_pred_mean": rollout.s_pred.mean(), "rlp/s_ema_mean": s_ema.mean()
                     if cfg.compute_ema else jnp.nan,
                     "rlp/gain_positive_frac": (reward > 0).mean() if cfg.compute_ema else jnp.nan})

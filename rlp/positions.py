@@ -46,10 +46,27 @@ def top_positions(score_BxS, lengths_B, k: int, min_prefix: int):
 
 
 def scored_positions(model, tokens_BxS, lengths_B, selection: str, k: int, min_prefix: int,
-                     exclude: int | None = None):
-  """(cuts [B, K], log p(x_t | x_<t) there [B, K]) for selection entropy / low_logp under model."""
+                     exclude: int | None = None, n: int = 1):
+  """(cuts [B, K], log p(x_t | x_<t) there: `at_targets`) for selection entropy / low_logp under
+  model."""
   if selection not in SCORED:
     raise ValueError(f"scored selection must be one of {SCORED} (got {selection!r})")
   lp, ent = token_scores(model, tokens_BxS, exclude)
   cuts = top_positions(ent if selection == "entropy" else -lp, lengths_B, k, min_prefix)
-  return cuts, jnp.take_along_axis(lp, cuts, 1)
+  return cuts, at_targets(lp, cuts, n)
+
+
+def following(cuts_BxK, n: int, seq_len: int):
+  """The positions t .. t + n - 1 of each target t, [B, K, n], clipped into the sequence (the ones
+  past a document's end are the caller's to mask)."""
+  return jnp.minimum(cuts_BxK[..., None] + jnp.arange(n), seq_len - 1)
+
+
+def at_targets(scores_BxS, cuts_BxK, n: int = 1):
+  """Per-position scores at each target t ([B, K]), or with n > 1 at t .. t + n - 1 ([B, K, n]:
+  a reward over several tokens, `following`)."""
+  if n == 1:
+    return jnp.take_along_axis(scores_BxS, cuts_BxK, 1)
+  b, k = cuts_BxK.shape
+  idx = following(cuts_BxK, n, scores_BxS.shape[1]).reshape(b, k * n)
+  return jnp.take_along_axis(scores_BxS, idx, 1).reshape(b, k, n)

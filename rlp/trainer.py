@@ -260,19 +260,23 @@ def resolve(cfg: StepConfig) -> StepConfig:
 
 def _positions_and_baseline(state: TrainState, batch: batches.DocBatch, graphdef,
                             cfg: StepConfig):
-  """The K target positions of each document and the no-think baseline there:
-  (cuts [B, K], S_ema = log p_phi(x_t | x_<t) [B, K] or None when nothing needs it)."""
-  tokens = batch.tokens
+  """The K target positions of each document and the no-think baseline there: (cuts [B, K],
+  S_ema = log p_phi(x_t | x_<t) [B, K] or None when nothing needs it; with rlp.reward_tokens
+  n > 1, S_ema at t .. t + n - 1, [B, K, n])."""
+  tokens, n = batch.tokens, cfg.reward_tokens
   if cfg.scored_selection:  # the EMA model picks its highest-entropy / lowest-log-prob tokens
     return positions_lib.scored_positions(nnx.merge(graphdef, state.ema), tokens, batch.lengths,
                                           cfg.selection, cfg.positions_per_doc, cfg.min_prefix,
-                                          cfg.baseline_exclude)
+                                          cfg.baseline_exclude, n)
   cuts = batch.cuts
   if not cfg.needs_ema_forward:
     return cuts, None
   if resolve(cfg).ema_head_at_positions:
-    return cuts, ema_logp_at(state.ema, graphdef, tokens, cuts, cfg.baseline_exclude)
-  return cuts, jnp.take_along_axis(ema_scores(state.ema, graphdef, tokens, cfg)[0], cuts, 1)
+    at = cuts if n == 1 else positions_lib.following(cuts, n, tokens.shape[1]).reshape(
+        cuts.shape[0], -1)
+    s_ema = ema_logp_at(state.ema, graphdef, tokens, at, cfg.baseline_exclude)
+    return cuts, s_ema.reshape(cuts.shape + ((n,) if n > 1 else ()))
+  return cuts, positions_lib.at_targets(ema_scores(state.ema, graphdef, tokens, cfg)[0], cuts, n)
 
 
 def _updates(state: TrainState, data: UpdateBatch, graphdef, tx, cfg: StepConfig, prefix=None):
@@ -322,14 +326,14 @@ def pg_step(state: TrainState, batch, *, graphdef, tx, cfg: StepConfig, vocab_by
   rng, k_roll = jax.random.split(jax.random.wrap_key_data(state.rng))
   cuts, s_ema = _positions_and_baseline(state, batch, graphdef, cfg)
   policy_old = nnx.merge(graphdef, jax.lax.stop_gradient(state.params))  # theta_old
-  prefix = None
+  prefix = prefix_kv = None
   if _shares_prefix(cfg, tokens.shape[0]):  # one forward over the documents for both
     prefix = jax.vjp(lambda p: nnx.merge(graphdef, p).prefix_kv(tokens), state.params)
-  rollout = sampler_lib.chunked_rollout_fn(
-      policy_old, tokens, cuts, k_roll, cfg.sampler, cfg.rollout_batch,
-      None if prefix is None else jax.lax.stop_gradient(prefix[0]))
+    prefix_kv = jax.lax.stop_gradient(prefix[0])
+  rollout = sampler_lib.chunked_rollout_fn(policy_old, tokens, cuts, k_roll, cfg.sampler,
+                                           cfg.rollout_batch, prefix_kv)
   rewards, metrics = policy.rewards(rollout, s_ema, batch, cuts, cfg, vocab_bytes, vocab_len,
-                                    policy_old, nnx.merge(graphdef, state.ema))
+                                    policy_old, prefix_kv)
   learn_from = rewards
   if cfg.shuffle_rewards:  # placebo RL: each thought gets another thought's reward
     perm = jax.random.permutation(jax.random.fold_in(k_roll, 1), rewards.size)

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import models
+from rlp import batches
 from rlp import objective as objective_lib
 from rlp import policy
 from rlp import positions as positions_lib
@@ -632,8 +633,18 @@ def test_reward_over_several_tokens_is_the_explicit_sum():
   tokens, cuts = batch["tokens"], jnp.asarray(cuts)
   ro = sampler_lib.rollout(model, tokens, cuts, jax.random.key(0), SCFG)
   cfg = trainer.StepConfig(sampler=SCFG, positions_per_doc=2, reward_tokens=2)
-  got = np.asarray(policy.continuation_gain(model, ema, tokens, jnp.asarray(lengths), cuts, ro, cfg))
-  one = policy.continuation_gain(model, None, tokens, jnp.asarray(lengths), cuts, ro,
+  # the step's baseline at t and t + 1, from the EMA head at those positions and from every
+  # position's scores (the two ways _positions_and_baseline computes it)
+  state = trainer.init_state(ema, trainer.make_optimizer(1e-3))
+  docs = dict(batch, cuts=cuts, lengths=jnp.asarray(lengths))
+  _, s_ema = trainer._positions_and_baseline(state, batches.DocBatch.of(docs), nnx.graphdef(ema),
+                                             dataclasses.replace(cfg, ema_head_at_positions=True))
+  _, s_all = trainer._positions_and_baseline(state, batches.DocBatch.of(docs), nnx.graphdef(ema),
+                                             dataclasses.replace(cfg, ema_head_at_positions=False))
+  np.testing.assert_allclose(np.asarray(s_ema), np.asarray(s_all), atol=1e-4)
+  got = np.asarray(policy.continuation_gain(model, tokens, jnp.asarray(lengths), cuts, ro, cfg,
+                                            s_ema))
+  one = policy.continuation_gain(model, tokens, jnp.asarray(lengths), cuts, ro,
                                  dataclasses.replace(cfg, reward_tokens=1))
   np.testing.assert_allclose(np.asarray(one), np.asarray(ro.s_pred), atol=1e-4)
   toks = np.asarray(tokens)
