@@ -38,9 +38,11 @@ def decode_tokens(graphdef, params, prompt, pad_len, key, steps: int, temperatur
   return toks.T
 
 
-def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """Token-id rows of different lengths -> ([B, P] left-padded ids, [B] pad counts)."""
-  width = max(len(r) for r in rows)
+def left_pad(rows: list[list[int]], pad_id: int = 0,
+             width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Token-id rows of different lengths -> ([B, P] left-padded ids, [B] pad counts); P is the
+  longest row, or `width` (>= it: a fixed shape, so fewer programs compile)."""
+  width = width or max(len(r) for r in rows)
   ids = np.full((len(rows), width), pad_id, np.int32)
   pad = np.zeros((len(rows),), np.int32)
   for i, r in enumerate(rows):

@@ -208,13 +208,8 @@ class RLPLM(TemplateLM):
     out = []
     for i in range(0, len(prompts), self.batch_size):
       chunk = prompts[i:i + self.batch_size]
-      width = _bucket(max(len(p) for p in chunk))
-      arr = np.zeros((self.batch_size, width), np.int32)
-      pad = np.full((self.batch_size,), width - 1, np.int32)
-      for r, p in enumerate(chunk):
-        arr[r, width - len(p):] = p
-        pad[r] = width - len(p)
-      arr[len(chunk):, -1] = self.eot_token_id
+      filler = [[self.eot_token_id]] * (self.batch_size - len(chunk))  # a full batch: one shape
+      arr, pad = generation.left_pad(chunk + filler, width=_bucket(max(len(p) for p in chunk)))
       got = np.asarray(generation.decode_tokens(self.graphdef, self.params, self._put(arr),
                                               self._put(pad), jax.random.key(0), steps))
       out.extend(row.tolist() for row in got[:len(chunk)])
